@@ -1,0 +1,490 @@
+//! [`Bus`] and [`BusBuilder`]: publish, subscribe, flush, shutdown.
+//!
+//! # Clean shutdown
+//!
+//! [`Bus::shutdown`] stops accepting (later publishes get
+//! [`PublishError::Closed`] with the event), lets the workers handle every
+//! event accepted before it, and everything their handlers publish
+//! meanwhile, then joins the worker threads. Dropping the last `Bus` handle
+//! does the same. A handler that keeps a `Bus` clone keeps the bus alive:
+//! shut it down explicitly, or unsubscribe that handler first.
+
+use std::marker::PhantomData;
+
+use crate::context::Context;
+use crate::envelope::Envelope;
+use crate::error::{ConfigError, HandlerResult, PublishError};
+use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
+use crate::executor::{Config, Executor, Refused};
+use crate::metrics::MetricsSnapshot;
+use crate::payload::Payload;
+use crate::registry::{SubscriberOptions, Subscription};
+use crate::ring::Ring;
+use crate::sync::{lock, thread, Arc, Mutex};
+
+/// The most worker threads a bus may have.
+pub const MAX_WORKERS: usize = 1024;
+/// The most shards a bus may have.
+pub const MAX_SHARDS: usize = 1 << 16;
+/// The most slots one shard's ring may have.
+pub const MAX_CAPACITY: usize = 1 << 22;
+
+const DEFAULT_CAPACITY: usize = 1024;
+const DEFAULT_BATCH: usize = 256;
+const SHARDS_PER_WORKER: usize = 4;
+
+/// What `publish` does when the shard's ring is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait for room (spin briefly, then sleep until a worker frees a slot).
+    #[default]
+    Block,
+    /// Refuse at once with [`PublishError::Full`].
+    Reject,
+}
+
+/// Settings for a [`Bus`]; [`BusBuilder::build`] checks them.
+#[derive(Clone, Debug, Default)]
+pub struct BusBuilder {
+    workers: Option<usize>,
+    shards: Option<usize>,
+    capacity: Option<usize>,
+    batch: Option<usize>,
+    backpressure: Backpressure,
+}
+
+impl BusBuilder {
+    /// Worker threads (default: the machine's available parallelism).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Shards (default: 4 per worker). At least one per worker; rounded up
+    /// to a power of two.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Ring slots per shard (default 1024); rounded up to a power of two,
+    /// and at least 2.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Most events a worker takes from a shard at once (default 256, or the
+    /// ring capacity if smaller).
+    pub fn batch(mut self, batch: usize) -> Self {
+        self.batch = Some(batch);
+        self
+    }
+
+    /// What `publish` does on a full ring (default [`Backpressure::Block`]).
+    pub fn backpressure(mut self, backpressure: Backpressure) -> Self {
+        self.backpressure = backpressure;
+        self
+    }
+
+    fn config(&self) -> Result<Config, ConfigError> {
+        let workers = self.workers.unwrap_or_else(default_workers);
+        if workers == 0 || workers > MAX_WORKERS {
+            return Err(ConfigError::Workers(workers));
+        }
+        let shards = self
+            .shards
+            .unwrap_or(workers * SHARDS_PER_WORKER)
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX);
+        if self.shards == Some(0) || shards < workers || shards > MAX_SHARDS {
+            return Err(ConfigError::Shards {
+                shards: self.shards.unwrap_or(shards),
+                workers,
+            });
+        }
+        let requested = self.capacity.unwrap_or(DEFAULT_CAPACITY);
+        if requested == 0 || requested > MAX_CAPACITY {
+            return Err(ConfigError::Capacity(requested));
+        }
+        let capacity = Ring::<Envelope>::effective_capacity(requested);
+        let batch = self.batch.unwrap_or(DEFAULT_BATCH.min(capacity));
+        if batch == 0 || batch > capacity {
+            return Err(ConfigError::Batch(batch));
+        }
+        Ok(Config {
+            workers,
+            shards,
+            capacity,
+            batch,
+        })
+    }
+
+    /// Starts the bus, or says which setting cannot work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use diana_bus::{Bus, ConfigError};
+    ///
+    /// assert_eq!(Bus::builder().capacity(0).build().unwrap_err(), ConfigError::Capacity(0));
+    /// let bus = Bus::builder().workers(2).shards(8).capacity(1000).build()?;
+    /// assert_eq!(bus.capacity(), 1024);
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    pub fn build(self) -> Result<Bus, ConfigError> {
+        let config = self.config()?;
+        let executor = Arc::new(Executor::new(config));
+        let workers = match executor.spawn_workers() {
+            Ok(workers) => workers,
+            Err(error) => {
+                // Let the threads that did start exit.
+                executor.stop();
+                return Err(ConfigError::Spawn(error.to_string()));
+            }
+        };
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                executor,
+                workers: Mutex::new(workers),
+                block: self.backpressure == Backpressure::Block,
+            }),
+        })
+    }
+}
+
+#[cfg(not(diana_bus_loom))]
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+#[cfg(diana_bus_loom)]
+fn default_workers() -> usize {
+    1
+}
+
+/// What [`Bus::shutdown`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Events accepted over the bus's life.
+    pub published: u64,
+    /// Successful handler runs.
+    pub delivered: u64,
+    /// Failed or panicked handler runs.
+    pub failed: u64,
+    /// Events recorded as dead letters.
+    pub dead_lettered: u64,
+    /// Publishes refused.
+    pub rejected: u64,
+    /// Whether this call drained the bus and joined its workers. False when
+    /// called on a worker thread (from a handler): a worker cannot join
+    /// itself, so a helper thread finishes the drain in the background.
+    pub joined: bool,
+}
+
+/// The event bus: a cheap, cloneable handle (`Send + Sync`); every method
+/// takes `&self`.
+///
+/// # Examples
+///
+/// ```
+/// use diana_bus::{Bus, Context, Event, HandlerResult};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+///
+/// struct UserMessage { user_id: u64 }
+/// impl Event for UserMessage {
+///     fn key(&self) -> Option<u64> { Some(self.user_id) }
+/// }
+///
+/// let bus = Bus::builder().workers(2).build()?;
+/// let total = Arc::new(AtomicU64::new(0));
+/// let sum = total.clone();
+/// bus.subscribe(move |m: &UserMessage, _: &Context| -> HandlerResult {
+///     sum.fetch_add(m.user_id, Ordering::Relaxed);
+///     Ok(())
+/// });
+/// for user_id in 1..=10 {
+///     bus.publish(UserMessage { user_id })?;
+/// }
+/// bus.flush();
+/// assert_eq!(total.load(Ordering::Relaxed), 55);
+/// let report = bus.shutdown();
+/// assert_eq!((report.published, report.delivered), (10, 10));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    executor: Arc<Executor>,
+    workers: Mutex<Vec<thread::JoinHandle<()>>>,
+    block: bool,
+}
+
+impl Bus {
+    /// Settings for a new bus.
+    pub fn builder() -> BusBuilder {
+        BusBuilder::default()
+    }
+
+    /// Ring slots per shard, after rounding.
+    pub fn capacity(&self) -> usize {
+        self.inner.executor.config().capacity
+    }
+
+    /// Number of shards, after rounding.
+    pub fn shards(&self) -> usize {
+        self.inner.executor.config().shards
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.executor.config().workers
+    }
+
+    /// Subscribes `handler` to events of type `E`. An event published after
+    /// this returns is delivered to it.
+    pub fn subscribe<E, F>(&self, handler: F) -> Subscription
+    where
+        E: Event,
+        F: Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.subscriber::<E>().subscribe(handler)
+    }
+
+    /// A subscription with options: name, tenant scope, stage.
+    pub fn subscriber<E: Event>(&self) -> SubscriberBuilder<'_, E> {
+        SubscriberBuilder {
+            bus: self,
+            name: None,
+            tenant: None,
+            stage: 0,
+            event: PhantomData,
+        }
+    }
+
+    /// Removes a subscription. When it returns, the handler is not running
+    /// and never runs again; returns false if it was already removed.
+    ///
+    /// Called from a handler (on a worker thread) it does not wait for
+    /// calls of the handler running on other workers, which could deadlock:
+    /// no call starts after it returns, and the running ones finish.
+    pub fn unsubscribe(&self, subscription: &Subscription) -> bool {
+        let executor = &self.inner.executor;
+        match executor.registry.remove(subscription) {
+            Some(subscriber) => {
+                executor.quiesce();
+                drop(subscriber);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The number of live subscriptions to events of type `E`.
+    pub fn subscribers<E: Event>(&self) -> usize {
+        self.inner
+            .executor
+            .registry
+            .count(std::any::TypeId::of::<E>())
+    }
+
+    /// Publishes `event`: with [`Backpressure::Block`] it waits for room in
+    /// a full ring, with [`Backpressure::Reject`] it returns
+    /// [`PublishError::Full`]. After shutdown: [`PublishError::Closed`].
+    #[inline]
+    pub fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
+        self.send(event, Meta::new(), self.inner.block)
+    }
+
+    /// [`Bus::publish`] with tenant, key or id set by `meta`.
+    #[inline]
+    pub fn publish_with<E: Event>(&self, event: E, meta: Meta) -> Result<EventId, PublishError<E>> {
+        self.send(event, meta, self.inner.block)
+    }
+
+    /// Publishes without ever blocking: a full ring returns
+    /// [`PublishError::Full`] whatever the backpressure policy.
+    #[inline]
+    pub fn try_publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
+        self.send(event, Meta::new(), false)
+    }
+
+    #[inline]
+    fn send<E: Event>(
+        &self,
+        event: E,
+        meta: Meta,
+        block: bool,
+    ) -> Result<EventId, PublishError<E>> {
+        let executor = &self.inner.executor;
+        let routing = Routing::resolve(&event, meta, executor.epoch());
+        let id = routing.id;
+        let envelope = Envelope {
+            routing,
+            payload: Payload::new(event),
+        };
+        match executor.push(envelope, block) {
+            Ok(()) => Ok(id),
+            Err(Refused::Full(back)) => Err(PublishError::Full(take_back(back))),
+            Err(Refused::Closed(back)) => Err(PublishError::Closed(take_back(back))),
+        }
+    }
+
+    /// Returns when every event accepted before the call, and everything
+    /// their handlers published through `ctx` (transitively), is fully
+    /// handled. Called from a handler it returns at once (the handler's own
+    /// event cannot be settled from inside it).
+    pub fn flush(&self) {
+        self.inner.executor.flush();
+    }
+
+    /// The counters, summed over the workers.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.executor.snapshot()
+    }
+
+    /// Whether the bus was shut down.
+    pub fn is_closed(&self) -> bool {
+        self.inner.executor.is_closed()
+    }
+
+    /// Stops accepting events, handles every accepted one, joins the
+    /// workers. Safe to call more than once, and from any clone.
+    pub fn shutdown(&self) -> ShutdownReport {
+        self.inner.shutdown()
+    }
+}
+
+/// The event inside an envelope that was just refused.
+fn take_back<E: Event>(envelope: Envelope) -> E {
+    match envelope.payload.into_inner::<E>() {
+        Ok(event) => event,
+        Err(_) => unreachable!("a refused envelope holds the event just published"),
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) -> ShutdownReport {
+        let executor = &self.executor;
+        if executor.close() {
+            tracing::info!("diana-bus shutting down");
+        }
+        let workers = std::mem::take(&mut *lock(&self.workers));
+        let joined = if executor.current_worker().is_some() {
+            if !workers.is_empty() {
+                let executor = Arc::clone(executor);
+                thread::spawn(move || finish(&executor, workers));
+            }
+            false
+        } else {
+            finish(executor, workers);
+            true
+        };
+        let metrics = executor.snapshot();
+        ShutdownReport {
+            published: metrics.published,
+            delivered: metrics.delivered,
+            failed: metrics.failed,
+            dead_lettered: metrics.dead_lettered,
+            rejected: metrics.rejected,
+            joined,
+        }
+    }
+}
+
+/// Drains a closed bus, stops its workers and joins them.
+fn finish(executor: &Executor, workers: Vec<thread::JoinHandle<()>>) {
+    executor.flush();
+    executor.stop();
+    for worker in workers {
+        if worker.join().is_err() {
+            tracing::error!("a diana-bus worker thread panicked outside a handler");
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let config = self.inner.executor.config();
+        f.debug_struct("Bus")
+            .field("workers", &config.workers)
+            .field("shards", &config.shards)
+            .field("capacity", &config.capacity)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Options for one subscription; from [`Bus::subscriber`].
+pub struct SubscriberBuilder<'b, E> {
+    bus: &'b Bus,
+    name: Option<String>,
+    tenant: Option<TenantId>,
+    stage: u32,
+    event: PhantomData<fn(&E)>,
+}
+
+impl<E: Event> SubscriberBuilder<'_, E> {
+    /// The name in logs, metrics and dead letters (default `"Event#id"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Only events of this tenant reach the handler.
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// The handlers of one event run in ascending stage order (default 0;
+    /// equal stages run in subscription order).
+    pub fn stage(mut self, stage: u32) -> Self {
+        self.stage = stage;
+        self
+    }
+
+    /// Subscribes `handler` with these options.
+    pub fn subscribe<F>(self, handler: F) -> Subscription
+    where
+        F: Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
+    {
+        let options = SubscriberOptions {
+            type_id: std::any::TypeId::of::<E>(),
+            event_name: short_type_name::<E>(),
+            name: self.name,
+            tenant: self.tenant,
+            stage: self.stage,
+        };
+        // The registry files this handler under `E`'s TypeId, so the
+        // downcast always succeeds.
+        let erased = Box::new(move |payload: &Payload, ctx: &Context<'_>| {
+            payload
+                .downcast_ref::<E>()
+                .map_or(Ok(()), |event| handler(event, ctx))
+        });
+        self.bus.inner.executor.registry.insert(options, erased)
+    }
+}
+
+impl<E> std::fmt::Debug for SubscriberBuilder<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriberBuilder")
+            .field("event", &short_type_name::<E>())
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("stage", &self.stage)
+            .finish()
+    }
+}

@@ -1,0 +1,541 @@
+//! The worker pool: W threads drain S shards (S >= W, a power of two) in
+//! batches, park when idle, and settle `flush` and `shutdown`.
+//!
+//! # Workers and batches
+//!
+//! Worker `w` owns shards `w, w + W, w + 2W, ...` and is the one woken for
+//! them (see `shard` for claims and helping). For each claimed shard it pops
+//! up to `batch` envelopes with one CAS, runs them as one *batch* (one
+//! table load per registry shard, one counter merge), records the shard's
+//! progress, then fences once and notifies waiting publishers and flushers.
+//!
+//! # Batch quiescence (what `unsubscribe` waits for)
+//!
+//! `batch_seq` is odd while the worker runs a batch. A batch begins with
+//! `batch_seq = odd; fence(SeqCst)` and only then loads tables and reads
+//! `unsubscribed` flags; it ends with a Release store of the next even
+//! value. `unsubscribe` sets the flag, stores the table without the
+//! subscriber, fences (`SeqCst`) and waits, for every worker whose
+//! `batch_seq` it reads odd, until it changes. Either the worker's fence
+//! comes first, and `unsubscribe` sees it in a batch and waits the batch
+//! out; or `unsubscribe`'s fence comes first, and the worker's batch sees
+//! the flag and never starts the handler. When called on a worker thread
+//! (from a handler) `unsubscribe` cannot wait (two handlers unsubscribing
+//! each other would deadlock), so it only sets the flag: that worker never
+//! calls the handler again, and calls already running elsewhere finish.
+//!
+//! # Flush
+//!
+//! `flush` must wait for the events accepted before it was called and for
+//! their follow-ups (`ctx.publish`, transitively), but not for everything
+//! published meanwhile by other threads, or a busy bus would never let it
+//! return. Every root publish is stamped with the current `epoch`; a
+//! follow-up inherits its parent's. `flush` bumps the epoch (so it waits
+//! for epochs up to the old value `e`), raises `flush_target` to `e`, and
+//! fences. Workers count, per worker, the follow-ups of events with epoch
+//! `<= flush_target` (`descendants`), after pushing them and fencing.
+//! `flush` then repeats: read the descendants sum `c0`; snapshot every
+//! shard's accepted positions; wait until each shard has completed them;
+//! read the sum again as `c1`; stop when `c0 == c1`. A follow-up pushed
+//! after a snapshot was counted after its push, before its parent
+//! completed, so it shows up as `c1 > c0` and forces another round; one
+//! that the worker did not count (it read an older `flush_target`) was
+//! pushed before `flush`'s fence, so the snapshot holds it.
+//!
+//! # Shutdown
+//!
+//! Close every ring (refusing new publishes atomically with accepted ones,
+//! see `ring`), wake blocked publishers (they get `Closed`), flush, then
+//! set `stop`, unpark every worker and join them. Follow-ups published by
+//! handlers during the drain are still accepted.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::context::Context;
+use crate::envelope::Envelope;
+use crate::event::{Event, EventId, Routing};
+use crate::metrics::{BatchCounts, MetricsSnapshot, RunOutcome, WorkerCounts};
+use crate::park::{Sleeper, WaitQueue};
+use crate::payload::Payload;
+use crate::registry::{Registry, TableCache};
+use crate::ring::PushError;
+use crate::shard::Shard;
+use crate::sync::{
+    fence, lock, spin_loop, thread, thread_local, Arc, AtomicBool, AtomicU64, Backoff, CachePadded,
+    Mutex, Ordering,
+};
+
+/// Idle rounds a worker spins, then yields, before it parks.
+#[cfg(not(diana_bus_loom))]
+const IDLE_SPINS: u32 = 64;
+#[cfg(not(diana_bus_loom))]
+const IDLE_YIELDS: u32 = 8;
+#[cfg(diana_bus_loom)]
+const IDLE_SPINS: u32 = 0;
+#[cfg(diana_bus_loom)]
+const IDLE_YIELDS: u32 = 0;
+
+/// Batches a worker runs from one shard before it moves to the next.
+const BATCHES_PER_CLAIM: usize = 4;
+
+/// Tries a blocked publisher spins before it sleeps on the shard.
+const PUBLISH_SPINS: u32 = 32;
+
+thread_local! {
+    /// The executor (by address) and index of the worker on this thread.
+    static CURRENT_WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The bus's sizing, validated by the builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) shards: usize,
+    pub(crate) capacity: usize,
+    pub(crate) batch: usize,
+}
+
+/// Why the executor refused an envelope; it comes back.
+pub(crate) enum Refused {
+    Full(Envelope),
+    Closed(Envelope),
+}
+
+#[derive(Debug, Default)]
+struct Worker {
+    sleeper: Sleeper,
+    batch_seq: AtomicU64,
+    descendants: AtomicU64,
+    counts: Mutex<WorkerCounts>,
+}
+
+/// Shards, workers and registry: everything the worker threads share.
+#[derive(Debug)]
+pub struct Executor {
+    shards: Box<[Shard]>,
+    workers: Box<[CachePadded<Worker>]>,
+    pub(crate) registry: Registry,
+    epoch: AtomicU64,
+    flush_target: AtomicU64,
+    settled: WaitQueue,
+    stop: AtomicBool,
+    config: Config,
+}
+
+/// A worker's reusable buffers.
+struct Local {
+    batch: Vec<Envelope>,
+    counts: BatchCounts,
+}
+
+impl Executor {
+    pub(crate) fn new(config: Config) -> Self {
+        Executor {
+            shards: (0..config.shards)
+                .map(|_| Shard::new(config.capacity))
+                .collect(),
+            workers: (0..config.workers)
+                .map(|_| CachePadded(Worker::default()))
+                .collect(),
+            registry: Registry::default(),
+            epoch: AtomicU64::new(1),
+            flush_target: AtomicU64::new(0),
+            settled: WaitQueue::default(),
+            stop: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        self.config
+    }
+
+    /// The flush epoch a root publish is stamped with.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    fn address(&self) -> usize {
+        self as *const Executor as usize
+    }
+
+    /// The index of the worker running on this thread, if it is one of ours.
+    pub(crate) fn current_worker(&self) -> Option<usize> {
+        let (executor, index) = CURRENT_WORKER.with(Cell::get);
+        (executor == self.address()).then_some(index)
+    }
+
+    #[inline]
+    fn shard_of(&self, routing: &Routing) -> usize {
+        // splitmix64's finaliser over (tenant, key): spreads neighbouring
+        // user ids and tenants over all shards.
+        let mut h = routing.tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ routing.key;
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (h ^ (h >> 31)) as usize & (self.shards.len() - 1)
+    }
+
+    #[inline]
+    fn owner(&self, shard: usize) -> usize {
+        shard % self.workers.len()
+    }
+
+    /// Pushes a root publish. With `block`, waits for room (never on a
+    /// worker thread: there the envelope goes to the shard's overflow).
+    #[inline]
+    pub(crate) fn push(&self, envelope: Envelope, block: bool) -> Result<(), Refused> {
+        let index = self.shard_of(&envelope.routing);
+        let shard = &self.shards[index];
+        let result = match shard.ring.push(envelope) {
+            Ok(()) => Ok(()),
+            Err(PushError::Closed(back)) => Err(Refused::Closed(back)),
+            Err(PushError::Full(back)) if !block => Err(Refused::Full(back)),
+            Err(PushError::Full(back)) => self.push_blocking(shard, back),
+        };
+        match result {
+            Ok(()) => self.after_push(index),
+            Err(_) => {
+                shard.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    #[cold]
+    fn push_blocking(&self, shard: &Shard, envelope: Envelope) -> Result<(), Refused> {
+        if self.current_worker().is_some() {
+            shard.push_from_worker(envelope);
+            return Ok(());
+        }
+        let mut pending = Some(envelope);
+        let mut attempt = || match shard.ring.push(pending.take()?) {
+            Ok(()) => Some(Ok(())),
+            Err(PushError::Closed(back)) => Some(Err(Refused::Closed(back))),
+            Err(PushError::Full(back)) => {
+                pending = Some(back);
+                None
+            }
+        };
+        for _ in 0..PUBLISH_SPINS {
+            if let Some(done) = attempt() {
+                return done;
+            }
+            spin_loop();
+        }
+        shard.space.wait_for(attempt)
+    }
+
+    /// After a push into `shard`: fence, then wake its owner if it sleeps
+    /// (P2 and P3 of the sleeper protocol in `park`).
+    #[inline]
+    fn after_push(&self, shard: usize) {
+        fence(Ordering::SeqCst);
+        self.workers[self.owner(shard)].sleeper.wake_if_sleeping();
+    }
+
+    /// `ctx.publish`: never refused, never waits.
+    pub(crate) fn publish_from_worker<E: Event>(
+        &self,
+        worker: usize,
+        routing: Routing,
+        event: E,
+    ) -> EventId {
+        let (id, epoch) = (routing.id, routing.epoch);
+        let index = self.shard_of(&routing);
+        self.shards[index].push_from_worker(Envelope {
+            routing,
+            payload: Payload::new(event),
+        });
+        self.after_push(index);
+        // After the push and the fence: see the flush protocol.
+        if epoch <= self.flush_target.load(Ordering::Relaxed) {
+            let descendants = &self.workers[worker].descendants;
+            descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
+        }
+        id
+    }
+
+    fn descendants(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.descendants.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Waits until every event accepted before the call, and every
+    /// follow-up of those, is fully handled. On a worker thread it returns
+    /// at once: the event being handled cannot be settled from inside.
+    pub(crate) fn flush(&self) {
+        if self.current_worker().is_some() {
+            tracing::warn!("flush called from a handler returns at once: a handler cannot wait for its own event");
+            return;
+        }
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.flush_target.fetch_max(epoch, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        loop {
+            let before = self.descendants();
+            let targets: Vec<_> = self.shards.iter().map(Shard::progress_target).collect();
+            self.settled.wait_for(|| {
+                self.shards
+                    .iter()
+                    .zip(&targets)
+                    .all(|(shard, &target)| shard.reached(target))
+                    .then_some(())
+            });
+            if self.descendants() == before {
+                return;
+            }
+        }
+    }
+
+    /// Waits until no worker can be running a handler that `unsubscribe`
+    /// just flagged (see "Batch quiescence"). No wait on a worker thread.
+    pub(crate) fn quiesce(&self) {
+        if self.current_worker().is_some() {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        for worker in self.workers.iter() {
+            let seq = worker.batch_seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                let mut backoff = Backoff::default();
+                while worker.batch_seq.load(Ordering::Acquire) == seq {
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+
+    /// Refuses new publishes and wakes publishers blocked on full rings.
+    /// Returns whether this call closed the bus.
+    pub(crate) fn close(&self) -> bool {
+        let mut first = false;
+        for shard in self.shards.iter() {
+            first |= shard.ring.close();
+        }
+        fence(Ordering::SeqCst);
+        for shard in self.shards.iter() {
+            shard.space.notify();
+        }
+        first
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shards[0].ring.is_closed()
+    }
+
+    /// Tells the workers to exit once idle, and wakes them.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for worker in self.workers.iter() {
+            worker.sleeper.wake();
+        }
+    }
+
+    /// Sums the per-worker counters and the shards' positions.
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let mut snapshot = MetricsSnapshot::default();
+        for shard in self.shards.iter() {
+            snapshot.published += shard.accepted();
+            snapshot.rejected += shard.rejected.load(Ordering::Relaxed);
+        }
+        for worker in self.workers.iter() {
+            lock(&worker.counts).add_to(&mut snapshot);
+        }
+        snapshot
+    }
+
+    /// Starts the worker threads.
+    pub(crate) fn spawn_workers(self: &Arc<Self>) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
+        (0..self.workers.len())
+            .map(|index| {
+                let executor = Arc::clone(self);
+                thread::Builder::new()
+                    .name(format!("diana-bus-worker-{index}"))
+                    .spawn(move || executor.run_worker(index))
+            })
+            .collect()
+    }
+
+    fn run_worker(&self, index: usize) {
+        CURRENT_WORKER.with(|current| current.set((self.address(), index)));
+        let me = &self.workers[index];
+        me.sleeper.register_current();
+        let span = tracing::info_span!("diana_bus_worker", worker = index);
+        let _entered = span.enter();
+        tracing::debug!("worker started");
+        let mut local = Local {
+            batch: Vec::with_capacity(self.config.batch),
+            counts: BatchCounts::default(),
+        };
+        let mut idle = 0u32;
+        loop {
+            if self.work_once(index, &mut local) {
+                idle = 0;
+                continue;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            idle += 1;
+            if idle <= IDLE_SPINS {
+                spin_loop();
+                continue;
+            }
+            if idle <= IDLE_SPINS + IDLE_YIELDS {
+                thread::yield_now();
+                continue;
+            }
+            me.sleeper.prepare();
+            if self.stop.load(Ordering::Relaxed) || self.has_work_for(index) {
+                me.sleeper.cancel();
+                continue;
+            }
+            tracing::trace!("worker parked");
+            me.sleeper.park();
+        }
+        tracing::debug!("worker stopped");
+    }
+
+    /// W3 of the sleeper protocol: work that this worker must do itself.
+    fn has_work_for(&self, index: usize) -> bool {
+        self.owned(index)
+            .any(|s| self.shards[s].has_pending() && !self.shards[s].is_claimed())
+    }
+
+    fn owned(&self, index: usize) -> impl Iterator<Item = usize> {
+        (index..self.shards.len()).step_by(self.workers.len())
+    }
+
+    /// Drains the owned shards, or else helps with another's backlog.
+    fn work_once(&self, index: usize, local: &mut Local) -> bool {
+        let mut worked = false;
+        for shard in self.owned(index) {
+            worked |= self.drain(index, shard, local);
+        }
+        if !worked {
+            for shard in 0..self.shards.len() {
+                if self.owner(shard) != index && self.shards[shard].ring.len() >= self.config.batch
+                {
+                    worked |= self.drain(index, shard, local);
+                }
+            }
+        }
+        worked
+    }
+
+    /// Claims `index`'s shard and runs up to [`BATCHES_PER_CLAIM`] batches.
+    fn drain(&self, worker: usize, index: usize, local: &mut Local) -> bool {
+        let shard = &self.shards[index];
+        if !shard.has_pending() || !shard.try_claim() {
+            return false;
+        }
+        let mut worked = false;
+        for _ in 0..BATCHES_PER_CLAIM {
+            let overflow_handled = match shard.pop_due_overflow() {
+                Some(envelope) => {
+                    local.batch.push(envelope);
+                    1
+                }
+                None => {
+                    let budget = shard.ring_budget(self.config.batch);
+                    shard.ring.pop_batch(&mut local.batch, budget);
+                    0
+                }
+            };
+            if local.batch.is_empty() {
+                break;
+            }
+            worked = true;
+            self.run_batch(worker, local);
+            shard.record_completed(overflow_handled);
+            // One fence for both wait queues (their protocol in `park`).
+            fence(Ordering::SeqCst);
+            self.settled.notify();
+            shard.space.notify();
+        }
+        shard.release();
+        let owner = self.owner(index);
+        if owner != worker {
+            // The owner may have parked seeing the shard claimed.
+            fence(Ordering::SeqCst);
+            if shard.has_pending() {
+                self.workers[owner].sleeper.wake_if_sleeping();
+            }
+        }
+        worked
+    }
+
+    /// Runs the handlers of every envelope in `local.batch`.
+    fn run_batch(&self, worker: usize, local: &mut Local) {
+        let me = &self.workers[worker];
+        let seq = me.batch_seq.load(Ordering::Relaxed);
+        me.batch_seq.store(seq + 1, Ordering::Relaxed);
+        // Batch quiescence: pairs with the fence in `quiesce`.
+        fence(Ordering::SeqCst);
+        let trace = tracing::enabled!(tracing::Level::TRACE);
+        let mut tables = TableCache::new(&self.registry);
+        for envelope in local.batch.drain(..) {
+            self.dispatch(worker, &envelope, &mut tables, &mut local.counts, trace);
+        }
+        drop(tables);
+        local.counts.merge_into(&mut lock(&me.counts));
+        me.batch_seq.store(seq + 2, Ordering::Release);
+    }
+
+    #[inline]
+    fn dispatch(
+        &self,
+        worker: usize,
+        envelope: &Envelope,
+        tables: &mut TableCache<'_>,
+        counts: &mut BatchCounts,
+        trace: bool,
+    ) {
+        let payload = &envelope.payload;
+        let routing = &envelope.routing;
+        let type_id = payload.type_id();
+        counts.dispatched(type_id, || payload.name());
+        let _span = trace.then(|| {
+            tracing::trace_span!("event", id = %routing.id, name = payload.name()).entered()
+        });
+        for subscriber in tables.handlers(type_id) {
+            if !subscriber.accepts(routing.tenant) || subscriber.is_unsubscribed() {
+                continue;
+            }
+            let ctx = Context {
+                executor: self,
+                worker,
+                routing,
+                attempt: 1,
+            };
+            let outcome = match catch_unwind(AssertUnwindSafe(|| {
+                (subscriber.handler)(payload, &ctx)
+            })) {
+                Ok(Ok(())) => RunOutcome::Delivered,
+                Ok(Err(error)) => {
+                    tracing::warn!(handler = %subscriber.name, event = payload.name(), id = %routing.id, %error, "handler failed");
+                    RunOutcome::Failed
+                }
+                Err(panic) => {
+                    tracing::error!(handler = %subscriber.name, event = payload.name(), id = %routing.id, panic = panic_message(&*panic), "handler panicked");
+                    RunOutcome::Panicked
+                }
+            };
+            counts.ran(type_id, outcome);
+        }
+    }
+}
+
+/// The text of a caught panic, when it has one.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}

@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod bus;
+mod context;
+mod envelope;
+mod error;
+mod event;
+mod executor;
+mod metrics;
+mod park;
+mod payload;
+mod registry;
+mod ring;
+mod shard;
+mod sync;
+
+pub use bus::{Backpressure, Bus, BusBuilder, ShutdownReport, SubscriberBuilder};
+pub use bus::{MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+pub use context::Context;
+pub use error::{ConfigError, HandlerError, HandlerResult, PublishError};
+pub use event::{Event, EventId, Meta, TenantId};
+pub use metrics::{MetricsSnapshot, TypeMetrics};
+pub use payload::{INLINE_ALIGN, INLINE_SIZE};
+pub use registry::Subscription;
+
+/// The building blocks the loom models in `loom-tests/` check directly.
+/// Only built with `--cfg diana_bus_loom`; not part of the API.
+#[cfg(diana_bus_loom)]
+#[doc(hidden)]
+pub mod model {
+    pub use crate::park::{Sleeper, WaitQueue};
+    pub use crate::ring::{PushError, Ring};
+}

@@ -1,0 +1,197 @@
+//! Counters, kept per worker and summed when a snapshot is taken.
+//!
+//! A worker counts into a plain, thread-local [`BatchCounts`] while it runs
+//! a batch, and adds it to its own [`WorkerCounts`] (a mutex only it and
+//! snapshot readers take) once per batch, before it reports the batch as
+//! completed; so after `flush` returns, a snapshot is exact. No counter is
+//! written by two threads per event. `published` is not counted at all: it
+//! is the sum of the shards' ring and overflow positions, which publishing
+//! writes anyway.
+
+use std::any::TypeId;
+
+use crate::registry::TypeMap;
+
+/// The bus's counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Events accepted (by `publish*` and `ctx.publish*`).
+    pub published: u64,
+    /// Successful handler runs: one event, three handlers = 3.
+    pub delivered: u64,
+    /// Failed or panicked handler runs.
+    pub failed: u64,
+    /// The part of `failed` that panicked.
+    pub panicked: u64,
+    /// Re-runs after a failure (an event that needed 3 tries counts 2).
+    /// Stays 0 until retry policies exist.
+    pub retried: u64,
+    /// Events recorded as dead letters. Stays 0 until the dead-letter store
+    /// exists.
+    pub dead_lettered: u64,
+    /// Publishes dropped as duplicates of a recent id. Stays 0 until
+    /// deduplication exists.
+    pub deduplicated: u64,
+    /// Publishes refused: full ring (under `Reject` or `try_publish`) or
+    /// closed bus.
+    pub rejected: u64,
+    /// Events taken up by a worker so far (`published` minus what is queued).
+    pub dispatched: u64,
+    /// One row per event type a worker has taken up, by name.
+    pub per_type: Vec<TypeMetrics>,
+}
+
+impl MetricsSnapshot {
+    /// The row of the event type called `name`.
+    pub fn event(&self, name: &str) -> Option<&TypeMetrics> {
+        self.per_type.iter().find(|row| row.name == name)
+    }
+}
+
+/// The counters of one event type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TypeMetrics {
+    /// `Event::name` of the type.
+    pub name: &'static str,
+    /// Events of this type taken up by a worker.
+    pub dispatched: u64,
+    /// Successful handler runs for this type.
+    pub delivered: u64,
+    /// Failed or panicked handler runs for this type.
+    pub failed: u64,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Counts {
+    dispatched: u64,
+    delivered: u64,
+    failed: u64,
+    panicked: u64,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.dispatched += other.dispatched;
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.panicked += other.panicked;
+    }
+}
+
+/// How one handler run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunOutcome {
+    Delivered,
+    Failed,
+    Panicked,
+}
+
+/// A worker's counts for the batch it is running; allocation-free once its
+/// map has seen the batch's types.
+#[derive(Default, Debug)]
+pub(crate) struct BatchCounts {
+    per_type: TypeMap<(&'static str, Counts)>,
+}
+
+impl BatchCounts {
+    /// Counts one event of `type_id` taken up; `name` is called only the
+    /// first time a type is seen.
+    #[inline]
+    pub(crate) fn dispatched(&mut self, type_id: TypeId, name: impl FnOnce() -> &'static str) {
+        self.per_type
+            .entry(type_id)
+            .or_insert_with(|| (name(), Counts::default()))
+            .1
+            .dispatched += 1;
+    }
+
+    /// Counts one handler run of an event of `type_id` (already dispatched).
+    #[inline]
+    pub(crate) fn ran(&mut self, type_id: TypeId, outcome: RunOutcome) {
+        if let Some((_, counts)) = self.per_type.get_mut(&type_id) {
+            match outcome {
+                RunOutcome::Delivered => counts.delivered += 1,
+                RunOutcome::Failed => counts.failed += 1,
+                RunOutcome::Panicked => {
+                    counts.failed += 1;
+                    counts.panicked += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds this batch to the worker's totals and starts afresh (keeping
+    /// the map's capacity).
+    pub(crate) fn merge_into(&mut self, worker: &mut WorkerCounts) {
+        for (type_id, (name, counts)) in self.per_type.iter_mut() {
+            worker
+                .per_type
+                .entry(*type_id)
+                .or_insert_with(|| (*name, Counts::default()))
+                .1
+                .add(counts);
+            *counts = Counts::default();
+        }
+    }
+}
+
+/// A worker's totals since the bus started.
+#[derive(Default, Debug)]
+pub(crate) struct WorkerCounts {
+    per_type: TypeMap<(&'static str, Counts)>,
+}
+
+impl WorkerCounts {
+    /// Adds these totals to `snapshot`.
+    pub(crate) fn add_to(&self, snapshot: &mut MetricsSnapshot) {
+        for (name, counts) in self.per_type.values() {
+            snapshot.dispatched += counts.dispatched;
+            snapshot.delivered += counts.delivered;
+            snapshot.failed += counts.failed;
+            snapshot.panicked += counts.panicked;
+            match snapshot.per_type.iter_mut().find(|row| row.name == *name) {
+                Some(row) => {
+                    row.dispatched += counts.dispatched;
+                    row.delivered += counts.delivered;
+                    row.failed += counts.failed;
+                }
+                None => snapshot.per_type.push(TypeMetrics {
+                    name,
+                    dispatched: counts.dispatched,
+                    delivered: counts.delivered,
+                    failed: counts.failed,
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_add_up_per_type_and_in_total() {
+        let (a, b) = (TypeId::of::<u8>(), TypeId::of::<u16>());
+        let mut batch = BatchCounts::default();
+        let mut worker = WorkerCounts::default();
+        for _ in 0..2 {
+            batch.dispatched(a, || "A");
+            batch.ran(a, RunOutcome::Delivered);
+            batch.ran(a, RunOutcome::Panicked);
+            batch.dispatched(b, || "B");
+            batch.ran(b, RunOutcome::Failed);
+            batch.merge_into(&mut worker);
+        }
+        let mut snapshot = MetricsSnapshot::default();
+        worker.add_to(&mut snapshot);
+        worker.add_to(&mut snapshot);
+        assert_eq!(snapshot.dispatched, 8);
+        assert_eq!(snapshot.delivered, 4);
+        assert_eq!(snapshot.failed, 8);
+        assert_eq!(snapshot.panicked, 4);
+        let a_row = snapshot.event("A").unwrap();
+        assert_eq!((a_row.dispatched, a_row.delivered, a_row.failed), (4, 4, 4));
+        assert_eq!(snapshot.event("B").unwrap().failed, 4);
+    }
+}

@@ -1,0 +1,132 @@
+//! Parking an idle worker without losing a wake-up, and waiting on a
+//! condition with a lock only on the slow path.
+//!
+//! # Sleeper (one per worker)
+//!
+//! The worker announces sleep, re-checks for work, then parks; a producer
+//! publishes work, then looks for a sleeper:
+//!
+//! ```text
+//! worker                              producer
+//! sleeping = true        (W1)         push: tail CAS      (P1)
+//! fence(SeqCst)          (W2)         fence(SeqCst)       (P2)
+//! any work? (tail, ...)  (W3)         sleeping? -> swap(false), unpark (P3)
+//! no: park()             (W4)
+//! ```
+//!
+//! The two `SeqCst` fences are ordered one way or the other. If W2 comes
+//! first, P3 sees `sleeping == true` and unparks; if P2 comes first, W3 sees
+//! P1's tail and the worker does not park. `unpark` before `park` leaves a
+//! token, so the unpark cannot fall between W3 and W4. A weaker fence on
+//! either side allows both reads to miss (the store-buffer litmus test),
+//! and the worker sleeps on a pushed event: the `park_wake` loom model
+//! checks exactly this.
+//!
+//! # WaitQueue
+//!
+//! The same pattern for threads that wait on a condition (publishers on a
+//! full ring, `flush` on progress): the waiter counts itself in `waiters`,
+//! fences, then re-checks its condition under `lock` before every wait; the
+//! side that makes progress fences, and locks and notifies only if it sees
+//! a waiter. The lock closes the window between a waiter's last check and
+//! its wait.
+
+use crate::sync::{
+    fence, lock, thread, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
+};
+
+/// One worker's sleep flag and thread handle.
+#[derive(Debug, Default)]
+pub struct Sleeper {
+    sleeping: AtomicBool,
+    thread: Mutex<Option<thread::Thread>>,
+}
+
+impl Sleeper {
+    /// Records the calling thread as the one to unpark; call once, on the
+    /// worker thread, before it ever parks.
+    pub fn register_current(&self) {
+        *lock(&self.thread) = Some(thread::current());
+    }
+
+    /// W1 and W2: announce sleep. Then check for work; then [`Sleeper::park`]
+    /// or [`Sleeper::cancel`].
+    pub fn prepare(&self) {
+        self.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Work was found after [`Sleeper::prepare`]: stay awake.
+    pub fn cancel(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// W4: sleep until woken (or spuriously; the caller re-checks anyway).
+    pub fn park(&self) {
+        thread::park();
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// P3: the caller has published work and then fenced (`SeqCst`); wakes
+    /// the worker if it announced sleep. Returns whether it unparked.
+    #[inline]
+    pub fn wake_if_sleeping(&self) -> bool {
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+            self.wake();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Unparks the worker unconditionally (shutdown).
+    pub fn wake(&self) {
+        if let Some(thread) = lock(&self.thread).as_ref() {
+            thread.unpark();
+        }
+    }
+}
+
+/// Threads waiting for a condition that other threads make true.
+#[derive(Debug, Default)]
+pub struct WaitQueue {
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+impl WaitQueue {
+    /// Calls `attempt` until it returns `Some`, sleeping between tries until
+    /// [`WaitQueue::notify`] says something changed.
+    pub fn wait_for<R>(&self, mut attempt: impl FnMut() -> Option<R>) -> R {
+        if let Some(done) = attempt() {
+            return done;
+        }
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let mut guard: MutexGuard<'_, ()> = lock(&self.lock);
+        let done = loop {
+            if let Some(done) = attempt() {
+                break done;
+            }
+            guard = self
+                .cond
+                .wait(guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        done
+    }
+
+    /// Wakes the waiters, if any. The caller made its change and then
+    /// fenced (`SeqCst`), so a waiter that this misses re-checks after the
+    /// change.
+    #[inline]
+    pub fn notify(&self) {
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            drop(lock(&self.lock));
+            self.cond.notify_all();
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! A type-erased event, stored inline when it is small.
+//!
+//! [`Payload`] owns one value of some `E: Event`. When `E` fits in
+//! [`INLINE_SIZE`] bytes with an alignment of at most [`INLINE_ALIGN`], the
+//! value lives in the payload itself, so publishing it allocates nothing;
+//! otherwise the payload holds a `Box<E>`. Which of the two is decided by
+//! `E` alone ([`stored_inline`]), so every typed access can recompute it.
+//!
+//! Invariants, owned by this type and relied on by every `unsafe` block:
+//! - `storage` holds an initialised `E` (inline) or `Box<E>` (boxed), where
+//!   `E` is the type whose `TypeId` is `type_id`; it is dropped exactly once,
+//!   by `Drop` or by [`Payload::into_inner`], never both.
+//! - `vtable` was made for that same `E`.
+
+use std::any::TypeId;
+use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+
+use crate::event::Event;
+
+/// Events up to this many bytes are stored inline.
+pub const INLINE_SIZE: usize = 64;
+/// Events with up to this alignment are stored inline.
+pub const INLINE_ALIGN: usize = 16;
+
+/// Whether `E` is stored inline (true) or boxed.
+pub const fn stored_inline<E>() -> bool {
+    size_of::<E>() <= INLINE_SIZE && align_of::<E>() <= INLINE_ALIGN
+}
+
+#[repr(C, align(16))]
+struct Storage(MaybeUninit<[u8; INLINE_SIZE]>);
+
+struct VTable {
+    drop_value: unsafe fn(*mut Storage),
+    name: unsafe fn(*const Storage) -> &'static str,
+}
+
+/// One event of some type, owned, with its type erased.
+pub struct Payload {
+    storage: Storage,
+    type_id: TypeId,
+    vtable: &'static VTable,
+}
+
+// SAFETY: a Payload only ever holds an `E: Event`, and `Event` requires
+// `Send + Sync`; the raw storage is owned like a `Box<E>` would be.
+unsafe impl Send for Payload {}
+// SAFETY: as above: shared access only hands out `&E`, and `E: Sync`.
+unsafe impl Sync for Payload {}
+
+trait VTableFor {
+    const VTABLE: VTable;
+}
+
+impl<E: Event> VTableFor for E {
+    const VTABLE: VTable = VTable {
+        drop_value: drop_value::<E>,
+        name: name_of::<E>,
+    };
+}
+
+/// # Safety
+/// `storage` holds a live `E` stored as [`stored_inline`] says, and is not
+/// used again afterwards.
+unsafe fn drop_value<E: Event>(storage: *mut Storage) {
+    if stored_inline::<E>() {
+        // SAFETY: the caller promises a live inline `E` at `storage`.
+        unsafe { std::ptr::drop_in_place(storage.cast::<E>()) }
+    } else {
+        // SAFETY: the caller promises a live `Box<E>` at `storage`; reading
+        // it out moves ownership of the box here, and it is dropped once.
+        drop(unsafe { storage.cast::<Box<E>>().read() })
+    }
+}
+
+/// # Safety
+/// `storage` holds a live `E` stored as [`stored_inline`] says.
+unsafe fn name_of<E: Event>(storage: *const Storage) -> &'static str {
+    // SAFETY: forwarded from the caller.
+    unsafe { value_ptr::<E>(storage) }.name()
+}
+
+/// # Safety
+/// `storage` holds a live `E` stored as [`stored_inline`] says; the
+/// reference lives no longer than that value.
+#[inline(always)]
+unsafe fn value_ptr<'a, E: Event>(storage: *const Storage) -> &'a E {
+    if stored_inline::<E>() {
+        // SAFETY: a live inline `E`, aligned because `Storage` is 16-aligned
+        // and `align_of::<E>() <= 16`.
+        unsafe { &*storage.cast::<E>() }
+    } else {
+        // SAFETY: a live `Box<E>`; the box outlives the borrow.
+        unsafe { &**storage.cast::<Box<E>>() }
+    }
+}
+
+impl Payload {
+    /// Takes ownership of `event`, inline when it fits.
+    #[inline]
+    pub fn new<E: Event>(event: E) -> Payload {
+        let mut storage = Storage(MaybeUninit::uninit());
+        let slot = storage.0.as_mut_ptr();
+        if stored_inline::<E>() {
+            debug_assert!(size_of::<E>() <= INLINE_SIZE && align_of::<E>() <= INLINE_ALIGN);
+            // SAFETY: `E` fits in the 64 bytes and its alignment divides 16,
+            // the alignment of `Storage`.
+            unsafe { slot.cast::<E>().write(event) }
+        } else {
+            // SAFETY: a `Box<E>` is one pointer: 8 bytes, 8-aligned.
+            unsafe { slot.cast::<Box<E>>().write(Box::new(event)) }
+        }
+        Payload {
+            storage,
+            type_id: TypeId::of::<E>(),
+            vtable: &<E as VTableFor>::VTABLE,
+        }
+    }
+
+    /// The `TypeId` of the stored event.
+    #[inline(always)]
+    pub fn type_id(&self) -> TypeId {
+        self.type_id
+    }
+
+    /// `Event::name` of the stored event.
+    pub fn name(&self) -> &'static str {
+        // SAFETY: the vtable was made for the stored type (module invariant).
+        unsafe { (self.vtable.name)(&self.storage) }
+    }
+
+    /// The event, if it is an `E`.
+    #[inline(always)]
+    pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
+        if self.type_id == TypeId::of::<E>() {
+            // SAFETY: the type ids match, so `storage` holds an `E`.
+            Some(unsafe { value_ptr::<E>(&self.storage) })
+        } else {
+            None
+        }
+    }
+
+    /// Gives the event back, if it is an `E`; otherwise the payload itself.
+    pub fn into_inner<E: Event>(self) -> Result<E, Payload> {
+        if self.type_id != TypeId::of::<E>() {
+            return Err(self);
+        }
+        // LOAD BEARING: `ManuallyDrop` keeps `Drop` from dropping the value
+        // we move out below.
+        let this = ManuallyDrop::new(self);
+        let slot = this.storage.0.as_ptr();
+        if stored_inline::<E>() {
+            // SAFETY: the type ids match and the value is inline; it is read
+            // once and `this` is never dropped.
+            Ok(unsafe { slot.cast::<E>().read() })
+        } else {
+            // SAFETY: as above, for the boxed value.
+            Ok(*unsafe { slot.cast::<Box<E>>().read() })
+        }
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        // SAFETY: the storage holds the live value the vtable was made for,
+        // and `drop` runs once; `into_inner` skips it with ManuallyDrop.
+        unsafe { (self.vtable.drop_value)(&mut self.storage) }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("event", &self.name())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Small(u64, Arc<AtomicUsize>);
+    impl Event for Small {}
+    impl Drop for Small {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Large([u64; 16], Arc<AtomicUsize>);
+    impl Event for Large {}
+    impl Drop for Large {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[repr(align(32))]
+    struct OverAligned(u8);
+    impl Event for OverAligned {}
+
+    #[test]
+    fn small_events_are_inline_and_large_ones_boxed() {
+        assert!(stored_inline::<Small>());
+        assert!(stored_inline::<[u8; 64]>());
+        assert!(!stored_inline::<[u8; 65]>());
+        assert!(!stored_inline::<Large>());
+        assert!(!stored_inline::<OverAligned>());
+    }
+
+    #[test]
+    fn each_value_is_dropped_exactly_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        drop(Payload::new(Small(1, drops.clone())));
+        drop(Payload::new(Large([2; 16], drops.clone())));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+
+        let back = Payload::new(Large([3; 16], drops.clone())).into_inner::<Large>();
+        assert_eq!(drops.load(Ordering::SeqCst), 2, "into_inner must not drop");
+        assert_eq!(back.ok().map(|l| l.0[15]), Some(3));
+        assert_eq!(drops.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn downcasts_check_the_type() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let p = Payload::new(Small(42, drops.clone()));
+        assert_eq!(p.downcast_ref::<Small>().map(|s| s.0), Some(42));
+        assert!(p.downcast_ref::<Large>().is_none());
+        assert_eq!(p.name(), "Small");
+        let p = p.into_inner::<Large>().unwrap_err();
+        assert_eq!(p.into_inner::<Small>().ok().map(|s| s.0), Some(42));
+
+        let p = Payload::new(OverAligned(9));
+        assert_eq!(p.downcast_ref::<OverAligned>().map(|o| o.0), Some(9));
+    }
+}

@@ -1,0 +1,260 @@
+//! The subscriber tables: `TypeId` to the handlers of that event type,
+//! sharded by type, each shard an immutable [`Table`] behind an arc-swap
+//! cell.
+//!
+//! # Protocol
+//!
+//! - Readers (workers) load a shard's table once per batch and never lock.
+//! - Writers (subscribe, unsubscribe) serialise on `write`, copy the shard's
+//!   table, change the copy and store it. A worker that loaded the old table
+//!   keeps using it until its batch ends.
+//! - Unsubscribing sets the subscriber's `unsubscribed` flag *before* it
+//!   stores the table without it; workers check the flag before every call.
+//!   The flag and the table stop new batches and later calls in running
+//!   batches; what is left, a call already running, is waited out by the
+//!   executor's batch quiescence (see `executor`), which is why the flag is
+//!   read after the batch's `SeqCst` fence.
+//!
+//! Handlers of one type are kept sorted by (stage, subscription order), so a
+//! worker runs them in stage order by walking the list.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use smallvec::SmallVec;
+
+use crate::context::Context;
+use crate::error::HandlerResult;
+use crate::event::TenantId;
+use crate::payload::Payload;
+use crate::sync::{lock, Arc, ArcCell, AtomicBool, AtomicU64, Mutex, Ordering, Snapshot};
+
+#[cfg(not(diana_bus_loom))]
+const TABLE_SHARDS: usize = 16;
+#[cfg(diana_bus_loom)]
+const TABLE_SHARDS: usize = 2;
+
+/// A type-erased handler: downcasts the payload and calls the user's code.
+pub(crate) type ErasedHandler = Box<dyn Fn(&Payload, &Context<'_>) -> HandlerResult + Send + Sync>;
+
+/// One subscription as the workers see it.
+pub struct Subscriber {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) tenant: Option<TenantId>,
+    pub(crate) stage: u32,
+    unsubscribed: AtomicBool,
+    pub(crate) handler: ErasedHandler,
+}
+
+impl Subscriber {
+    /// Whether this subscriber takes events of `tenant`.
+    #[inline(always)]
+    pub(crate) fn accepts(&self, tenant: TenantId) -> bool {
+        self.tenant.is_none_or(|t| t == tenant)
+    }
+
+    /// Whether `unsubscribe` has begun for it; checked before every call.
+    #[inline(always)]
+    pub fn is_unsubscribed(&self) -> bool {
+        self.unsubscribed.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("tenant", &self.tenant)
+            .field("stage", &self.stage)
+            .finish()
+    }
+}
+
+/// A handle to one subscription, for [`crate::Bus::unsubscribe`].
+///
+/// It is only an id: cloning, sending or dropping it does nothing to the
+/// subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Subscription {
+    pub(crate) id: u64,
+    pub(crate) type_id: TypeId,
+    pub(crate) name: Arc<str>,
+}
+
+impl Subscription {
+    /// The subscription's name: the one given, or `"EventName#id"`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Hashes a `TypeId` by the 64 bits it writes, which are already a hash.
+#[derive(Default)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type TypeMap<V> = HashMap<TypeId, V, BuildHasherDefault<TypeIdHasher>>;
+
+/// The handlers of one shard's event types, sorted by (stage, id).
+#[derive(Default, Debug)]
+pub struct Table {
+    by_type: TypeMap<SmallVec<[Arc<Subscriber>; 4]>>,
+}
+
+impl Table {
+    /// The handlers of `type_id`, in the order they run.
+    #[inline]
+    pub fn handlers(&self, type_id: TypeId) -> &[Arc<Subscriber>] {
+        self.by_type.get(&type_id).map_or(&[], |h| h.as_slice())
+    }
+}
+
+/// The sharded subscriber tables.
+pub struct Registry {
+    shards: [ArcCell<Table>; TABLE_SHARDS],
+    write: Mutex<()>,
+    next_id: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: std::array::from_fn(|_| ArcCell::new(Table::default())),
+            write: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Which table shard holds `type_id`.
+#[inline(always)]
+pub(crate) fn table_shard(type_id: TypeId) -> usize {
+    let mut h = TypeIdHasher::default();
+    std::hash::Hash::hash(&type_id, &mut h);
+    (h.finish() as usize) & (TABLE_SHARDS - 1)
+}
+
+/// The tables a worker loaded during one batch: at most one load per shard.
+pub(crate) struct TableCache<'r> {
+    registry: &'r Registry,
+    loaded: [Option<Snapshot<Table>>; TABLE_SHARDS],
+}
+
+impl<'r> TableCache<'r> {
+    pub(crate) fn new(registry: &'r Registry) -> Self {
+        TableCache {
+            registry,
+            loaded: std::array::from_fn(|_| None),
+        }
+    }
+
+    /// The handlers of `type_id`, from this batch's snapshot of its shard.
+    #[inline]
+    pub(crate) fn handlers(&mut self, type_id: TypeId) -> &[Arc<Subscriber>] {
+        let shard = table_shard(type_id);
+        self.loaded[shard]
+            .get_or_insert_with(|| self.registry.shards[shard].load())
+            .handlers(type_id)
+    }
+}
+
+/// What [`Registry::insert`] needs besides the handler.
+pub(crate) struct SubscriberOptions {
+    pub(crate) type_id: TypeId,
+    pub(crate) event_name: &'static str,
+    pub(crate) name: Option<String>,
+    pub(crate) tenant: Option<TenantId>,
+    pub(crate) stage: u32,
+}
+
+impl Registry {
+    /// Adds a subscriber; workers see it from their next batch on.
+    pub(crate) fn insert(
+        &self,
+        options: SubscriberOptions,
+        handler: ErasedHandler,
+    ) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let name: Arc<str> = match options.name {
+            Some(name) => name.into(),
+            None => format!("{}#{id}", options.event_name).into(),
+        };
+        let subscriber = Arc::new(Subscriber {
+            id,
+            name: name.clone(),
+            tenant: options.tenant,
+            stage: options.stage,
+            unsubscribed: AtomicBool::new(false),
+            handler,
+        });
+        self.update(options.type_id, |handlers| {
+            let at = handlers.partition_point(|h| (h.stage, h.id) < (subscriber.stage, id));
+            handlers.insert(at, subscriber);
+        });
+        Subscription {
+            id,
+            type_id: options.type_id,
+            name,
+        }
+    }
+
+    /// Flags the subscriber and removes it from its table; returns it, or
+    /// `None` if it was already gone. The caller waits out running calls.
+    pub(crate) fn remove(&self, subscription: &Subscription) -> Option<Arc<Subscriber>> {
+        let mut removed = None;
+        self.update(subscription.type_id, |handlers| {
+            if let Some(at) = handlers.iter().position(|h| h.id == subscription.id) {
+                let subscriber = handlers.remove(at);
+                // Set before the new table is stored (and both before the
+                // caller's fence): a worker that still holds the old table
+                // sees the flag once it has passed its own batch fence.
+                subscriber.unsubscribed.store(true, Ordering::Relaxed);
+                removed = Some(subscriber);
+            }
+        });
+        removed
+    }
+
+    /// The number of live subscriptions to `type_id`.
+    pub(crate) fn count(&self, type_id: TypeId) -> usize {
+        self.shards[table_shard(type_id)]
+            .load()
+            .handlers(type_id)
+            .len()
+    }
+
+    fn update(&self, type_id: TypeId, change: impl FnOnce(&mut SmallVec<[Arc<Subscriber>; 4]>)) {
+        let _writer = lock(&self.write);
+        let cell = &self.shards[table_shard(type_id)];
+        let current = cell.load_full();
+        let mut by_type = current.by_type.clone();
+        let handlers = by_type.entry(type_id).or_default();
+        change(handlers);
+        if handlers.is_empty() {
+            by_type.remove(&type_id);
+        }
+        cell.store(Arc::new(Table { by_type }));
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}

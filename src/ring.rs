@@ -1,0 +1,394 @@
+//! A bounded, lock-free, multi-producer multi-consumer ring with per-slot
+//! sequence stamps (Vyukov's bounded queue, the Disruptor family), batch
+//! pop, and a close bit.
+//!
+//! # Protocol
+//!
+//! Fields:
+//! - `slots[i].stamp`: the position the slot is ready for. A slot for
+//!   position `p` (index `p & mask`) is *free for a push at `p`* when
+//!   `stamp == p`, and *full, ready for a pop at `p`* when `stamp == p + 1`.
+//!   Initially `slots[i].stamp == i`.
+//! - `tail`: the next position to push, plus the [`CLOSED`] bit. Written
+//!   only by compare-and-swap (push) and `fetch_or` (close).
+//! - `head`: the next position to pop. Written only by compare-and-swap.
+//!
+//! Push at `p = tail & !CLOSED`: if the slot's stamp is `p`, claim `p` by
+//! CAS `tail: p -> p + 1`; the winner alone writes the value, then stores
+//! `stamp = p + 1` (Release). A stamp below `p` means the slot still holds
+//! the value of position `p - capacity`: the ring is full. A stamp above
+//! `p` means another producer claimed `p`: reload `tail` and retry.
+//!
+//! Pop of up to `n`: from `h = head`, count the consecutive slots whose
+//! stamp is `position + 1` (Acquire), claim them all with one CAS
+//! `head: h -> h + k`, then move each value out and store
+//! `stamp = position + capacity` (Release), which frees the slot for the
+//! push one lap later.
+//!
+//! Memory orderings:
+//! - `stamp` Release (writer) / Acquire (reader) is what hands the slot's
+//!   memory from a producer to a consumer and back: a value is never read
+//!   before it is written, nor overwritten before it is read.
+//! - The CASes on `tail` and `head` only decide who owns a position; the
+//!   slot contents are ordered by the stamp, so they can be Relaxed. The
+//!   wake-up protocols built on the ring (see `executor`) put their own
+//!   `SeqCst` fences around `tail` and `head`.
+//! - `close` sets [`CLOSED`] with `fetch_or`: every push's CAS either comes
+//!   before it in `tail`'s modification order (the event is in the ring)
+//!   or sees the bit and is refused. So "accepted" and "closed" never race.
+//!
+//! Capacity is rounded up to a power of two, and is at least 2: with one
+//! slot, "free for `p + 1`" and "full at `p`" would be the same stamp.
+//!
+//! All of the queue's `unsafe` code is in this file; `Ring` owns the
+//! invariant "a slot's value is initialised exactly when its stamp says
+//! full", and nothing outside it can touch a slot.
+
+use std::mem::MaybeUninit;
+
+use crate::sync::{AtomicUsize, CachePadded, Ordering, UnsafeCell};
+
+/// The bit of `tail` that marks a closed ring.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// Why a push was refused; the value comes back.
+#[derive(Debug)]
+pub enum PushError<T> {
+    /// No free slot.
+    Full(T),
+    /// The ring was closed.
+    Closed(T),
+}
+
+struct Slot<T> {
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A bounded MPMC ring; see the module docs for the protocol.
+pub struct Ring<T> {
+    head: CachePadded<AtomicUsize>,
+    tail: CachePadded<AtomicUsize>,
+    slots: Box<[Slot<T>]>,
+    mask: usize,
+}
+
+// SAFETY: values move between threads through the ring, so `T: Send` is
+// needed and enough: a value is only ever accessed by the one thread that
+// owns its position (module protocol), never shared.
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: as above; `&Ring` only moves whole values in and out.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+impl<T> Ring<T> {
+    /// The capacity a request for `requested` slots gets: the next power of
+    /// two, and at least 2.
+    pub fn effective_capacity(requested: usize) -> usize {
+        requested.max(2).next_power_of_two()
+    }
+
+    /// A ring with [`Ring::effective_capacity`]`(capacity)` slots.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = Self::effective_capacity(capacity);
+        let slots = (0..capacity)
+            .map(|i| Slot {
+                stamp: AtomicUsize::new(i),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        Ring {
+            head: CachePadded(AtomicUsize::new(0)),
+            tail: CachePadded(AtomicUsize::new(0)),
+            slots,
+            mask: capacity - 1,
+        }
+    }
+
+    /// How many values the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Pushes `value`, unless the ring is full or closed.
+    #[inline]
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        self.push_inner(value, true)
+    }
+
+    /// Pushes `value` even when the ring is closed (for follow-ups of
+    /// events already accepted, during a shutdown drain); refused only when
+    /// full.
+    #[inline]
+    pub fn push_while_closed(&self, value: T) -> Result<(), PushError<T>> {
+        self.push_inner(value, false)
+    }
+
+    #[inline]
+    fn push_inner(&self, value: T, refuse_when_closed: bool) -> Result<(), PushError<T>> {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            if refuse_when_closed && tail & CLOSED != 0 {
+                return Err(PushError::Closed(value));
+            }
+            let pos = tail & !CLOSED;
+            let slot = &self.slots[pos & self.mask];
+            // Acquire: pairs with the consumer's Release of `pos`'s stamp,
+            // so the previous lap's value was moved out before we overwrite.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            let lag = stamp.wrapping_sub(pos) as isize;
+            if lag == 0 {
+                // `tail + 1` keeps the CLOSED bit as it was.
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    tail + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos);
+                        // SAFETY: winning the CAS for `pos` makes this thread
+                        // the only writer of the slot until it publishes the
+                        // stamp below, and the stamp said the slot is empty.
+                        slot.value.with_mut(|v| unsafe { (*v).write(value) });
+                        // Release: the value is visible before the stamp.
+                        slot.stamp.store(pos + 1, Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(current) => tail = current,
+                }
+            } else if lag < 0 {
+                // The slot still holds position `pos - capacity`.
+                return Err(PushError::Full(value));
+            } else {
+                // Another producer took `pos`; catch up.
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves up to `max` values, oldest first, to the end of `out`, and
+    /// returns how many. Claims them all with one CAS.
+    pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut head = self.head.load(Ordering::Relaxed);
+        let count = loop {
+            let mut ready = 0;
+            while ready < max {
+                let pos = head + ready;
+                // Acquire: pairs with the producer's Release, so the value
+                // is fully written before we read it.
+                if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != pos + 1 {
+                    break;
+                }
+                ready += 1;
+            }
+            if ready == 0 {
+                return 0;
+            }
+            match self.head.compare_exchange_weak(
+                head,
+                head + ready,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break ready,
+                Err(current) => head = current,
+            }
+        };
+        out.reserve(count);
+        for pos in head..head + count {
+            let slot = &self.slots[pos & self.mask];
+            debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
+            // SAFETY: the stamp said full (checked with Acquire above) and the
+            // CAS on `head` made `pos` ours alone, so the value is
+            // initialised and nobody else reads or writes it until the store
+            // below hands the slot back to producers.
+            let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
+            // Release: the read above completes before a producer reuses it.
+            slot.stamp.store(pos + self.capacity(), Ordering::Release);
+            out.push(value);
+        }
+        count
+    }
+
+    /// Refuses every later [`Ring::push`]; returns whether it was open.
+    pub fn close(&self) -> bool {
+        self.tail.fetch_or(CLOSED, Ordering::SeqCst) & CLOSED == 0
+    }
+
+    /// Whether [`Ring::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
+    /// Positions claimed by producers so far: the number of values ever
+    /// accepted (some may still be being written).
+    pub fn pushed(&self) -> usize {
+        self.tail.load(Ordering::Relaxed) & !CLOSED
+    }
+
+    /// Positions claimed by consumers so far.
+    pub fn popped(&self) -> usize {
+        self.head.load(Ordering::Relaxed)
+    }
+
+    /// Values claimed by producers and not yet by consumers. A snapshot:
+    /// exact only when no push or pop is under way.
+    pub fn len(&self) -> usize {
+        self.pushed().wrapping_sub(self.popped())
+    }
+
+    /// Whether [`Ring::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        let head = self.popped();
+        let tail = self.pushed();
+        for pos in head..tail {
+            let slot = &self.slots[pos & self.mask];
+            if slot.stamp.load(Ordering::Relaxed) == pos + 1 {
+                // SAFETY: `&mut self` excludes every other access, and the
+                // stamp says the slot holds position `pos`'s value, which no
+                // consumer moved out.
+                slot.value.with_mut(|v| unsafe { (*v).assume_init_drop() });
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn capacity_rounds_up_to_a_power_of_two_of_at_least_two() {
+        assert_eq!(Ring::<u8>::effective_capacity(0), 2);
+        assert_eq!(Ring::<u8>::effective_capacity(1), 2);
+        assert_eq!(Ring::<u8>::effective_capacity(3), 4);
+        assert_eq!(Ring::<u8>::new(1000).capacity(), 1024);
+    }
+
+    #[test]
+    fn fifo_through_full_and_empty_edges_for_many_laps() {
+        let ring = Ring::new(4);
+        let mut out = Vec::new();
+        let mut next = 0u32;
+        let mut expected = 0u32;
+        for _ in 0..50 {
+            while ring.push(next).is_ok() {
+                next += 1;
+            }
+            assert!(matches!(ring.push(99), Err(PushError::Full(99))));
+            assert_eq!(ring.len(), 4);
+            out.clear();
+            assert_eq!(ring.pop_batch(&mut out, 3), 3);
+            for v in out.drain(..) {
+                assert_eq!(v, expected);
+                expected += 1;
+            }
+        }
+        assert_eq!(ring.pop_batch(&mut out, 10), 1);
+        assert_eq!(ring.pop_batch(&mut out, 10), 0);
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn closing_refuses_pushes_but_keeps_what_was_accepted() {
+        let ring = Ring::new(4);
+        ring.push(1).unwrap();
+        assert!(ring.close());
+        assert!(!ring.close());
+        assert!(matches!(ring.push(2), Err(PushError::Closed(2))));
+        ring.push_while_closed(3).unwrap();
+        let mut out = Vec::new();
+        ring.pop_batch(&mut out, 8);
+        assert_eq!(out, [1, 3]);
+        assert_eq!(ring.pushed(), 2);
+    }
+
+    #[test]
+    fn dropping_a_ring_drops_what_it_still_holds() {
+        let value = Arc::new(());
+        let ring = Ring::new(8);
+        for _ in 0..5 {
+            ring.push(value.clone()).unwrap();
+        }
+        let mut out = Vec::new();
+        ring.pop_batch(&mut out, 2);
+        drop(out);
+        assert_eq!(Arc::strong_count(&value), 4);
+        drop(ring);
+        assert_eq!(Arc::strong_count(&value), 1);
+    }
+
+    #[test]
+    fn many_producers_and_consumers_lose_and_duplicate_nothing() {
+        const PER: u64 = 20_000;
+        let ring = Arc::new(Ring::new(64));
+        let producers: Vec<_> = (0..3u64)
+            .map(|p| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        let mut v = p * PER + i;
+                        while let Err(PushError::Full(back)) = ring.push(v) {
+                            v = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut last = [None::<u64>; 3];
+                    let mut buf = Vec::new();
+                    while seen.len() < (3 * PER) as usize {
+                        buf.clear();
+                        if ring.pop_batch(&mut buf, 16) == 0 {
+                            if ring.is_closed() && ring.is_empty() {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                        for &v in &buf {
+                            // each producer's values come out in order
+                            let p = (v / PER) as usize;
+                            assert!(last[p].is_none_or(|l| l < v));
+                            last[p] = Some(v);
+                        }
+                        seen.extend_from_slice(&buf);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        ring.close();
+        let mut all: Vec<u64> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..3 * PER).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,190 @@
+//! One shard: a ring of envelopes, the claim that lets one worker at a time
+//! drain it, and the overflow queue that keeps `ctx.publish` from ever
+//! waiting on a full ring.
+//!
+//! # Ownership and claims
+//!
+//! Shard `s` is owned by worker `s % workers`, which is the one woken when
+//! an event arrives. Any worker drains a shard only while holding its claim
+//! (`claimed`, taken with an Acquire CAS, released with a Release store), so
+//! a shard's events are handled by one thread at a time, in ring order:
+//! that, and one (tenant, key) mapping to one shard, is per-key order. An
+//! idle worker may claim another's shard when its backlog is at least a
+//! batch; after releasing such a claim it fences and wakes the owner if
+//! events arrived meanwhile, because the owner may have parked seeing the
+//! shard claimed.
+//!
+//! # Overflow
+//!
+//! A handler's publish (and a blocking publish made on a worker thread)
+//! must not wait for ring space: the worker it would wait for may be
+//! itself. When the ring is full, the envelope goes to `overflow` instead,
+//! tagged with the ring's `pushed()` position at that moment. The claimer
+//! takes an overflow envelope only once the ring's head has reached its
+//! tag, so every ring event pushed before it is handled before it; and
+//! while the overflow queue is not empty, workers put their follow-ups
+//! there too (checked under its lock), so a publisher's later events never
+//! overtake its earlier ones.
+//!
+//! # Progress counters (for `flush`)
+//!
+//! `completed` is the ring position up to which every event is fully
+//! handled, and `overflow_done` the number of overflow envelopes handled;
+//! only the claimer writes them, after the handlers ran.
+
+use std::collections::VecDeque;
+
+use crate::envelope::Envelope;
+use crate::park::WaitQueue;
+use crate::ring::{PushError, Ring};
+use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Shard {
+    pub(crate) ring: Ring<Envelope>,
+    claimed: CachePadded<AtomicBool>,
+    overflow: Mutex<VecDeque<(usize, Envelope)>>,
+    overflow_len: AtomicUsize,
+    overflow_pushed: AtomicU64,
+    overflow_done: AtomicU64,
+    completed: AtomicU64,
+    /// Publishers blocked on a full ring.
+    pub(crate) space: WaitQueue,
+    /// Publishes refused (full or closed).
+    pub(crate) rejected: AtomicU64,
+}
+
+/// Where the shard's progress stood at one moment: what `flush` waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Progress {
+    ring: u64,
+    overflow: u64,
+}
+
+impl Shard {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Shard {
+            ring: Ring::new(capacity),
+            claimed: CachePadded(AtomicBool::new(false)),
+            overflow: Mutex::new(VecDeque::new()),
+            overflow_len: AtomicUsize::new(0),
+            overflow_pushed: AtomicU64::new(0),
+            overflow_done: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            space: WaitQueue::default(),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the claim, if free.
+    #[inline]
+    pub(crate) fn try_claim(&self) -> bool {
+        !self.claimed.load(Ordering::Relaxed)
+            && self
+                .claimed
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Gives the claim back.
+    #[inline]
+    pub(crate) fn release(&self) {
+        self.claimed.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Relaxed)
+    }
+
+    /// Whether events are waiting (in the ring or the overflow).
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.ring.is_empty() || self.overflow_len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Events accepted into this shard so far (ring and overflow).
+    pub(crate) fn accepted(&self) -> u64 {
+        self.ring.pushed() as u64 + self.overflow_pushed.load(Ordering::Relaxed)
+    }
+
+    /// Pushes a follow-up published on a worker thread: into the ring if it
+    /// has room and no overflow is waiting, into the overflow otherwise.
+    /// Accepted even when the ring is closed (a shutdown drain).
+    pub(crate) fn push_from_worker(&self, envelope: Envelope) {
+        let envelope = if self.overflow_len.load(Ordering::Acquire) == 0 {
+            match self.ring.push_while_closed(envelope) {
+                Ok(()) => return,
+                Err(PushError::Full(back) | PushError::Closed(back)) => back,
+            }
+        } else {
+            envelope
+        };
+        let mut queue = lock(&self.overflow);
+        let envelope = if queue.is_empty() {
+            // The claimer emptied it meanwhile; the ring comes first again.
+            match self.ring.push_while_closed(envelope) {
+                Ok(()) => return,
+                Err(PushError::Full(back) | PushError::Closed(back)) => back,
+            }
+        } else {
+            envelope
+        };
+        queue.push_back((self.ring.pushed(), envelope));
+        self.overflow_pushed.fetch_add(1, Ordering::Relaxed);
+        self.overflow_len.store(queue.len(), Ordering::Release);
+    }
+
+    /// For the claimer: the next overflow envelope, if every ring event
+    /// pushed before it has been taken.
+    pub(crate) fn pop_due_overflow(&self) -> Option<Envelope> {
+        if self.overflow_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut queue = lock(&self.overflow);
+        match queue.front() {
+            Some(&(due, _)) if due <= self.ring.popped() => {
+                let (_, envelope) = queue.pop_front()?;
+                self.overflow_len.store(queue.len(), Ordering::Release);
+                Some(envelope)
+            }
+            _ => None,
+        }
+    }
+
+    /// For the claimer: how many ring events it may take before the next
+    /// overflow envelope is due, at most `batch`.
+    pub(crate) fn ring_budget(&self, batch: usize) -> usize {
+        if self.overflow_len.load(Ordering::Acquire) == 0 {
+            return batch;
+        }
+        match lock(&self.overflow).front() {
+            Some(&(due, _)) => due.saturating_sub(self.ring.popped()).min(batch),
+            None => batch,
+        }
+    }
+
+    /// For the claimer, after the handlers of everything it took ran.
+    pub(crate) fn record_completed(&self, overflow_handled: u64) {
+        if overflow_handled > 0 {
+            self.overflow_done
+                .fetch_add(overflow_handled, Ordering::Release);
+        }
+        self.completed
+            .store(self.ring.popped() as u64, Ordering::Release);
+    }
+
+    /// Everything accepted so far, as a target for [`Shard::reached`].
+    pub(crate) fn progress_target(&self) -> Progress {
+        Progress {
+            ring: self.ring.pushed() as u64,
+            overflow: self.overflow_pushed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether everything up to `target` is fully handled.
+    pub(crate) fn reached(&self, target: Progress) -> bool {
+        self.completed.load(Ordering::Acquire) >= target.ring
+            && self.overflow_done.load(Ordering::Acquire) >= target.overflow
+    }
+}
