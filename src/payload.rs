@@ -231,7 +231,9 @@ mod tests {
         assert_eq!(p.downcast_ref::<Small>().map(|s| s.0), Some(42));
         assert!(p.downcast_ref::<Large>().is_none());
         assert_eq!(p.name(), "Small");
-        let p = p.into_inner::<Large>().unwrap_err();
+        let Err(p) = p.into_inner::<Large>() else {
+            panic!("a Small is not a Large")
+        };
         assert_eq!(p.into_inner::<Small>().ok().map(|s| s.0), Some(42));
 
         let p = Payload::new(OverAligned(9));

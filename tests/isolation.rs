@@ -1,0 +1,52 @@
+//! A failing or panicking handler affects nothing else.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::within;
+use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult};
+
+struct Reading(u64);
+impl Event for Reading {
+    fn key(&self) -> Option<u64> {
+        Some(self.0 % 8)
+    }
+}
+
+#[test]
+fn panics_and_errors_are_caught_counted_and_isolated() {
+    within(60, || {
+        let bus = Bus::builder().workers(2).capacity(32).build().unwrap();
+        bus.subscriber::<Reading>().name("flaky").subscribe(
+            |r: &Reading, _: &Context| -> HandlerResult {
+                match r.0 % 3 {
+                    0 => panic!("reading {} is cursed", r.0),
+                    1 => Err(HandlerError::transient("sensor busy")),
+                    _ => Ok(()),
+                }
+            },
+        );
+        let steady = Arc::new(AtomicU64::new(0));
+        let s = steady.clone();
+        bus.subscribe(move |r: &Reading, _: &Context| -> HandlerResult {
+            s.fetch_add(r.0, Ordering::Relaxed);
+            Ok(())
+        });
+        const N: u64 = 3000;
+        for i in 0..N {
+            bus.publish(Reading(i)).unwrap();
+        }
+        bus.flush();
+        assert_eq!(steady.load(Ordering::Relaxed), N * (N - 1) / 2);
+        let metrics = bus.metrics();
+        assert_eq!(metrics.panicked, N / 3);
+        assert_eq!(metrics.failed, 2 * N / 3);
+        assert_eq!(metrics.delivered, N + N / 3);
+        // the workers survived: the bus still works
+        bus.publish(Reading(2)).unwrap();
+        bus.flush();
+        assert_eq!(bus.metrics().delivered, N + N / 3 + 2);
+    });
+}
