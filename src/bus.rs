@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
-use crate::executor::{Config, Executor, Refused};
+use crate::executor::{spawn_workers, Config, Executor, Refused};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
 use crate::registry::{SubscriberOptions, Subscription};
@@ -136,7 +136,7 @@ impl BusBuilder {
     pub fn build(self) -> Result<Bus, ConfigError> {
         let config = self.config()?;
         let executor = Arc::new(Executor::new(config));
-        let workers = match executor.spawn_workers() {
+        let workers = match spawn_workers(&executor) {
             Ok(workers) => workers,
             Err(error) => {
                 // Let the threads that did start exit.

@@ -84,8 +84,10 @@ const BATCHES_PER_CLAIM: usize = 4;
 const PUBLISH_SPINS: u32 = 32;
 
 thread_local! {
+    // Not a `const` initialiser: loom's `thread_local!` does not take one.
+    #[allow(clippy::missing_const_for_thread_local)]
     /// The executor (by address) and index of the worker on this thread.
-    static CURRENT_WORKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    static CURRENT_WORKER: Cell<(usize, usize)> = Cell::new((0, 0));
 }
 
 /// The bus's sizing, validated by the builder.
@@ -185,6 +187,8 @@ impl Executor {
 
     /// Pushes a root publish. With `block`, waits for room (never on a
     /// worker thread: there the envelope goes to the shard's overflow).
+    // The refused envelope comes back by value: boxing it would allocate.
+    #[allow(clippy::result_large_err)]
     #[inline]
     pub(crate) fn push(&self, envelope: Envelope, block: bool) -> Result<(), Refused> {
         let index = self.shard_of(&envelope.routing);
@@ -204,6 +208,7 @@ impl Executor {
         result
     }
 
+    #[allow(clippy::result_large_err)]
     #[cold]
     fn push_blocking(&self, shard: &Shard, envelope: Envelope) -> Result<(), Refused> {
         if self.current_worker().is_some() {
@@ -349,18 +354,6 @@ impl Executor {
         snapshot
     }
 
-    /// Starts the worker threads.
-    pub(crate) fn spawn_workers(self: &Arc<Self>) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
-        (0..self.workers.len())
-            .map(|index| {
-                let executor = Arc::clone(self);
-                thread::Builder::new()
-                    .name(format!("diana-bus-worker-{index}"))
-                    .spawn(move || executor.run_worker(index))
-            })
-            .collect()
-    }
-
     fn run_worker(&self, index: usize) {
         CURRENT_WORKER.with(|current| current.set((self.address(), index)));
         let me = &self.workers[index];
@@ -393,6 +386,9 @@ impl Executor {
             me.sleeper.prepare();
             if self.stop.load(Ordering::Relaxed) || self.has_work_for(index) {
                 me.sleeper.cancel();
+                // The work may be a push still being written: let its
+                // producer run.
+                thread::yield_now();
                 continue;
             }
             tracing::trace!("worker parked");
@@ -529,6 +525,20 @@ impl Executor {
             counts.ran(type_id, outcome);
         }
     }
+}
+
+/// Starts the executor's worker threads.
+pub(crate) fn spawn_workers(
+    executor: &Arc<Executor>,
+) -> std::io::Result<Vec<thread::JoinHandle<()>>> {
+    (0..executor.workers.len())
+        .map(|index| {
+            let executor = Arc::clone(executor);
+            thread::Builder::new()
+                .name(format!("diana-bus-worker-{index}"))
+                .spawn(move || executor.run_worker(index))
+        })
+        .collect()
 }
 
 /// The text of a caught panic, when it has one.

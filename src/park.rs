@@ -52,7 +52,9 @@ impl Sleeper {
     /// W1 and W2: announce sleep. Then check for work; then [`Sleeper::park`]
     /// or [`Sleeper::cancel`].
     pub fn prepare(&self) {
-        self.sleeping.store(true, Ordering::Relaxed);
+        // Release: a producer that sees `true` also sees the registered
+        // thread handle.
+        self.sleeping.store(true, Ordering::Release);
         fence(Ordering::SeqCst);
     }
 
@@ -71,7 +73,7 @@ impl Sleeper {
     /// the worker if it announced sleep. Returns whether it unparked.
     #[inline]
     pub fn wake_if_sleeping(&self) -> bool {
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Relaxed) {
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Acquire) {
             self.wake();
             true
         } else {

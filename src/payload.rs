@@ -91,7 +91,7 @@ unsafe fn value_ptr<'a, E: Event>(storage: *const Storage) -> &'a E {
         unsafe { &*storage.cast::<E>() }
     } else {
         // SAFETY: a live `Box<E>`; the box outlives the borrow.
-        unsafe { &**storage.cast::<Box<E>>() }
+        unsafe { &*storage.cast::<Box<E>>() }
     }
 }
 

@@ -41,7 +41,7 @@ pub(crate) type ErasedHandler = Box<dyn Fn(&Payload, &Context<'_>) -> HandlerRes
 /// One subscription as the workers see it.
 pub struct Subscriber {
     pub(crate) id: u64,
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Box<str>,
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
     unsubscribed: AtomicBool,
@@ -81,7 +81,7 @@ impl std::fmt::Debug for Subscriber {
 pub struct Subscription {
     pub(crate) id: u64,
     pub(crate) type_id: TypeId,
-    pub(crate) name: Arc<str>,
+    pub(crate) name: String,
 }
 
 impl Subscription {
@@ -191,13 +191,13 @@ impl Registry {
         handler: ErasedHandler,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let name: Arc<str> = match options.name {
-            Some(name) => name.into(),
-            None => format!("{}#{id}", options.event_name).into(),
+        let name = match options.name {
+            Some(name) => name,
+            None => format!("{}#{id}", options.event_name),
         };
         let subscriber = Arc::new(Subscriber {
             id,
-            name: name.clone(),
+            name: name.as_str().into(),
             tenant: options.tenant,
             stage: options.stage,
             unsubscribed: AtomicBool::new(false),

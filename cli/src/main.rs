@@ -1,1 +1,93 @@
-fn main() {}
+//! `diana-bus`: load profiles for diana-bus, side by side with
+//! crossbeam-channel.
+
+mod compare;
+mod load;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use diana_bus::{Bus, BusBuilder};
+
+use load::{Profile, PROFILES};
+
+/// Load profiles for diana-bus, side by side with crossbeam-channel.
+#[derive(Debug, Parser)]
+#[command(name = "diana-bus", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the load profiles.
+    Profiles,
+    /// Run one profile on diana-bus, then on crossbeam-channel, and compare.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The load profile (see `diana-bus profiles`).
+    #[arg(long, value_name = "NAME", value_parser = parse_profile)]
+    profile: &'static Profile,
+    /// Events to publish.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    events: u64,
+    /// diana-bus worker threads.
+    #[arg(long, value_name = "W", default_value_t = 2)]
+    workers: usize,
+    /// diana-bus shards [default: 4 per worker].
+    #[arg(long, value_name = "S")]
+    shards: Option<usize>,
+    /// Slots per diana-bus shard, and per crossbeam channel.
+    #[arg(long, value_name = "C", default_value_t = 1024)]
+    capacity: usize,
+    /// Most events a diana-bus worker takes from a shard at once [default:
+    /// 256, or the capacity if smaller].
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
+}
+
+impl RunArgs {
+    /// The bus these arguments ask for.
+    fn bus(&self) -> BusBuilder {
+        let builder = Bus::builder().workers(self.workers).capacity(self.capacity);
+        let builder = match self.shards {
+            Some(shards) => builder.shards(shards),
+            None => builder,
+        };
+        match self.batch {
+            Some(batch) => builder.batch(batch),
+            None => builder,
+        }
+    }
+}
+
+fn parse_profile(name: &str) -> Result<&'static Profile, String> {
+    Profile::find(name).ok_or_else(|| {
+        let known: Vec<_> = PROFILES.iter().map(|profile| profile.name).collect();
+        format!("unknown profile; known profiles: {}", known.join(", "))
+    })
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Profiles => {
+            print!("{}", report::profiles(PROFILES));
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            match compare::run(args.profile, args.events, args.bus(), args.capacity) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

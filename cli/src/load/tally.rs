@@ -1,0 +1,134 @@
+//! Per-handler checksums: each handler adds the ids it sees into its own
+//! slot, and a run ends by comparing every slot with the sum of the ids
+//! published.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One checksum per handler.
+#[derive(Debug)]
+pub struct Tally {
+    slots: Box<[Slot]>,
+}
+
+/// A checksum on its own cache line (128 bytes covers adjacent-line
+/// prefetching), so handlers running on different threads do not slow each
+/// other down.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+impl Tally {
+    /// Zeroed checksums for `handlers` handlers.
+    pub fn new(handlers: usize) -> Self {
+        Self {
+            slots: (0..handlers).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Adds `id` to the checksum of handler `handler`.
+    ///
+    /// Relaxed is enough: the slots are read only after the run, once the
+    /// implementation has synchronised with every handler call (flush, or
+    /// joining the consumer threads).
+    #[inline]
+    pub fn add(&self, handler: usize, id: u64) {
+        self.slots[handler].0.fetch_add(id, Ordering::Relaxed);
+    }
+
+    /// Checks that every handler summed the ids `1..=events`, and zeroes the
+    /// checksums for the next run.
+    pub fn settle(&self, events: u64) -> Result<(), Mismatch> {
+        let expected = sum_of_ids(events);
+        let actual: Vec<u64> = self
+            .slots
+            .iter()
+            .map(|slot| slot.0.swap(0, Ordering::Relaxed))
+            .collect();
+        if actual.iter().all(|&sum| sum == expected) {
+            Ok(())
+        } else {
+            Err(Mismatch {
+                events,
+                expected,
+                actual,
+            })
+        }
+    }
+}
+
+/// `1 + 2 + .. + events`, wrapping like the checksums do.
+fn sum_of_ids(events: u64) -> u64 {
+    let events = u128::from(events);
+    // Truncating is the wrapping sum: both are the true sum modulo 2^64.
+    (events * (events + 1) / 2) as u64
+}
+
+/// Some handler's checksum is not the sum of the ids published: an event
+/// was lost, duplicated or corrupted on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Events published (ids `1..=events`).
+    pub events: u64,
+    /// What each handler's checksum should be.
+    pub expected: u64,
+    /// What each handler's checksum was.
+    pub actual: Vec<u64>,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let handlers = self.actual.len();
+        let expected_total = self.expected.wrapping_mul(handlers as u64);
+        let actual_total = self
+            .actual
+            .iter()
+            .fold(0, |sum, &one| u64::wrapping_add(sum, one));
+        write!(
+            f,
+            "checksum mismatch: expected {expected_total} (sum of ids 1..={} times {handlers} handlers), \
+             got {actual_total}; per handler expected {} each, got {:?}",
+            self.events, self.expected, self.actual,
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+#[cfg(test)]
+mod tests {
+    // Paths instead of `use`: see the note in `publishers.rs`.
+    #[test]
+    fn settles_every_id_once_and_resets() {
+        let tally = super::Tally::new(2);
+        for handler in 0..2 {
+            (1..=10).for_each(|id| tally.add(handler, id));
+        }
+        assert_eq!(tally.settle(10), Ok(()));
+        assert_eq!(tally.settle(0), Ok(()), "settle zeroes the checksums");
+    }
+
+    #[test]
+    fn a_lost_or_duplicated_event_is_a_mismatch() {
+        let tally = super::Tally::new(2);
+        (1..=10).for_each(|id| tally.add(0, id));
+        (1..=10).chain([3]).for_each(|id| tally.add(1, id));
+        let mismatch = tally.settle(11).unwrap_err();
+        assert_eq!(
+            (mismatch.expected, &mismatch.actual[..]),
+            (66, &[55, 58][..])
+        );
+        assert_eq!(
+            mismatch.to_string(),
+            "checksum mismatch: expected 132 (sum of ids 1..=11 times 2 handlers), got 113; \
+             per handler expected 66 each, got [55, 58]"
+        );
+    }
+
+    #[test]
+    fn sums_wrap_like_the_checksums() {
+        assert_eq!(super::sum_of_ids(10), 55);
+        // (2^64 - 1) * 2^64 / 2 = 2^127 - 2^63, which is 2^63 modulo 2^64.
+        assert_eq!(super::sum_of_ids(u64::MAX), 1 << 63);
+    }
+}
