@@ -10,7 +10,7 @@
 //! worker                              producer
 //! sleeping = true        (W1)         push: tail CAS      (P1)
 //! fence(SeqCst)          (W2)         fence(SeqCst)       (P2)
-//! any work? (tail, ...)  (W3)         sleeping? -> swap(false), unpark (P3)
+//! any work? (tail, ...)  (W3)         sleeping? -> unpark (P3)
 //! no: park()             (W4)
 //! ```
 //!
@@ -70,14 +70,15 @@ impl Sleeper {
     }
 
     /// P3: the caller has published work and then fenced (`SeqCst`); wakes
-    /// the worker if it announced sleep. Returns whether it unparked.
+    /// the worker if it announced sleep. Only the worker writes `sleeping`:
+    /// producers that see it set all unpark, which is idempotent (a spare
+    /// token costs the worker one extra turn of its loop).
     #[inline]
-    pub fn wake_if_sleeping(&self) -> bool {
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Acquire) {
+    pub fn wake_if_sleeping(&self) {
+        // Acquire: pairs with `prepare`'s Release, so the thread handle
+        // registered before it is visible.
+        if self.sleeping.load(Ordering::Acquire) {
             self.wake();
-            true
-        } else {
-            false
         }
     }
 

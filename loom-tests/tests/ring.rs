@@ -1,0 +1,124 @@
+//! The ring's push/pop protocol at its full and empty edges, with two
+//! producers, and its close bit. Values are `loom::alloc::Track`ed, so a
+//! leak or a double drop fails the model too.
+#![cfg(diana_bus_loom)]
+
+use diana_bus::model::{PushError, Ring};
+use loom::alloc::Track;
+use loom::sync::Arc;
+use loom::thread;
+
+fn values(batch: Vec<Track<u32>>) -> Vec<u32> {
+    batch.into_iter().map(|t| *t.get_ref()).collect()
+}
+
+fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Option<u32>> {
+    let ring = ring.clone();
+    thread::spawn(move || match ring.push(Track::new(value)) {
+        Ok(()) => Some(value),
+        Err(PushError::Full(back)) => {
+            assert_eq!(
+                *back.get_ref(),
+                value,
+                "a refused push gives its value back"
+            );
+            None
+        }
+        Err(PushError::Closed(_)) => panic!("the ring is open"),
+    })
+}
+
+#[test]
+fn two_producers_race_a_consumer_at_the_full_edge() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2));
+        ring.push(Track::new(0)).unwrap(); // one slot left
+        let producers = [push_one(&ring, 1), push_one(&ring, 2)];
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                ring.pop_batch(&mut out, 2);
+                values(out)
+            })
+        };
+        let accepted: Vec<u32> = producers
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        let mut popped = consumer.join().unwrap();
+        let mut rest = Vec::new();
+        ring.pop_batch(&mut rest, 4);
+        popped.extend(values(rest));
+        assert!(!accepted.is_empty(), "one slot was free, so one push fits");
+        assert_eq!(
+            popped.first(),
+            Some(&0),
+            "FIFO: the oldest value comes out first"
+        );
+        let mut expected = accepted;
+        expected.push(0);
+        expected.sort();
+        popped.sort();
+        assert_eq!(
+            popped, expected,
+            "every accepted value comes out exactly once"
+        );
+    });
+}
+
+#[test]
+fn two_producers_race_a_consumer_at_the_empty_edge() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let producers = [push_one(&ring, 1), push_one(&ring, 2)];
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                ring.pop_batch(&mut out, 2);
+                ring.pop_batch(&mut out, 2);
+                values(out)
+            })
+        };
+        let accepted: Vec<u32> = producers
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        assert_eq!(accepted.len(), 2, "an empty ring of two takes both");
+        let mut popped = consumer.join().unwrap();
+        let mut rest = Vec::new();
+        ring.pop_batch(&mut rest, 4);
+        popped.extend(values(rest));
+        popped.sort();
+        assert_eq!(popped, [1, 2]);
+        assert!(ring.is_empty());
+    });
+}
+
+#[test]
+fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || match ring.push(Track::new(7)) {
+                Ok(()) => true,
+                Err(PushError::Closed(back)) => {
+                    assert_eq!(*back.get_ref(), 7);
+                    false
+                }
+                Err(PushError::Full(_)) => panic!("the ring has room"),
+            })
+        };
+        assert!(ring.close());
+        let accepted = producer.join().unwrap();
+        let mut out = Vec::new();
+        ring.pop_batch(&mut out, 2);
+        assert_eq!(values(out), if accepted { vec![7] } else { vec![] });
+        assert!(matches!(
+            ring.push(Track::new(8)),
+            Err(PushError::Closed(_))
+        ));
+    });
+}
