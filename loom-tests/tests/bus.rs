@@ -102,3 +102,27 @@ fn shutdown_drains_every_accepted_event_and_its_follow_ups() {
         assert!(bus.try_publish(Ping).unwrap_err().is_closed());
     });
 }
+
+#[test]
+fn flush_returns_after_the_handlers_and_their_follow_ups_ran() {
+    loom::model(|| {
+        let bus = small_bus();
+        let echoes = Arc::new(AtomicUsize::new(0));
+        bus.subscribe(|_: &Ping, ctx: &Context| -> HandlerResult {
+            ctx.publish(Echo);
+            Ok(())
+        });
+        let e = echoes.clone();
+        bus.subscribe(move |_: &Echo, _: &Context| -> HandlerResult {
+            e.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        bus.publish(Ping).unwrap();
+        bus.flush();
+        // Relaxed: flush itself must order the handler's effects before it
+        // returns.
+        assert_eq!(echoes.load(Ordering::Relaxed), 1, "flush returned early");
+        assert_eq!(bus.metrics().delivered, 2);
+        bus.shutdown();
+    });
+}
