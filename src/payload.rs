@@ -11,6 +11,8 @@
 //!   `E` is the type whose `TypeId` is `type_id`; it is dropped exactly once,
 //!   by `Drop` or by [`Payload::into_inner`], never both.
 //! - `vtable` was made for that same `E`.
+//! - The bytes sit in an `UnsafeCell`, so the `&E` handed to handlers may
+//!   mutate through interior mutability.
 
 use std::any::TypeId;
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
@@ -27,12 +29,23 @@ pub const fn stored_inline<E>() -> bool {
     size_of::<E>() <= INLINE_SIZE && align_of::<E>() <= INLINE_ALIGN
 }
 
+/// The inline bytes. `UnsafeCell` because handlers get `&E` and may mutate
+/// through it (atomics, mutexes inside an event): without it, a shared
+/// borrow of the storage would freeze the bytes. This is std's cell, not the
+/// loom shim's: it is about aliasing within one owner, not a protocol
+/// between threads, and loom's cell cannot lend a reference past a closure.
 #[repr(C, align(16))]
-struct Storage(MaybeUninit<[u8; INLINE_SIZE]>);
+struct Storage(std::cell::UnsafeCell<MaybeUninit<[u8; INLINE_SIZE]>>);
+
+impl Storage {
+    fn ptr(&self) -> *mut u8 {
+        self.0.get().cast()
+    }
+}
 
 struct VTable {
-    drop_value: unsafe fn(*mut Storage),
-    name: unsafe fn(*const Storage) -> &'static str,
+    drop_value: unsafe fn(*mut u8),
+    name: unsafe fn(*const u8) -> &'static str,
 }
 
 /// One event of some type, owned, with its type erased.
@@ -62,7 +75,7 @@ impl<E: Event> VTableFor for E {
 /// # Safety
 /// `storage` holds a live `E` stored as [`stored_inline`] says, and is not
 /// used again afterwards.
-unsafe fn drop_value<E: Event>(storage: *mut Storage) {
+unsafe fn drop_value<E: Event>(storage: *mut u8) {
     if stored_inline::<E>() {
         // SAFETY: the caller promises a live inline `E` at `storage`.
         unsafe { std::ptr::drop_in_place(storage.cast::<E>()) }
@@ -75,7 +88,7 @@ unsafe fn drop_value<E: Event>(storage: *mut Storage) {
 
 /// # Safety
 /// `storage` holds a live `E` stored as [`stored_inline`] says.
-unsafe fn name_of<E: Event>(storage: *const Storage) -> &'static str {
+unsafe fn name_of<E: Event>(storage: *const u8) -> &'static str {
     // SAFETY: forwarded from the caller.
     unsafe { value_ptr::<E>(storage) }.name()
 }
@@ -84,7 +97,7 @@ unsafe fn name_of<E: Event>(storage: *const Storage) -> &'static str {
 /// `storage` holds a live `E` stored as [`stored_inline`] says; the
 /// reference lives no longer than that value.
 #[inline(always)]
-unsafe fn value_ptr<'a, E: Event>(storage: *const Storage) -> &'a E {
+unsafe fn value_ptr<'a, E: Event>(storage: *const u8) -> &'a E {
     if stored_inline::<E>() {
         // SAFETY: a live inline `E`, aligned because `Storage` is 16-aligned
         // and `align_of::<E>() <= 16`.
@@ -99,15 +112,14 @@ impl Payload {
     /// Takes ownership of `event`, inline when it fits.
     #[inline]
     pub fn new<E: Event>(event: E) -> Payload {
-        let mut storage = Storage(MaybeUninit::uninit());
-        let slot = storage.0.as_mut_ptr();
+        let storage = Storage(std::cell::UnsafeCell::new(MaybeUninit::uninit()));
+        let slot = storage.ptr();
         if stored_inline::<E>() {
-            debug_assert!(size_of::<E>() <= INLINE_SIZE && align_of::<E>() <= INLINE_ALIGN);
             // SAFETY: `E` fits in the 64 bytes and its alignment divides 16,
             // the alignment of `Storage`.
             unsafe { slot.cast::<E>().write(event) }
         } else {
-            // SAFETY: a `Box<E>` is one pointer: 8 bytes, 8-aligned.
+            // SAFETY: a `Box<E>` is one pointer, which fits and is aligned.
             unsafe { slot.cast::<Box<E>>().write(Box::new(event)) }
         }
         Payload {
@@ -126,7 +138,7 @@ impl Payload {
     /// `Event::name` of the stored event.
     pub fn name(&self) -> &'static str {
         // SAFETY: the vtable was made for the stored type (module invariant).
-        unsafe { (self.vtable.name)(&self.storage) }
+        unsafe { (self.vtable.name)(self.storage.ptr()) }
     }
 
     /// The event, if it is an `E`.
@@ -134,7 +146,7 @@ impl Payload {
     pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
         if self.type_id == TypeId::of::<E>() {
             // SAFETY: the type ids match, so `storage` holds an `E`.
-            Some(unsafe { value_ptr::<E>(&self.storage) })
+            Some(unsafe { value_ptr::<E>(self.storage.ptr()) })
         } else {
             None
         }
@@ -148,7 +160,7 @@ impl Payload {
         // LOAD BEARING: `ManuallyDrop` keeps `Drop` from dropping the value
         // we move out below.
         let this = ManuallyDrop::new(self);
-        let slot = this.storage.0.as_ptr();
+        let slot = this.storage.ptr();
         if stored_inline::<E>() {
             // SAFETY: the type ids match and the value is inline; it is read
             // once and `this` is never dropped.
@@ -164,7 +176,7 @@ impl Drop for Payload {
     fn drop(&mut self) {
         // SAFETY: the storage holds the live value the vtable was made for,
         // and `drop` runs once; `into_inner` skips it with ManuallyDrop.
-        unsafe { (self.vtable.drop_value)(&mut self.storage) }
+        unsafe { (self.vtable.drop_value)(self.storage.ptr()) }
     }
 }
 
@@ -222,6 +234,24 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 2, "into_inner must not drop");
         assert_eq!(back.ok().map(|l| l.0[15]), Some(3));
         assert_eq!(drops.load(Ordering::SeqCst), 3);
+    }
+
+    struct Counter(AtomicUsize);
+    impl Event for Counter {}
+
+    #[test]
+    fn inline_events_may_mutate_through_shared_references() {
+        let p = Payload::new(Counter(AtomicUsize::new(1)));
+        let counter = p.downcast_ref::<Counter>().unwrap();
+        counter.0.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(p.name(), "Counter");
+        assert_eq!(
+            p.downcast_ref::<Counter>()
+                .unwrap()
+                .0
+                .load(Ordering::SeqCst),
+            2
+        );
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! Push at `p = tail & !CLOSED`: if the slot's stamp is `p`, claim `p` by
 //! CAS `tail: p -> p + 1`; the winner alone writes the value, then stores
 //! `stamp = p + 1` (Release). A stamp below `p` means the slot still holds
-//! the value of position `p - capacity`: the ring is full. A stamp above
-//! `p` means another producer claimed `p`: reload `tail` and retry.
+//! the value of position `p - capacity`, or a consumer has claimed it (moved
+//! `head` past it) but not yet freed it: if `head + capacity <= p` the ring
+//! is full, otherwise the slot is about to be freed, so spin and retry. A
+//! stamp above `p` means another producer claimed `p`: reload `tail`.
 //!
 //! Pop of up to `n`: from `h = head`, count the consecutive slots whose
 //! stamp is `position + 1` (Acquire), claim them all with one CAS
@@ -34,19 +36,27 @@
 //!   wake-up protocols built on the ring (see `executor`) put their own
 //!   `SeqCst` fences around `tail` and `head`.
 //! - `close` sets [`CLOSED`] with `fetch_or`: every push's CAS either comes
-//!   before it in `tail`'s modification order (the event is in the ring)
-//!   or sees the bit and is refused. So "accepted" and "closed" never race.
+//!   before it in `tail`'s modification order (its position is claimed, and
+//!   its value will be published) or sees the bit and is refused. So
+//!   "accepted" and "closed" never race.
 //!
 //! Capacity is rounded up to a power of two, and is at least 2: with one
 //! slot, "free for `p + 1`" and "full at `p`" would be the same stamp.
 //!
+//! Positions are `usize` and never wrap in practice, which needs 64 bits
+//! (the crate refuses to build on narrower targets).
+//!
 //! All of the queue's `unsafe` code is in this file; `Ring` owns the
-//! invariant "a slot's value is initialised exactly when its stamp says
-//! full", and nothing outside it can touch a slot.
+//! invariant "a slot's value is initialised when its stamp says full, and
+//! otherwise touched only by the one thread that claimed its position", and
+//! nothing outside it can touch a slot.
 
 use std::mem::MaybeUninit;
 
-use crate::sync::{AtomicUsize, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{spin_loop, AtomicUsize, CachePadded, Ordering, UnsafeCell};
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("diana-bus needs 64-bit ring positions (a 32-bit tail would reach the CLOSED bit)");
 
 /// The bit of `tail` that marks a closed ring.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -157,8 +167,13 @@ impl<T> Ring<T> {
                     Err(current) => tail = current,
                 }
             } else if lag < 0 {
-                // The slot still holds position `pos - capacity`.
-                return Err(PushError::Full(value));
+                // The slot holds position `pos - capacity`, or a consumer
+                // claimed it and is about to free it.
+                if self.head.load(Ordering::Relaxed) + self.capacity() <= pos {
+                    return Err(PushError::Full(value));
+                }
+                spin_loop();
+                tail = self.tail.load(Ordering::Relaxed);
             } else {
                 // Another producer took `pos`; catch up.
                 tail = self.tail.load(Ordering::Relaxed);
@@ -169,6 +184,8 @@ impl<T> Ring<T> {
     /// Moves up to `max` values, oldest first, to the end of `out`, and
     /// returns how many. Claims them all with one CAS.
     pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        // Before claiming: a failed allocation must not strand claimed slots.
+        out.reserve(max.min(self.capacity()));
         let mut head = self.head.load(Ordering::Relaxed);
         let count = loop {
             let mut ready = 0;
@@ -194,7 +211,6 @@ impl<T> Ring<T> {
                 Err(current) => head = current,
             }
         };
-        out.reserve(count);
         for pos in head..head + count {
             let slot = &self.slots[pos & self.mask];
             debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
@@ -234,7 +250,10 @@ impl<T> Ring<T> {
     /// Values claimed by producers and not yet by consumers. A snapshot:
     /// exact only when no push or pop is under way.
     pub fn len(&self) -> usize {
-        self.pushed().wrapping_sub(self.popped())
+        // head first: it never passes tail, so the difference is never
+        // negative, only possibly stale.
+        let head = self.popped();
+        self.pushed().saturating_sub(head)
     }
 
     /// Whether [`Ring::len`] is 0.

@@ -122,3 +122,30 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
         ));
     });
 }
+
+#[test]
+fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2));
+        ring.push(Track::new(1)).unwrap();
+        ring.push(Track::new(2)).unwrap();
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                // Once a consumer has claimed both positions, the ring is
+                // not full: the push waits for the slot instead of failing.
+                let claimed = ring.popped() == 2;
+                let pushed = ring.push(Track::new(3)).is_ok();
+                assert!(pushed || !claimed, "spurious Full");
+                pushed
+            })
+        };
+        let mut out = Vec::new();
+        ring.pop_batch(&mut out, 2);
+        assert_eq!(values(out), [1, 2]);
+        let pushed = producer.join().unwrap();
+        let mut rest = Vec::new();
+        ring.pop_batch(&mut rest, 2);
+        assert_eq!(values(rest), if pushed { vec![3] } else { vec![] });
+    });
+}
