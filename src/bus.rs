@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
-use crate::executor::{spawn_workers, Config, Executor, Refused};
+use crate::executor::{spawn_workers, Config, Executor};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
 use crate::registry::{SubscriberOptions, Subscription};
@@ -324,15 +324,7 @@ impl Bus {
         let executor = &self.inner.executor;
         let routing = Routing::resolve(&event, meta, executor.epoch());
         let id = routing.id;
-        let envelope = Envelope {
-            routing,
-            payload: Payload::new(event),
-        };
-        match executor.push(envelope, block) {
-            Ok(()) => Ok(id),
-            Err(Refused::Full(back)) => Err(PublishError::Full(take_back(back))),
-            Err(Refused::Closed(back)) => Err(PublishError::Closed(take_back(back))),
-        }
+        executor.push(routing, event, block).map(|()| id)
     }
 
     /// Returns when every event accepted before the call, and everything
@@ -357,14 +349,6 @@ impl Bus {
     /// workers. Safe to call more than once, and from any clone.
     pub fn shutdown(&self) -> ShutdownReport {
         self.inner.shutdown()
-    }
-}
-
-/// The event inside an envelope that was just refused.
-fn take_back<E: Event>(envelope: Envelope) -> E {
-    match envelope.payload.into_inner::<E>() {
-        Ok(event) => event,
-        Err(_) => unreachable!("a refused envelope holds the event just published"),
     }
 }
 

@@ -55,11 +55,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::context::Context;
 use crate::envelope::Envelope;
+use crate::error::PublishError;
 use crate::event::{Event, EventId, Routing};
-use crate::metrics::{BatchCounts, MetricsSnapshot, RunOutcome, WorkerCounts};
+use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
-use crate::payload::Payload;
-use crate::registry::{Registry, TableCache};
+use crate::registry::{Registry, Subscriber, TableCache};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
@@ -80,9 +80,6 @@ const IDLE_YIELDS: u32 = 0;
 /// Batches a worker runs from one shard before it moves to the next.
 const BATCHES_PER_CLAIM: usize = 4;
 
-/// Tries a blocked publisher spins before it sleeps on the shard.
-const PUBLISH_SPINS: u32 = 32;
-
 thread_local! {
     // Not a `const` initialiser: loom's `thread_local!` does not take one.
     #[allow(clippy::missing_const_for_thread_local)]
@@ -97,12 +94,6 @@ pub(crate) struct Config {
     pub(crate) shards: usize,
     pub(crate) capacity: usize,
     pub(crate) batch: usize,
-}
-
-/// Why the executor refused an envelope; it comes back.
-pub(crate) enum Refused {
-    Full(Envelope),
-    Closed(Envelope),
 }
 
 #[derive(Debug, Default)]
@@ -185,19 +176,23 @@ impl Executor {
         shard % self.workers.len()
     }
 
-    /// Pushes a root publish. With `block`, waits for room (never on a
-    /// worker thread: there the envelope goes to the shard's overflow).
-    // The refused envelope comes back by value: boxing it would allocate.
-    #[allow(clippy::result_large_err)]
+    /// Pushes a root publish, building its envelope in the claimed slot.
+    /// With `block`, waits for room (never on a worker thread: there the
+    /// envelope goes to the shard's overflow). A refusal gives the event back.
     #[inline]
-    pub(crate) fn push(&self, envelope: Envelope, block: bool) -> Result<(), Refused> {
-        let index = self.shard_of(&envelope.routing);
+    pub(crate) fn push<E: Event>(
+        &self,
+        routing: Routing,
+        event: E,
+        block: bool,
+    ) -> Result<(), PublishError<E>> {
+        let index = self.shard_of(&routing);
         let shard = &self.shards[index];
-        let result = match shard.ring.push(envelope) {
+        let result = match shard.ring.push_with((routing, event), Envelope::new, true) {
             Ok(()) => Ok(()),
-            Err(PushError::Closed(back)) => Err(Refused::Closed(back)),
-            Err(PushError::Full(back)) if !block => Err(Refused::Full(back)),
-            Err(PushError::Full(back)) => self.push_blocking(shard, back),
+            Err(PushError::Closed((_, event))) => Err(PublishError::Closed(event)),
+            Err(PushError::Full((_, event))) if !block => Err(PublishError::Full(event)),
+            Err(PushError::Full(seed)) => self.push_blocking(shard, seed),
         };
         match result {
             Ok(()) => self.after_push(index),
@@ -208,36 +203,42 @@ impl Executor {
         result
     }
 
-    #[allow(clippy::result_large_err)]
     #[cold]
-    fn push_blocking(&self, shard: &Shard, envelope: Envelope) -> Result<(), Refused> {
+    fn push_blocking<E: Event>(
+        &self,
+        shard: &Shard,
+        seed: (Routing, E),
+    ) -> Result<(), PublishError<E>> {
         if self.current_worker().is_some() {
-            shard.push_from_worker(envelope);
+            shard.push_from_worker(Envelope::new(seed));
             return Ok(());
         }
-        let mut pending = Some(envelope);
-        let mut attempt = || match shard.ring.push(pending.take()?) {
+        let mut pending = Some(seed);
+        let mut attempt = || match shard.ring.push_with(pending.take()?, Envelope::new, true) {
             Ok(()) => Some(Ok(())),
-            Err(PushError::Closed(back)) => Some(Err(Refused::Closed(back))),
-            Err(PushError::Full(back)) => {
-                pending = Some(back);
+            Err(PushError::Closed((_, event))) => Some(Err(PublishError::Closed(event))),
+            Err(PushError::Full(seed)) => {
+                pending = Some(seed);
                 None
             }
         };
-        for _ in 0..PUBLISH_SPINS {
+        // Spin, then yield (the worker that frees the slot may need this
+        // core), and only then sleep until a batch completes.
+        let mut backoff = Backoff::default();
+        while !backoff.is_completed() {
             if let Some(done) = attempt() {
                 return done;
             }
-            spin_loop();
+            backoff.snooze();
         }
         shard.space.wait_for(attempt)
     }
 
-    /// After a push into `shard`: fence, then wake its owner if it sleeps
-    /// (P2 and P3 of the sleeper protocol in `park`).
+    /// After a push into `shard` (which fenced: the ring's claim fence, or
+    /// the overflow's), wakes its owner if it sleeps (P3 of the sleeper
+    /// protocol in `park`).
     #[inline]
     fn after_push(&self, shard: usize) {
-        fence(Ordering::SeqCst);
         self.workers[self.owner(shard)].sleeper.wake_if_sleeping();
     }
 
@@ -250,12 +251,9 @@ impl Executor {
     ) -> EventId {
         let (id, epoch) = (routing.id, routing.epoch);
         let index = self.shard_of(&routing);
-        self.shards[index].push_from_worker(Envelope {
-            routing,
-            payload: Payload::new(event),
-        });
+        self.shards[index].push_from_worker(Envelope::new((routing, event)));
         self.after_push(index);
-        // After the push and the fence: see the flush protocol.
+        // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {
             let descendants = &self.workers[worker].descendants;
             descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
@@ -477,32 +475,46 @@ impl Executor {
         // Batch quiescence: pairs with the fence in `quiesce`.
         fence(Ordering::SeqCst);
         let trace = tracing::enabled!(tracing::Level::TRACE);
-        let mut tables = TableCache::new(&self.registry);
-        for envelope in local.batch.drain(..) {
-            self.dispatch(worker, &envelope, &mut tables, &mut local.counts, trace);
+        let tables = TableCache::new(&self.registry);
+        // Consecutive events of one type share the handler lookup and the
+        // counters.
+        let mut run: Option<TypeRun<'_>> = None;
+        for envelope in &local.batch {
+            let type_id = envelope.payload.type_id();
+            let current = match &mut run {
+                Some(current) if current.type_id == type_id => current,
+                slot => {
+                    if let Some(done) = slot.take() {
+                        local.counts.add(done.type_id, done.name, &done.counts);
+                    }
+                    slot.insert(TypeRun {
+                        type_id,
+                        name: envelope.payload.name(),
+                        handlers: tables.handlers(type_id),
+                        counts: Counts::default(),
+                    })
+                }
+            };
+            self.dispatch(worker, envelope, current, trace);
+        }
+        if let Some(done) = run {
+            local.counts.add(done.type_id, done.name, &done.counts);
         }
         drop(tables);
+        // Drops the events, in place.
+        local.batch.clear();
         local.counts.merge_into(&mut lock(&me.counts));
         me.batch_seq.store(seq + 2, Ordering::Release);
     }
 
     #[inline]
-    fn dispatch(
-        &self,
-        worker: usize,
-        envelope: &Envelope,
-        tables: &mut TableCache<'_>,
-        counts: &mut BatchCounts,
-        trace: bool,
-    ) {
+    fn dispatch(&self, worker: usize, envelope: &Envelope, run: &mut TypeRun<'_>, trace: bool) {
         let payload = &envelope.payload;
         let routing = &envelope.routing;
-        let type_id = payload.type_id();
-        counts.dispatched(type_id, || payload.name());
-        let _span = trace.then(|| {
-            tracing::trace_span!("event", id = %routing.id, name = payload.name()).entered()
-        });
-        for subscriber in tables.handlers(type_id) {
+        run.counts.dispatched();
+        let _span = trace
+            .then(|| tracing::trace_span!("event", id = %routing.id, name = run.name).entered());
+        for subscriber in run.handlers {
             if !subscriber.accepts(routing.tenant) || subscriber.is_unsubscribed() {
                 continue;
             }
@@ -517,17 +529,25 @@ impl Executor {
             })) {
                 Ok(Ok(())) => RunOutcome::Delivered,
                 Ok(Err(error)) => {
-                    tracing::warn!(handler = %subscriber.name, event = payload.name(), id = %routing.id, %error, "handler failed");
+                    tracing::warn!(handler = %subscriber.name, event = run.name, id = %routing.id, %error, "handler failed");
                     RunOutcome::Failed
                 }
                 Err(panic) => {
-                    tracing::error!(handler = %subscriber.name, event = payload.name(), id = %routing.id, panic = panic_message(&*panic), "handler panicked");
+                    tracing::error!(handler = %subscriber.name, event = run.name, id = %routing.id, panic = panic_message(&*panic), "handler panicked");
                     RunOutcome::Panicked
                 }
             };
-            counts.ran(type_id, outcome);
+            run.counts.ran(outcome);
         }
     }
+}
+
+/// A stretch of consecutive events of one type within a batch.
+struct TypeRun<'t> {
+    type_id: std::any::TypeId,
+    name: &'static str,
+    handlers: &'t [Arc<Subscriber>],
+    counts: Counts,
 }
 
 /// Starts the executor's worker threads.

@@ -61,8 +61,9 @@ pub struct TypeMetrics {
     pub failed: u64,
 }
 
+/// The counts of one event type over some stretch of work.
 #[derive(Clone, Copy, Default, Debug)]
-struct Counts {
+pub(crate) struct Counts {
     dispatched: u64,
     delivered: u64,
     failed: u64,
@@ -76,6 +77,25 @@ impl Counts {
         self.failed += other.failed;
         self.panicked += other.panicked;
     }
+
+    /// Counts one event taken up.
+    #[inline(always)]
+    pub(crate) fn dispatched(&mut self) {
+        self.dispatched += 1;
+    }
+
+    /// Counts one handler run.
+    #[inline(always)]
+    pub(crate) fn ran(&mut self, outcome: RunOutcome) {
+        match outcome {
+            RunOutcome::Delivered => self.delivered += 1,
+            RunOutcome::Failed => self.failed += 1,
+            RunOutcome::Panicked => {
+                self.failed += 1;
+                self.panicked += 1;
+            }
+        }
+    }
 }
 
 /// How one handler run ended.
@@ -86,38 +106,22 @@ pub(crate) enum RunOutcome {
     Panicked,
 }
 
-/// A worker's counts for the batch it is running; allocation-free once its
-/// map has seen the batch's types.
+/// A worker's counts for the batch it is running, per type;
+/// allocation-free once its map has seen the batch's types.
 #[derive(Default, Debug)]
 pub(crate) struct BatchCounts {
     per_type: TypeMap<(&'static str, Counts)>,
 }
 
 impl BatchCounts {
-    /// Counts one event of `type_id` taken up; `name` is called only the
-    /// first time a type is seen.
+    /// Adds the counts of a run of events of one type.
     #[inline]
-    pub(crate) fn dispatched(&mut self, type_id: TypeId, name: impl FnOnce() -> &'static str) {
+    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
         self.per_type
             .entry(type_id)
-            .or_insert_with(|| (name(), Counts::default()))
+            .or_insert_with(|| (name, Counts::default()))
             .1
-            .dispatched += 1;
-    }
-
-    /// Counts one handler run of an event of `type_id` (already dispatched).
-    #[inline]
-    pub(crate) fn ran(&mut self, type_id: TypeId, outcome: RunOutcome) {
-        if let Some((_, counts)) = self.per_type.get_mut(&type_id) {
-            match outcome {
-                RunOutcome::Delivered => counts.delivered += 1,
-                RunOutcome::Failed => counts.failed += 1,
-                RunOutcome::Panicked => {
-                    counts.failed += 1;
-                    counts.panicked += 1;
-                }
-            }
-        }
+            .add(counts);
     }
 
     /// Adds this batch to the worker's totals and starts afresh (keeping
@@ -176,11 +180,15 @@ mod tests {
         let mut batch = BatchCounts::default();
         let mut worker = WorkerCounts::default();
         for _ in 0..2 {
-            batch.dispatched(a, || "A");
-            batch.ran(a, RunOutcome::Delivered);
-            batch.ran(a, RunOutcome::Panicked);
-            batch.dispatched(b, || "B");
-            batch.ran(b, RunOutcome::Failed);
+            let mut run_a = Counts::default();
+            run_a.dispatched();
+            run_a.ran(RunOutcome::Delivered);
+            run_a.ran(RunOutcome::Panicked);
+            batch.add(a, "A", &run_a);
+            let mut run_b = Counts::default();
+            run_b.dispatched();
+            run_b.ran(RunOutcome::Failed);
+            batch.add(b, "B", &run_b);
             batch.merge_into(&mut worker);
         }
         let mut snapshot = MetricsSnapshot::default();

@@ -9,7 +9,8 @@
 //! ```text
 //! worker                              producer
 //! sleeping = true        (W1)         push: tail CAS      (P1)
-//! fence(SeqCst)          (W2)         fence(SeqCst)       (P2)
+//! fence(SeqCst)          (W2)         claim fence(SeqCst) (P2)
+//!                                     write slot, stamp
 //! any work? (tail, ...)  (W3)         sleeping? -> unpark (P3)
 //! no: park()             (W4)
 //! ```
@@ -69,7 +70,8 @@ impl Sleeper {
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
-    /// P3: the caller has published work and then fenced (`SeqCst`); wakes
+    /// P3: the caller has published work, fencing (`SeqCst`) after its claim
+    /// (the ring's claim fence); wakes
     /// the worker if it announced sleep. Only the worker writes `sleeping`:
     /// producers that see it set all unpark, which is idempotent (a spare
     /// token costs the worker one extra turn of its loop).

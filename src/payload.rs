@@ -9,13 +9,13 @@
 //! Invariants, owned by this type and relied on by every `unsafe` block:
 //! - `storage` holds an initialised `E` (inline) or `Box<E>` (boxed), where
 //!   `E` is the type whose `TypeId` is `type_id`; it is dropped exactly once,
-//!   by `Drop` or by [`Payload::into_inner`], never both.
+//!   by `Drop`.
 //! - `vtable` was made for that same `E`.
 //! - The bytes sit in an `UnsafeCell`, so the `&E` handed to handlers may
 //!   mutate through interior mutability.
 
 use std::any::TypeId;
-use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+use std::mem::{align_of, size_of, MaybeUninit};
 
 use crate::event::Event;
 
@@ -44,7 +44,9 @@ impl Storage {
 }
 
 struct VTable {
-    drop_value: unsafe fn(*mut u8),
+    /// `None` for an inline event with no drop glue (plain `Copy` data):
+    /// nothing to call.
+    drop_value: Option<unsafe fn(*mut u8)>,
     name: unsafe fn(*const u8) -> &'static str,
 }
 
@@ -67,7 +69,11 @@ trait VTableFor {
 
 impl<E: Event> VTableFor for E {
     const VTABLE: VTable = VTable {
-        drop_value: drop_value::<E>,
+        drop_value: if stored_inline::<E>() && !std::mem::needs_drop::<E>() {
+            None
+        } else {
+            Some(drop_value::<E>)
+        },
         name: name_of::<E>,
     };
 }
@@ -151,32 +157,15 @@ impl Payload {
             None
         }
     }
-
-    /// Gives the event back, if it is an `E`; otherwise the payload itself.
-    pub fn into_inner<E: Event>(self) -> Result<E, Payload> {
-        if self.type_id != TypeId::of::<E>() {
-            return Err(self);
-        }
-        // LOAD BEARING: `ManuallyDrop` keeps `Drop` from dropping the value
-        // we move out below.
-        let this = ManuallyDrop::new(self);
-        let slot = this.storage.ptr();
-        if stored_inline::<E>() {
-            // SAFETY: the type ids match and the value is inline; it is read
-            // once and `this` is never dropped.
-            Ok(unsafe { slot.cast::<E>().read() })
-        } else {
-            // SAFETY: as above, for the boxed value.
-            Ok(*unsafe { slot.cast::<Box<E>>().read() })
-        }
-    }
 }
 
 impl Drop for Payload {
     fn drop(&mut self) {
-        // SAFETY: the storage holds the live value the vtable was made for,
-        // and `drop` runs once; `into_inner` skips it with ManuallyDrop.
-        unsafe { (self.vtable.drop_value)(self.storage.ptr()) }
+        if let Some(drop_value) = self.vtable.drop_value {
+            // SAFETY: the storage holds the live value the vtable was made
+            // for, and `drop` runs once.
+            unsafe { drop_value(self.storage.ptr()) }
+        }
     }
 }
 
@@ -229,11 +218,6 @@ mod tests {
         drop(Payload::new(Small(1, drops.clone())));
         drop(Payload::new(Large([2; 16], drops.clone())));
         assert_eq!(drops.load(Ordering::SeqCst), 2);
-
-        let back = Payload::new(Large([3; 16], drops.clone())).into_inner::<Large>();
-        assert_eq!(drops.load(Ordering::SeqCst), 2, "into_inner must not drop");
-        assert_eq!(back.ok().map(|l| l.0[15]), Some(3));
-        assert_eq!(drops.load(Ordering::SeqCst), 3);
     }
 
     struct Counter(AtomicUsize);
@@ -261,10 +245,9 @@ mod tests {
         assert_eq!(p.downcast_ref::<Small>().map(|s| s.0), Some(42));
         assert!(p.downcast_ref::<Large>().is_none());
         assert_eq!(p.name(), "Small");
-        let Err(p) = p.into_inner::<Large>() else {
-            panic!("a Small is not a Large")
-        };
-        assert_eq!(p.into_inner::<Small>().ok().map(|s| s.0), Some(42));
+        let large = Payload::new(Large([7; 16], drops.clone()));
+        assert_eq!(large.downcast_ref::<Large>().map(|l| l.0[15]), Some(7));
+        assert!(large.downcast_ref::<Small>().is_none());
 
         let p = Payload::new(OverAligned(9));
         assert_eq!(p.downcast_ref::<OverAligned>().map(|o| o.0), Some(9));

@@ -19,6 +19,7 @@
 //! worker runs them in stage order by walking the list.
 
 use std::any::TypeId;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -150,26 +151,27 @@ pub(crate) fn table_shard(type_id: TypeId) -> usize {
     (h.finish() as usize) & (TABLE_SHARDS - 1)
 }
 
-/// The tables a worker loaded during one batch: at most one load per shard.
+/// The tables a worker loaded during one batch: at most one load per
+/// shard, on first use.
 pub(crate) struct TableCache<'r> {
     registry: &'r Registry,
-    loaded: [Option<Snapshot<Table>>; TABLE_SHARDS],
+    loaded: [OnceCell<Snapshot<Table>>; TABLE_SHARDS],
 }
 
 impl<'r> TableCache<'r> {
     pub(crate) fn new(registry: &'r Registry) -> Self {
         TableCache {
             registry,
-            loaded: std::array::from_fn(|_| None),
+            loaded: std::array::from_fn(|_| OnceCell::new()),
         }
     }
 
     /// The handlers of `type_id`, from this batch's snapshot of its shard.
     #[inline]
-    pub(crate) fn handlers(&mut self, type_id: TypeId) -> &[Arc<Subscriber>] {
+    pub(crate) fn handlers(&self, type_id: TypeId) -> &[Arc<Subscriber>] {
         let shard = table_shard(type_id);
         self.loaded[shard]
-            .get_or_insert_with(|| self.registry.shards[shard].load())
+            .get_or_init(|| self.registry.shards[shard].load())
             .handlers(type_id)
     }
 }

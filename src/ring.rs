@@ -32,9 +32,14 @@
 //!   memory from a producer to a consumer and back: a value is never read
 //!   before it is written, nor overwritten before it is read.
 //! - The CASes on `tail` and `head` only decide who owns a position; the
-//!   slot contents are ordered by the stamp, so they can be Relaxed. The
-//!   wake-up protocols built on the ring (see `executor`) put their own
-//!   `SeqCst` fences around `tail` and `head`.
+//!   slot contents are ordered by the stamp, so they can be Relaxed.
+//! - A successful push fences (`SeqCst`) right after its claim, before it
+//!   writes the slot: the *claim fence*. It is for the wake-up protocols
+//!   built on the ring (see `park`): a consumer that announces sleep,
+//!   fences and then reads `tail` either sees the claim, or the producer's
+//!   reads after its push see the announcement. Right after the CAS the
+//!   store buffer is empty, so the fence is cheap; the same fence after
+//!   the stamp store would wait for the stamp's contended cache line.
 //! - `close` sets [`CLOSED`] with `fetch_or`: every push's CAS either comes
 //!   before it in `tail`'s modification order (its position is claimed, and
 //!   its value will be published) or sees the bit and is refused. So
@@ -53,7 +58,7 @@
 
 use std::mem::MaybeUninit;
 
-use crate::sync::{spin_loop, AtomicUsize, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{fence, spin_loop, AtomicUsize, CachePadded, Ordering, UnsafeCell};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("diana-bus needs 64-bit ring positions (a 32-bit tail would reach the CLOSED bit)");
@@ -120,9 +125,12 @@ impl<T> Ring<T> {
     }
 
     /// Pushes `value`, unless the ring is full or closed.
+    // The bus builds values in place (`push_with`); the tests and loom
+    // models push plain values.
+    #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        self.push_inner(value, true)
+        self.push_with(value, |value| value, true)
     }
 
     /// Pushes `value` even when the ring is closed (for follow-ups of
@@ -130,15 +138,24 @@ impl<T> Ring<T> {
     /// full.
     #[inline]
     pub fn push_while_closed(&self, value: T) -> Result<(), PushError<T>> {
-        self.push_inner(value, false)
+        self.push_with(value, |value| value, false)
     }
 
-    #[inline]
-    fn push_inner(&self, value: T, refuse_when_closed: bool) -> Result<(), PushError<T>> {
+    /// Claims a slot, then builds the value in it from `seed` with `make`,
+    /// so a large value is written once, in place. A refused push gives
+    /// the seed back. With `refuse_when_closed` false it pushes into a
+    /// closed ring too.
+    #[inline(always)]
+    pub fn push_with<S>(
+        &self,
+        seed: S,
+        make: impl FnOnce(S) -> T,
+        refuse_when_closed: bool,
+    ) -> Result<(), PushError<S>> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             if refuse_when_closed && tail & CLOSED != 0 {
-                return Err(PushError::Closed(value));
+                return Err(PushError::Closed(seed));
             }
             let pos = tail & !CLOSED;
             let slot = &self.slots[pos & self.mask];
@@ -155,11 +172,15 @@ impl<T> Ring<T> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
+                        // The claim fence (see "Memory orderings"): cheap
+                        // here, where the CAS has just drained the store
+                        // buffer, unlike after the stamp store below.
+                        fence(Ordering::SeqCst);
                         debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos);
                         // SAFETY: winning the CAS for `pos` makes this thread
                         // the only writer of the slot until it publishes the
                         // stamp below, and the stamp said the slot is empty.
-                        slot.value.with_mut(|v| unsafe { (*v).write(value) });
+                        slot.value.with_mut(|v| unsafe { (*v).write(make(seed)) });
                         // Release: the value is visible before the stamp.
                         slot.stamp.store(pos + 1, Ordering::Release);
                         return Ok(());
@@ -170,7 +191,7 @@ impl<T> Ring<T> {
                 // The slot holds position `pos - capacity`, or a consumer
                 // claimed it and is about to free it.
                 if self.head.load(Ordering::Relaxed) + self.capacity() <= pos {
-                    return Err(PushError::Full(value));
+                    return Err(PushError::Full(seed));
                 }
                 spin_loop();
                 tail = self.tail.load(Ordering::Relaxed);

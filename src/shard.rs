@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use crate::envelope::Envelope;
 use crate::park::WaitQueue;
 use crate::ring::{PushError, Ring};
-use crate::sync::{lock, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{fence, lock, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -133,6 +133,10 @@ impl Shard {
         queue.push_back((self.ring.pushed(), envelope));
         self.overflow_pushed.fetch_add(1, Ordering::Relaxed);
         self.overflow_len.store(queue.len(), Ordering::Release);
+        // What the ring's claim fence is for ring pushes: the owner's
+        // re-check before parking, and flush's snapshot, see this push, or
+        // the caller's reads after it see their announcements.
+        fence(Ordering::SeqCst);
     }
 
     /// For the claimer: the next overflow envelope, if every ring event

@@ -144,13 +144,19 @@ impl<T> std::ops::Deref for CachePadded<T> {
     }
 }
 
-/// Waiting for another thread without a wake-up signal: spin, then yield,
-/// then sleep briefly (only for rare waits, such as `unsubscribe`'s). Under
-/// loom every step yields, so models that wait still end.
+/// Waiting for another thread: spin (doubling), then yield, then, once
+/// [`Backoff::is_completed`], sleep briefly on each step; a caller with a
+/// wake-up signal switches to it at that point instead. Under loom every
+/// step yields, so models that wait still end.
 #[derive(Debug, Default)]
 pub(crate) struct Backoff(u32);
 
 impl Backoff {
+    /// Whether spinning and yielding are over.
+    pub(crate) fn is_completed(&self) -> bool {
+        self.0 > 9
+    }
+
     pub(crate) fn snooze(&mut self) {
         #[cfg(not(diana_bus_loom))]
         match self.0 {

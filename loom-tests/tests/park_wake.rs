@@ -4,7 +4,6 @@
 #![cfg(diana_bus_loom)]
 
 use diana_bus::model::{Ring, Sleeper};
-use loom::sync::atomic::{fence, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -29,10 +28,10 @@ fn worker(ring: Arc<Ring<u32>>, sleeper: Arc<Sleeper>, expected: usize) -> Vec<u
     got
 }
 
-/// The producer side, as `Executor::push` and `after_push` do it.
+/// The producer side, as `Executor::push` and `after_push` do it (the
+/// fence is the ring's claim fence, inside `push`).
 fn publish(ring: &Ring<u32>, sleeper: &Sleeper, value: u32) {
     ring.push(value).unwrap();
-    fence(Ordering::SeqCst);
     sleeper.wake_if_sleeping();
 }
 
