@@ -50,6 +50,10 @@ struct RunArgs {
     /// 256, or the capacity if smaller].
     #[arg(long, value_name = "B")]
     batch: Option<usize>,
+    /// Alternating runs of each implementation; the table shows medians.
+    #[arg(long, value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..1000))]
+    repeat: u64,
 }
 
 impl RunArgs {
@@ -81,7 +85,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
-            match compare::run(args.profile, args.events, args.bus(), args.capacity) {
+            match compare::run(
+                args.profile,
+                args.events,
+                args.bus(),
+                args.capacity,
+                args.repeat as usize,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("error: {error}");
