@@ -49,7 +49,12 @@ impl Event for Tick {
 fn publishing_and_handling_small_events_does_not_allocate() {
     common::within(60, || {
         const EVENTS: u64 = 100_000;
-        let bus = Bus::builder().workers(2).shards(4).capacity(1024).build().unwrap();
+        let bus = Bus::builder()
+            .workers(2)
+            .shards(4)
+            .capacity(1024)
+            .build()
+            .unwrap();
         let sum = Arc::new(AtomicU64::new(0));
         for _ in 0..2 {
             let sum = sum.clone();
@@ -60,7 +65,12 @@ fn publishing_and_handling_small_events_does_not_allocate() {
         }
         let publish = |from: u64| {
             for id in from..from + EVENTS {
-                bus.publish(Tick { id, user: id % 16, _pad: [0; 6] }).unwrap();
+                bus.publish(Tick {
+                    id,
+                    user: id % 16,
+                    _pad: [0; 6],
+                })
+                .unwrap();
             }
             bus.flush();
         };
@@ -69,8 +79,14 @@ fn publishing_and_handling_small_events_does_not_allocate() {
         publish(EVENTS);
         let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
         // flush itself allocates a few times per call, not per event
-        assert!(allocations < 32, "{allocations} allocations for {EVENTS} events");
-        assert_eq!(sum.load(Ordering::Relaxed), 2 * (2 * EVENTS) * (2 * EVENTS - 1) / 2);
+        assert!(
+            allocations < 32,
+            "{allocations} allocations for {EVENTS} events"
+        );
+        assert_eq!(
+            sum.load(Ordering::Relaxed),
+            2 * (2 * EVENTS) * (2 * EVENTS - 1) / 2
+        );
     });
 }
 
@@ -90,13 +106,21 @@ fn cpu_time() -> Duration {
 #[test]
 fn an_idle_bus_parks_its_workers() {
     let bus = Bus::builder().workers(4).build().unwrap();
-    bus.publish(Tick { id: 1, user: 1, _pad: [0; 6] }).unwrap();
+    bus.publish(Tick {
+        id: 1,
+        user: 1,
+        _pad: [0; 6],
+    })
+    .unwrap();
     bus.flush();
     std::thread::sleep(Duration::from_millis(50)); // past the spin-then-yield phase
     let before = cpu_time();
     std::thread::sleep(Duration::from_millis(500));
     let used = cpu_time() - before;
     // four spinning workers would burn up to 2 s of CPU here
-    assert!(used < Duration::from_millis(100), "idle bus used {used:?} of CPU in 500 ms");
+    assert!(
+        used < Duration::from_millis(100),
+        "idle bus used {used:?} of CPU in 500 ms"
+    );
     bus.shutdown();
 }
