@@ -21,6 +21,28 @@ impl Event for Tick {
     }
 }
 
+/// `publishers` threads each publish `per` ticks, for users `seq % users`.
+fn publish_from_threads(bus: &Bus, publishers: u64, per: u64, users: u64) {
+    let threads: Vec<_> = (0..publishers)
+        .map(|publisher| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                for seq in 0..per {
+                    let tick = Tick {
+                        publisher,
+                        seq,
+                        user: seq % users,
+                    };
+                    bus.publish(tick).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
 #[test]
 fn many_publishers_and_subscribers_get_exact_counts_and_sums() {
     within(60, || {
@@ -43,24 +65,7 @@ fn many_publishers_and_subscribers_get_exact_counts_and_sums() {
                 Ok(())
             });
         }
-        let publishers: Vec<_> = (0..PUBLISHERS)
-            .map(|p| {
-                let bus = bus.clone();
-                std::thread::spawn(move || {
-                    for seq in 0..PER {
-                        bus.publish(Tick {
-                            publisher: p,
-                            seq,
-                            user: seq % 97,
-                        })
-                        .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        publish_from_threads(&bus, PUBLISHERS, PER, 97);
         bus.flush();
         let expected_sum = PUBLISHERS * PER * (PER - 1) / 2;
         for (sum, count) in sums.iter().zip(&counts) {
@@ -103,24 +108,7 @@ fn one_keys_events_arrive_in_publish_order_from_each_publisher() {
             }
             Ok(())
         });
-        let publishers: Vec<_> = (0..3)
-            .map(|p| {
-                let bus = bus.clone();
-                std::thread::spawn(move || {
-                    for seq in 0..PER {
-                        bus.publish(Tick {
-                            publisher: p,
-                            seq,
-                            user: seq % 5,
-                        })
-                        .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
-        }
+        publish_from_threads(&bus, 3, PER, 5);
         bus.flush();
         assert_eq!(violations.load(Ordering::Relaxed), 0);
         assert_eq!(last.lock().unwrap().len(), 15);

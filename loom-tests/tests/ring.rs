@@ -12,6 +12,18 @@ fn values(batch: Vec<Track<u32>>) -> Vec<u32> {
     batch.into_iter().map(|t| *t.get_ref()).collect()
 }
 
+/// A consumer thread that calls `pop_batch(2)` `times` times.
+fn pop_in_thread(ring: &Arc<Ring<Track<u32>>>, times: usize) -> thread::JoinHandle<Vec<u32>> {
+    let ring = ring.clone();
+    thread::spawn(move || {
+        let mut out = Vec::new();
+        for _ in 0..times {
+            ring.pop_batch(&mut out, 2);
+        }
+        values(out)
+    })
+}
+
 fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Option<u32>> {
     let ring = ring.clone();
     thread::spawn(move || match ring.push(Track::new(value)) {
@@ -34,14 +46,7 @@ fn two_producers_race_a_consumer_at_the_full_edge() {
         let ring = Arc::new(Ring::new(2));
         ring.push(Track::new(0)).unwrap(); // one slot left
         let producers = [push_one(&ring, 1), push_one(&ring, 2)];
-        let consumer = {
-            let ring = ring.clone();
-            thread::spawn(move || {
-                let mut out = Vec::new();
-                ring.pop_batch(&mut out, 2);
-                values(out)
-            })
-        };
+        let consumer = pop_in_thread(&ring, 1);
         let accepted: Vec<u32> = producers
             .into_iter()
             .filter_map(|p| p.join().unwrap())
@@ -72,15 +77,7 @@ fn two_producers_race_a_consumer_at_the_empty_edge() {
     loom::model(|| {
         let ring = Arc::new(Ring::new(2));
         let producers = [push_one(&ring, 1), push_one(&ring, 2)];
-        let consumer = {
-            let ring = ring.clone();
-            thread::spawn(move || {
-                let mut out = Vec::new();
-                ring.pop_batch(&mut out, 2);
-                ring.pop_batch(&mut out, 2);
-                values(out)
-            })
-        };
+        let consumer = pop_in_thread(&ring, 2);
         let accepted: Vec<u32> = producers
             .into_iter()
             .filter_map(|p| p.join().unwrap())

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::bounded;
 
+use super::runner::verdict;
 use super::{publishers, Message, RunError, Runner, Shape, Tally};
 
 /// Makes fresh channels and consumer threads for every run (a channel ends
@@ -64,15 +65,6 @@ impl Runner for CrossbeamRunner {
                 },
             )
         });
-        // Settling also zeroes the checksums for the next run, so it comes first.
-        let checksums = self.tally.settle(events);
-        if timed.accepted != events {
-            return Err(RunError::Refused {
-                accepted: timed.accepted,
-                events,
-            });
-        }
-        checksums?;
-        Ok(timed.elapsed)
+        verdict(timed, events, &self.tally)
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use diana_bus::{Bus, BusBuilder, ConfigError, Context, HandlerResult};
 
+use super::runner::verdict;
 use super::{publishers, Message, RunError, Runner, Shape, Tally};
 
 /// A bus built once and reused for every run, with one subscription per
@@ -52,20 +53,12 @@ impl Runner for DianaRunner {
             |message| bus.publish(message).is_ok(),
             || bus.flush(),
         );
-        // Settling also zeroes the checksums for the next run, so it comes first.
-        let checksums = self.tally.settle(events);
-        if timed.accepted != events {
-            return Err(RunError::Refused {
-                accepted: timed.accepted,
-                events,
-            });
-        }
-        checksums?;
+        let elapsed = verdict(timed, events, &self.tally)?;
         let expected = self.shape.deliveries(events);
         let counted = bus.metrics().delivered - delivered_before;
         if counted != expected {
             return Err(RunError::Deliveries { expected, counted });
         }
-        Ok(timed.elapsed)
+        Ok(elapsed)
     }
 }

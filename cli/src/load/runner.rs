@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::Mismatch;
+use super::publishers::Timed;
+use super::{Mismatch, Tally};
 
 /// An implementation set up for one [`super::Shape`].
 pub trait Runner {
@@ -58,3 +59,18 @@ impl fmt::Display for RunError {
 }
 
 impl std::error::Error for RunError {}
+
+/// The verdict on one timed run: every event accepted and every handler's
+/// checksum right. Settling also zeroes the checksums for the next run, so
+/// it happens whatever the outcome.
+pub fn verdict(timed: Timed, events: u64, tally: &Tally) -> Result<Duration, RunError> {
+    let checksums = tally.settle(events);
+    if timed.accepted != events {
+        return Err(RunError::Refused {
+            accepted: timed.accepted,
+            events,
+        });
+    }
+    checksums?;
+    Ok(timed.elapsed)
+}
