@@ -13,10 +13,20 @@ use diana_bus::{Bus, Context, Event, HandlerResult};
 struct Keyed {
     key: u64,
     round: u64,
+    seq: u64,
 }
 impl Event for Keyed {
     fn key(&self) -> Option<u64> {
         Some(self.key)
+    }
+}
+
+/// Opens the gate when dropped, so a failing assertion does not leave a
+/// handler parked (and the bus's drop waiting for it).
+struct OpenOnDrop(Gate);
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
 
@@ -27,77 +37,103 @@ fn worker_name() -> String {
 #[test]
 fn an_idle_worker_takes_over_a_shard_whose_owner_is_stuck() {
     within(60, || {
-        // batch(1): any waiting event is a backlog worth helping with
+        const KEYS: u64 = 64;
+        const BACKLOG: u64 = 300; // above the default batch of 256
         let bus = Bus::builder()
             .workers(2)
             .shards(4)
-            .batch(1)
+            .capacity(8192)
             .build()
             .unwrap();
-        let handled: Arc<Mutex<HashMap<(u64, u64), String>>> = Arc::default();
+        // (key, round) -> worker names in handling order; seq order per key
+        let handled: Arc<Mutex<HashMap<(u64, u64), Vec<String>>>> = Arc::default();
+        let out_of_order = Arc::new(AtomicU64::new(0));
         let blocked_key = Arc::new(AtomicU64::new(u64::MAX));
         let entered = Arc::new(AtomicBool::new(false));
         let gate = Gate::default();
+        let _open = OpenOnDrop(gate.clone());
         {
-            let (handled, blocked_key, entered, gate) = (
+            let (handled, out_of_order, blocked_key, entered, gate) = (
                 handled.clone(),
+                out_of_order.clone(),
                 blocked_key.clone(),
                 entered.clone(),
                 gate.clone(),
             );
             bus.subscribe(move |e: &Keyed, _: &Context| -> HandlerResult {
-                handled
-                    .lock()
-                    .unwrap()
-                    .insert((e.key, e.round), worker_name());
-                if e.key == blocked_key.load(Ordering::SeqCst) && e.round == 1 {
+                {
+                    let mut handled = handled.lock().unwrap();
+                    let seen = handled.entry((e.key, e.round)).or_default();
+                    if seen.len() as u64 != e.seq {
+                        out_of_order.fetch_add(1, Ordering::SeqCst);
+                    }
+                    seen.push(worker_name());
+                }
+                if e.key == blocked_key.load(Ordering::SeqCst) && e.round == 1 && e.seq == 0 {
                     entered.store(true, Ordering::SeqCst);
                     gate.wait();
                 }
                 Ok(())
             });
         }
-        // round 0, quiet: each key is handled by the owner of its shard
-        for key in 0..64 {
-            bus.publish(Keyed { key, round: 0 }).unwrap();
+        // round 0, one event at a time: too little backlog to steal, so each
+        // key is handled by the owner of its shard
+        for key in 0..KEYS {
+            bus.publish(Keyed {
+                key,
+                round: 0,
+                seq: 0,
+            })
+            .unwrap();
+            bus.flush();
         }
-        bus.flush();
         let owner: HashMap<u64, String> = handled
             .lock()
             .unwrap()
             .iter()
-            .map(|(&(key, _), w)| (key, w.clone()))
+            .map(|(&(key, _), w)| (key, w[0].clone()))
             .collect();
-        let owned_by_0: Vec<u64> = (0..64)
+        let owned_by_0: Vec<u64> = (0..KEYS)
             .filter(|k| owner[k] == "diana-bus-worker-0")
             .collect();
         assert!(owned_by_0.len() > 4, "worker 0 owns some keys: {owner:?}");
 
-        // round 1: block worker 0 inside the handler of one of its keys
+        // round 1: hold worker 0 inside the handler of one of its keys
         let stuck = owned_by_0[0];
         blocked_key.store(stuck, Ordering::SeqCst);
         bus.publish(Keyed {
             key: stuck,
             round: 1,
+            seq: 0,
         })
         .unwrap();
         wait_until(10, || entered.load(Ordering::SeqCst));
-        // worker 0's other keys: those in the stuck shard wait behind it,
-        // those in its other shard must be taken over by worker 1
+        // a backlog on each of worker 0's other keys: those sharing the
+        // stuck shard wait behind it; those in worker 0's other shard can
+        // only be handled if worker 1 takes that shard over
         for &key in &owned_by_0[1..] {
-            bus.publish(Keyed { key, round: 1 }).unwrap();
+            for seq in 0..BACKLOG {
+                bus.publish(Keyed { key, round: 1, seq }).unwrap();
+            }
         }
         wait_until(10, || {
             let handled = handled.lock().unwrap();
             owned_by_0[1..].iter().any(|&k| {
-                handled
-                    .get(&(k, 1))
-                    .is_some_and(|w| w == "diana-bus-worker-1")
+                handled.get(&(k, 1)).is_some_and(|w| {
+                    w.len() as u64 == BACKLOG && w.iter().all(|n| n == "diana-bus-worker-1")
+                })
             })
         });
         gate.open();
         bus.flush();
+        assert_eq!(
+            out_of_order.load(Ordering::SeqCst),
+            0,
+            "per-key order broken"
+        );
         let handled = handled.lock().unwrap();
-        assert!(owned_by_0.iter().all(|&k| handled.contains_key(&(k, 1))));
+        for &key in &owned_by_0[1..] {
+            assert_eq!(handled[&(key, 1)].len() as u64, BACKLOG);
+        }
     });
 }
