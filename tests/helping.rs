@@ -30,6 +30,9 @@ impl Drop for OpenOnDrop {
     }
 }
 
+/// (key, round) -> the workers that handled its events, in handling order.
+type Handled = Arc<Mutex<HashMap<(u64, u64), Vec<String>>>>;
+
 fn worker_name() -> String {
     std::thread::current().name().unwrap_or("?").to_owned()
 }
@@ -45,8 +48,7 @@ fn an_idle_worker_takes_over_a_shard_whose_owner_is_stuck() {
             .capacity(8192)
             .build()
             .unwrap();
-        // (key, round) -> worker names in handling order; seq order per key
-        let handled: Arc<Mutex<HashMap<(u64, u64), Vec<String>>>> = Arc::default();
+        let handled: Handled = Arc::default();
         let out_of_order = Arc::new(AtomicU64::new(0));
         let blocked_key = Arc::new(AtomicU64::new(u64::MAX));
         let entered = Arc::new(AtomicBool::new(false));

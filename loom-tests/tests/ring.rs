@@ -146,3 +146,24 @@ fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
         assert_eq!(values(rest), if pushed { vec![3] } else { vec![] });
     });
 }
+
+#[test]
+fn two_consumers_racing_a_producer_lose_and_duplicate_nothing() {
+    loom::model(|| {
+        let ring = Arc::new(Ring::new(2));
+        ring.push(Track::new(1)).unwrap();
+        let producer = push_one(&ring, 2);
+        let consumers = [pop_in_thread(&ring, 1), pop_in_thread(&ring, 1)];
+        let accepted = producer.join().unwrap();
+        let mut popped: Vec<u32> = consumers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        let mut rest = Vec::new();
+        ring.pop_batch(&mut rest, 2);
+        popped.extend(values(rest));
+        popped.sort();
+        let expected: Vec<u32> = [Some(1), accepted].into_iter().flatten().collect();
+        assert_eq!(popped, expected, "each accepted value exactly once");
+    });
+}
