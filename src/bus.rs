@@ -19,6 +19,8 @@ use crate::executor::{spawn_workers, Config, Executor};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
 use crate::registry::{SubscriberOptions, Subscription};
+use crate::reliability::dead_letter::DeadLetter;
+use crate::reliability::retry::RetryPolicy;
 use crate::ring::Ring;
 use crate::sync::{lock, thread, Arc, Mutex};
 
@@ -30,6 +32,7 @@ pub const MAX_SHARDS: usize = 1 << 16;
 pub const MAX_CAPACITY: usize = 1 << 22;
 
 const DEFAULT_CAPACITY: usize = 1024;
+const DEFAULT_DEAD_LETTER_CAPACITY: usize = 10_000;
 const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
 
@@ -50,6 +53,7 @@ pub struct BusBuilder {
     shards: Option<usize>,
     capacity: Option<usize>,
     batch: Option<usize>,
+    dead_letter_capacity: Option<usize>,
     backpressure: Backpressure,
 }
 
@@ -78,6 +82,13 @@ impl BusBuilder {
     /// ring capacity if smaller).
     pub fn batch(mut self, batch: usize) -> Self {
         self.batch = Some(batch);
+        self
+    }
+
+    /// Dead letters kept (default 10,000); when full, the oldest is dropped
+    /// and counted in `MetricsSnapshot::dead_letters_dropped`.
+    pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
+        self.dead_letter_capacity = Some(capacity);
         self
     }
 
@@ -113,11 +124,18 @@ impl BusBuilder {
         if batch == 0 || batch > capacity {
             return Err(ConfigError::Batch(batch));
         }
+        let dead_letter_capacity = self
+            .dead_letter_capacity
+            .unwrap_or(DEFAULT_DEAD_LETTER_CAPACITY);
+        if dead_letter_capacity == 0 {
+            return Err(ConfigError::DeadLetterCapacity(dead_letter_capacity));
+        }
         Ok(Config {
             workers,
             shards,
             capacity,
             batch,
+            dead_letter_capacity,
         })
     }
 
@@ -263,6 +281,7 @@ impl Bus {
             name: None,
             tenant: None,
             stage: 0,
+            retry: RetryPolicy::none(),
             event: PhantomData,
         }
     }
@@ -338,6 +357,36 @@ impl Bus {
     /// The counters, summed over the workers.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.executor.snapshot()
+    }
+
+    /// A copy of the dead letters, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.executor.dead_letters.list()
+    }
+
+    /// Removes and returns the dead letters, oldest first.
+    pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.executor.dead_letters.take(|_| true)
+    }
+
+    /// Runs the failed handler of each dead letter that `filter` selects
+    /// again, as a fresh series of attempts under its retry policy (only
+    /// that handler: the ones that succeeded do not see the event again).
+    /// The letters leave the store; a letter whose subscription is gone
+    /// stays. Returns how many were replayed; `flush` waits for them.
+    pub fn replay_dead_letters(&self, mut filter: impl FnMut(&DeadLetter) -> bool) -> usize {
+        let executor = &self.inner.executor;
+        if executor.is_closed() {
+            return 0;
+        }
+        let letters = executor
+            .dead_letters
+            .take(|letter| !letter.subscriber.is_unsubscribed() && filter(letter));
+        let replayed = letters.len();
+        for letter in letters {
+            executor.replay(letter);
+        }
+        replayed
     }
 
     /// Whether the bus was shut down.
@@ -416,6 +465,7 @@ pub struct SubscriberBuilder<'b, E> {
     name: Option<String>,
     tenant: Option<TenantId>,
     stage: u32,
+    retry: RetryPolicy,
     event: PhantomData<fn(&E)>,
 }
 
@@ -439,6 +489,13 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         self
     }
 
+    /// How failed runs are retried (default [`RetryPolicy::none`]: a
+    /// failure goes straight to the dead letters).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Subscribes `handler` with these options.
     pub fn subscribe<F>(self, handler: F) -> Subscription
     where
@@ -450,6 +507,7 @@ impl<E: Event> SubscriberBuilder<'_, E> {
             name: self.name,
             tenant: self.tenant,
             stage: self.stage,
+            retry: self.retry,
         };
         // The registry files this handler under `E`'s TypeId, so the
         // downcast always succeeds.
@@ -469,6 +527,7 @@ impl<E> std::fmt::Debug for SubscriberBuilder<'_, E> {
             .field("name", &self.name)
             .field("tenant", &self.tenant)
             .field("stage", &self.stage)
+            .field("retry", &self.retry)
             .finish()
     }
 }

@@ -72,6 +72,8 @@ pub enum ConfigError {
     Capacity(usize),
     /// `batch(0)`, or a batch larger than the ring.
     Batch(usize),
+    /// `dead_letter_capacity(0)`.
+    DeadLetterCapacity(usize),
     /// The operating system refused to start a worker thread.
     Spawn(String),
 }
@@ -91,6 +93,12 @@ impl fmt::Display for ConfigError {
                 write!(f, "capacity({n}): need 1 to {MAX_CAPACITY} slots per shard")
             }
             ConfigError::Batch(n) => write!(f, "batch({n}): need 1 up to the ring capacity"),
+            ConfigError::DeadLetterCapacity(n) => {
+                write!(
+                    f,
+                    "dead_letter_capacity({n}): need room for at least 1 dead letter"
+                )
+            }
             ConfigError::Spawn(why) => write!(f, "cannot start a worker thread: {why}"),
         }
     }

@@ -52,6 +52,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 use crate::context::Context;
 use crate::envelope::Envelope;
@@ -60,6 +61,8 @@ use crate::event::{Event, EventId, Routing};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
 use crate::registry::{Registry, Subscriber, TableCache};
+use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::reliability::schedule::{RetrySchedule, RetryTask};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
@@ -76,6 +79,13 @@ const IDLE_YIELDS: u32 = 8;
 const IDLE_SPINS: u32 = 0;
 #[cfg(diana_bus_loom)]
 const IDLE_YIELDS: u32 = 0;
+
+/// How long a parked worker sleeps at most before it looks for other
+/// workers' backlogs to help with: owners are woken for their own shards,
+/// helpers are not, so this bounds how long a long-running handler can
+/// leave its worker's other shards waiting. Costs an idle worker 100
+/// wake-ups a second. A due retry shortens the sleep.
+const HELP_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Batches a worker runs from one shard before it moves to the next.
 const BATCHES_PER_CLAIM: usize = 4;
@@ -94,6 +104,7 @@ pub(crate) struct Config {
     pub(crate) shards: usize,
     pub(crate) capacity: usize,
     pub(crate) batch: usize,
+    pub(crate) dead_letter_capacity: usize,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +121,8 @@ pub struct Executor {
     shards: Box<[Shard]>,
     workers: Box<[CachePadded<Worker>]>,
     pub(crate) registry: Registry,
+    pub(crate) retries: RetrySchedule,
+    pub(crate) dead_letters: DeadLetterStore,
     epoch: AtomicU64,
     flush_target: AtomicU64,
     settled: WaitQueue,
@@ -121,6 +134,22 @@ pub struct Executor {
 struct Local {
     batch: Vec<Envelope>,
     counts: BatchCounts,
+    /// The failed runs of the current batch, settled when it ends.
+    failures: Vec<BatchFailure>,
+}
+
+/// How a handler run failed.
+struct Failure {
+    message: String,
+    retryable: bool,
+    panicked: bool,
+}
+
+/// A failed run within a batch: the envelope's index in it, and who failed.
+struct BatchFailure {
+    index: usize,
+    subscriber: Arc<Subscriber>,
+    failure: Failure,
 }
 
 impl Executor {
@@ -133,6 +162,8 @@ impl Executor {
                 .map(|_| CachePadded(Worker::default()))
                 .collect(),
             registry: Registry::default(),
+            retries: RetrySchedule::new(),
+            dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             epoch: AtomicU64::new(1),
             flush_target: AtomicU64::new(0),
             settled: WaitQueue::default(),
@@ -283,11 +314,12 @@ impl Executor {
             let before = self.descendants();
             let targets: Vec<_> = self.shards.iter().map(Shard::progress_target).collect();
             self.settled.wait_for(|| {
-                self.shards
+                let handled = self
+                    .shards
                     .iter()
                     .zip(&targets)
-                    .all(|(shard, &target)| shard.reached(target))
-                    .then_some(())
+                    .all(|(shard, &target)| shard.reached(target));
+                (handled && !self.retries.pending_up_to(epoch)).then_some(())
             });
             if self.descendants() == before {
                 return;
@@ -349,6 +381,8 @@ impl Executor {
         for worker in self.workers.iter() {
             lock(&worker.counts).add_to(&mut snapshot);
         }
+        snapshot.dead_lettered = self.dead_letters.recorded();
+        snapshot.dead_letters_dropped = self.dead_letters.dropped();
         snapshot
     }
 
@@ -365,6 +399,7 @@ impl Executor {
         let mut local = Local {
             batch: Vec::with_capacity(self.config.batch),
             counts: BatchCounts::default(),
+            failures: Vec::new(),
         };
         let mut idle = 0u32;
         loop {
@@ -393,7 +428,8 @@ impl Executor {
                 continue;
             }
             tracing::trace!("worker parked");
-            me.sleeper.park();
+            let until_retry = self.retries.until_next_due().unwrap_or(HELP_INTERVAL);
+            me.sleeper.park(until_retry.min(HELP_INTERVAL));
         }
         tracing::debug!("worker stopped");
     }
@@ -411,6 +447,10 @@ impl Executor {
     /// Drains the owned shards, or else helps with another's backlog.
     fn work_once(&self, index: usize, local: &mut Local) -> bool {
         let mut worked = false;
+        while let Some(task) = self.retries.pop_due() {
+            self.run_retry(index, task, local);
+            worked = true;
+        }
         for shard in self.owned(index) {
             worked |= self.drain(index, shard, local);
         }
@@ -469,17 +509,13 @@ impl Executor {
 
     /// Runs the handlers of every envelope in `local.batch`.
     fn run_batch(&self, worker: usize, local: &mut Local) {
-        let me = &self.workers[worker];
-        let seq = me.batch_seq.load(Ordering::Relaxed);
-        me.batch_seq.store(seq + 1, Ordering::Relaxed);
-        // Batch quiescence: pairs with the fence in `quiesce`.
-        fence(Ordering::SeqCst);
+        let seq = self.begin_batch(worker);
         let trace = tracing::enabled!(tracing::Level::TRACE);
         let tables = TableCache::new(&self.registry);
         // Consecutive events of one type share the handler lookup and the
         // counters.
         let mut run: Option<TypeRun<'_>> = None;
-        for envelope in &local.batch {
+        for (index, envelope) in local.batch.iter().enumerate() {
             let type_id = envelope.payload.type_id();
             let current = match &mut run {
                 Some(current) if current.type_id == type_id => current,
@@ -495,21 +531,135 @@ impl Executor {
                     })
                 }
             };
-            self.dispatch(worker, envelope, current, trace);
+            self.dispatch(worker, index, envelope, current, &mut local.failures, trace);
         }
         if let Some(done) = run {
             local.counts.add(done.type_id, done.name, &done.counts);
         }
         drop(tables);
-        // Drops the events, in place.
-        local.batch.clear();
-        local.counts.merge_into(&mut lock(&me.counts));
+        if local.failures.is_empty() {
+            // Drops the events, in place.
+            local.batch.clear();
+        } else {
+            self.settle_failures(local);
+        }
+        self.end_batch(worker, seq, &mut local.counts);
+    }
+
+    /// Marks the worker as running handlers (batch quiescence, see the
+    /// module docs); returns the sequence number to end with.
+    fn begin_batch(&self, worker: usize) -> u64 {
+        let me = &self.workers[worker];
+        let seq = me.batch_seq.load(Ordering::Relaxed);
+        me.batch_seq.store(seq + 1, Ordering::Relaxed);
+        // Batch quiescence: pairs with the fence in `quiesce`.
+        fence(Ordering::SeqCst);
+        seq
+    }
+
+    /// Merges the batch's counts and marks the worker idle again.
+    fn end_batch(&self, worker: usize, seq: u64, counts: &mut BatchCounts) {
+        let me = &self.workers[worker];
+        counts.merge_into(&mut lock(&me.counts));
         me.batch_seq.store(seq + 2, Ordering::Release);
     }
 
+    /// After a batch with failed runs: shares each failed event between its
+    /// failures, and retries or dead-letters each one; drops the rest.
+    #[cold]
+    fn settle_failures(&self, local: &mut Local) {
+        let mut failures = local.failures.drain(..).peekable();
+        for (index, envelope) in local.batch.drain(..).enumerate() {
+            if failures.peek().is_none_or(|f| f.index != index) {
+                continue;
+            }
+            let envelope = Arc::new(envelope);
+            while let Some(failed) = failures.next_if(|f| f.index == index) {
+                self.after_failure(Arc::clone(&envelope), failed.subscriber, 1, failed.failure);
+            }
+        }
+    }
+
+    /// Schedules the next run of a failed one, or records a dead letter.
+    fn after_failure(
+        &self,
+        envelope: Arc<Envelope>,
+        subscriber: Arc<Subscriber>,
+        attempt: u32,
+        failure: Failure,
+    ) {
+        if failure.retryable && subscriber.retry.allows_after(attempt) {
+            let pause = subscriber
+                .retry
+                .pause_before(attempt + 1, envelope.routing.id.0 as u64);
+            let task = RetryTask {
+                envelope,
+                subscriber,
+                attempt: attempt + 1,
+            };
+            self.retries.schedule(task, pause);
+        } else {
+            self.dead_letters.record(DeadLetter {
+                envelope,
+                subscriber,
+                error: failure.message,
+                attempts: attempt,
+            });
+        }
+    }
+
+    /// Runs a dead letter's handler again, as a new first attempt, on the
+    /// next worker round.
+    pub(crate) fn replay(&self, letter: DeadLetter) {
+        let owner = self.owner(self.shard_of(&letter.envelope.routing));
+        let task = RetryTask {
+            envelope: letter.envelope,
+            subscriber: letter.subscriber,
+            attempt: 1,
+        };
+        self.retries.schedule(task, Duration::ZERO);
+        self.workers[owner].sleeper.wake();
+    }
+
+    /// Runs one due retry (or replay) on this worker.
+    fn run_retry(&self, worker: usize, task: RetryTask, local: &mut Local) {
+        let seq = self.begin_batch(worker);
+        let RetryTask {
+            envelope,
+            subscriber,
+            attempt,
+        } = task;
+        let epoch = envelope.routing.epoch;
+        let name = envelope.payload.name();
+        let mut counts = Counts::default();
+        if subscriber.accepts(envelope.routing.tenant) && !subscriber.is_unsubscribed() {
+            counts.retried();
+            match self.call(worker, &envelope, &subscriber, attempt, name) {
+                Ok(()) => counts.ran(RunOutcome::Delivered),
+                Err(failure) => {
+                    counts.ran(failure.outcome());
+                    self.after_failure(Arc::clone(&envelope), subscriber, attempt, failure);
+                }
+            }
+        }
+        // After any reschedule above, so the pending count never dips to 0.
+        self.retries.finished(epoch);
+        local.counts.add(envelope.payload.type_id(), name, &counts);
+        self.end_batch(worker, seq, &mut local.counts);
+        fence(Ordering::SeqCst);
+        self.settled.notify();
+    }
+
     #[inline]
-    fn dispatch(&self, worker: usize, envelope: &Envelope, run: &mut TypeRun<'_>, trace: bool) {
-        let payload = &envelope.payload;
+    fn dispatch(
+        &self,
+        worker: usize,
+        index: usize,
+        envelope: &Envelope,
+        run: &mut TypeRun<'_>,
+        failures: &mut Vec<BatchFailure>,
+        trace: bool,
+    ) {
         let routing = &envelope.routing;
         run.counts.dispatched();
         let _span = trace
@@ -518,26 +668,68 @@ impl Executor {
             if !subscriber.accepts(routing.tenant) || subscriber.is_unsubscribed() {
                 continue;
             }
-            let ctx = Context {
-                executor: self,
-                worker,
-                routing,
-                attempt: 1,
-            };
-            let outcome = match catch_unwind(AssertUnwindSafe(|| {
-                (subscriber.handler)(payload, &ctx)
-            })) {
-                Ok(Ok(())) => RunOutcome::Delivered,
-                Ok(Err(error)) => {
-                    tracing::warn!(handler = %subscriber.name, event = run.name, id = %routing.id, %error, "handler failed");
-                    RunOutcome::Failed
+            match self.call(worker, envelope, subscriber, 1, run.name) {
+                Ok(()) => run.counts.ran(RunOutcome::Delivered),
+                Err(failure) => {
+                    run.counts.ran(failure.outcome());
+                    failures.push(BatchFailure {
+                        index,
+                        subscriber: Arc::clone(subscriber),
+                        failure,
+                    });
                 }
-                Err(panic) => {
-                    tracing::error!(handler = %subscriber.name, event = run.name, id = %routing.id, panic = panic_message(&*panic), "handler panicked");
-                    RunOutcome::Panicked
-                }
-            };
-            run.counts.ran(outcome);
+            }
+        }
+    }
+
+    /// Runs one handler on one event, catching panics.
+    #[inline]
+    fn call(
+        &self,
+        worker: usize,
+        envelope: &Envelope,
+        subscriber: &Subscriber,
+        attempt: u32,
+        name: &'static str,
+    ) -> Result<(), Failure> {
+        let routing = &envelope.routing;
+        let ctx = Context {
+            executor: self,
+            worker,
+            routing,
+            attempt,
+        };
+        match catch_unwind(AssertUnwindSafe(|| {
+            (subscriber.handler)(&envelope.payload, &ctx)
+        })) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
+                Err(Failure {
+                    message: error.message().to_owned(),
+                    retryable: error.is_transient(),
+                    panicked: false,
+                })
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                tracing::error!(handler = %subscriber.name, event = name, id = %routing.id, attempt, panic = message, "handler panicked");
+                Err(Failure {
+                    message: format!("panicked: {message}"),
+                    retryable: true,
+                    panicked: true,
+                })
+            }
+        }
+    }
+}
+
+impl Failure {
+    fn outcome(&self) -> RunOutcome {
+        if self.panicked {
+            RunOutcome::Panicked
+        } else {
+            RunOutcome::Failed
         }
     }
 }

@@ -12,6 +12,7 @@ mod metrics;
 mod park;
 mod payload;
 mod registry;
+mod reliability;
 mod ring;
 mod shard;
 mod sync;
@@ -24,6 +25,8 @@ pub use event::{Event, EventId, Meta, TenantId};
 pub use metrics::{MetricsSnapshot, TypeMetrics};
 pub use payload::{INLINE_ALIGN, INLINE_SIZE};
 pub use registry::Subscription;
+pub use reliability::dead_letter::DeadLetter;
+pub use reliability::retry::RetryPolicy;
 
 /// The building blocks the loom models in `loom-tests/` check directly.
 /// Only built with `--cfg diana_bus_loom`; not part of the API.

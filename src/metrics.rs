@@ -23,12 +23,13 @@ pub struct MetricsSnapshot {
     pub failed: u64,
     /// The part of `failed` that panicked.
     pub panicked: u64,
-    /// Re-runs after a failure (an event that needed 3 tries counts 2).
-    /// Stays 0 until retry policies exist.
+    /// Re-runs after a failure (an event that needed 3 tries counts 2),
+    /// replays of dead letters included.
     pub retried: u64,
-    /// Events recorded as dead letters. Stays 0 until the dead-letter store
-    /// exists.
+    /// (event, handler) pairs recorded as dead letters.
     pub dead_lettered: u64,
+    /// Dead letters dropped, oldest first, because the store was full.
+    pub dead_letters_dropped: u64,
     /// Publishes dropped as duplicates of a recent id. Stays 0 until
     /// deduplication exists.
     pub deduplicated: u64,
@@ -68,6 +69,7 @@ pub(crate) struct Counts {
     delivered: u64,
     failed: u64,
     panicked: u64,
+    retried: u64,
 }
 
 impl Counts {
@@ -76,6 +78,13 @@ impl Counts {
         self.delivered += other.delivered;
         self.failed += other.failed;
         self.panicked += other.panicked;
+        self.retried += other.retried;
+    }
+
+    /// Counts one re-run after a failure.
+    #[inline(always)]
+    pub(crate) fn retried(&mut self) {
+        self.retried += 1;
     }
 
     /// Counts one event taken up.
@@ -153,6 +162,7 @@ impl WorkerCounts {
             snapshot.delivered += counts.delivered;
             snapshot.failed += counts.failed;
             snapshot.panicked += counts.panicked;
+            snapshot.retried += counts.retried;
             match snapshot.per_type.iter_mut().find(|row| row.name == *name) {
                 Some(row) => {
                     row.dispatched += counts.dispatched;

@@ -64,11 +64,10 @@ impl Sleeper {
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
-    /// W4: sleep until woken, or for at most `HELP_INTERVAL` (then the
-    /// worker looks for other workers' backlogs; the caller re-checks
-    /// everything anyway).
-    pub fn park(&self) {
-        park_for_a_while();
+    /// W4: sleep until woken, or for at most `at_most` (the caller
+    /// re-checks everything anyway, so early returns are harmless).
+    pub fn park(&self, at_most: std::time::Duration) {
+        park_at_most(at_most);
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
@@ -94,21 +93,14 @@ impl Sleeper {
     }
 }
 
-/// How long a parked worker sleeps before it looks for other workers'
-/// backlogs to help with: owners are woken for their own shards, helpers
-/// are not, so this bounds how long a long-running handler can leave its
-/// worker's other shards waiting. Costs an idle worker 100 wake-ups a second.
 #[cfg(not(diana_bus_loom))]
-const HELP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
-
-#[cfg(not(diana_bus_loom))]
-fn park_for_a_while() {
-    thread::park_timeout(HELP_INTERVAL);
+fn park_at_most(at_most: std::time::Duration) {
+    thread::park_timeout(at_most);
 }
 
 /// Loom has no time: models park until woken, so a lost wake-up shows.
 #[cfg(diana_bus_loom)]
-fn park_for_a_while() {
+fn park_at_most(_: std::time::Duration) {
     thread::park();
 }
 

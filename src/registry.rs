@@ -29,6 +29,7 @@ use crate::context::Context;
 use crate::error::HandlerResult;
 use crate::event::TenantId;
 use crate::payload::Payload;
+use crate::reliability::retry::RetryPolicy;
 use crate::sync::{lock, Arc, ArcCell, AtomicBool, AtomicU64, Mutex, Ordering, Snapshot};
 
 #[cfg(not(diana_bus_loom))]
@@ -45,6 +46,7 @@ pub struct Subscriber {
     pub(crate) name: Box<str>,
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
+    pub(crate) retry: RetryPolicy,
     unsubscribed: AtomicBool,
     pub(crate) handler: ErasedHandler,
 }
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Subscriber {
             .field("name", &self.name)
             .field("tenant", &self.tenant)
             .field("stage", &self.stage)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -183,6 +186,7 @@ pub(crate) struct SubscriberOptions {
     pub(crate) name: Option<String>,
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Registry {
@@ -202,6 +206,7 @@ impl Registry {
             name: name.as_str().into(),
             tenant: options.tenant,
             stage: options.stage,
+            retry: options.retry,
             unsubscribed: AtomicBool::new(false),
             handler,
         });

@@ -1,0 +1,138 @@
+//! Dead letters: the (event, handler) pairs that failed for good, kept in a
+//! bounded store for inspection, replay or draining.
+
+use std::collections::VecDeque;
+
+use crate::envelope::Envelope;
+use crate::event::{Event, EventId, TenantId};
+use crate::registry::Subscriber;
+use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+
+/// One handler's final failure on one event.
+///
+/// Cloning is cheap: the event is shared, not copied.
+#[derive(Clone)]
+pub struct DeadLetter {
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) subscriber: Arc<Subscriber>,
+    pub(crate) error: String,
+    pub(crate) attempts: u32,
+}
+
+impl DeadLetter {
+    /// `Event::name` of the event.
+    pub fn event_name(&self) -> &'static str {
+        self.envelope.payload.name()
+    }
+
+    /// The event's id.
+    pub fn event_id(&self) -> EventId {
+        self.envelope.routing.id
+    }
+
+    /// The event's tenant.
+    pub fn tenant(&self) -> TenantId {
+        self.envelope.routing.tenant
+    }
+
+    /// The name of the subscription whose handler failed.
+    pub fn handler(&self) -> &str {
+        &self.subscriber.name
+    }
+
+    /// The last error, or the panic's message.
+    pub fn error(&self) -> &str {
+        &self.error
+    }
+
+    /// How many runs were made, the first included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The event itself, if it is an `E`.
+    pub fn event<E: Event>(&self) -> Option<&E> {
+        self.envelope.payload.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("event", &self.event_name())
+            .field("id", &self.event_id())
+            .field("tenant", &self.tenant())
+            .field("handler", &self.handler())
+            .field("error", &self.error)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+/// The bounded store. When full, the oldest letter makes room and is
+/// counted in `dropped` (and logged): never silently lost.
+#[derive(Debug)]
+pub(crate) struct DeadLetterStore {
+    letters: Mutex<VecDeque<DeadLetter>>,
+    capacity: usize,
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl DeadLetterStore {
+    pub(crate) fn new(capacity: usize) -> Self {
+        DeadLetterStore {
+            letters: Mutex::new(VecDeque::new()),
+            capacity,
+            recorded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, letter: DeadLetter) {
+        tracing::error!(
+            handler = letter.handler(),
+            event = letter.event_name(),
+            id = %letter.event_id(),
+            attempts = letter.attempts,
+            error = %letter.error,
+            "dead-lettered"
+        );
+        let mut letters = lock(&self.letters);
+        if letters.len() == self.capacity {
+            if let Some(oldest) = letters.pop_front() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    capacity = self.capacity,
+                    dropped = ?oldest,
+                    "dead-letter store full: the oldest letter was dropped"
+                );
+            }
+        }
+        letters.push_back(letter);
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the letters, oldest first.
+    pub(crate) fn list(&self) -> Vec<DeadLetter> {
+        lock(&self.letters).iter().cloned().collect()
+    }
+
+    /// Removes and returns the letters `keep` selects, oldest first.
+    pub(crate) fn take(&self, mut keep: impl FnMut(&DeadLetter) -> bool) -> Vec<DeadLetter> {
+        let mut letters = lock(&self.letters);
+        let (taken, left): (VecDeque<_>, VecDeque<_>) = letters.drain(..).partition(|l| keep(l));
+        *letters = left;
+        taken.into()
+    }
+
+    /// Letters ever recorded.
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+
+    /// Letters dropped because the store was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,159 @@
+//! The retry schedule: failed runs waiting out their backoff.
+//!
+//! A failed run that may be retried becomes a [`RetryTask`] in a min-heap
+//! ordered by due time. It never blocks a worker or holds up other events:
+//! any worker takes due tasks at the top of its loop (a lock-free check of
+//! `next_due` first) and runs them, and a worker about to park sleeps no
+//! longer than until the next due time. `pending` counts the tasks not yet
+//! finished, per flush epoch, so that `flush` and `shutdown` wait for the
+//! retries of the events they settle: a task is counted from `schedule`
+//! until `finished`, and a rescheduled task is scheduled again before the
+//! run that failed is finished, so the count never dips to 0 in between.
+
+use std::cmp::Ordering as Order;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use crate::envelope::Envelope;
+use crate::registry::Subscriber;
+use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+
+/// One handler's next run on one event.
+pub(crate) struct RetryTask {
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) subscriber: Arc<Subscriber>,
+    /// The number of the run to make (2 for the first retry).
+    pub(crate) attempt: u32,
+}
+
+struct Queued {
+    due: Instant,
+    seq: u64,
+    task: RetryTask,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    /// Reversed: `BinaryHeap` is a max-heap, the earliest due comes first.
+    fn cmp(&self, other: &Self) -> Order {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    heap: BinaryHeap<Queued>,
+    pending: BTreeMap<u64, usize>,
+    seq: u64,
+}
+
+/// See the module docs.
+pub(crate) struct RetrySchedule {
+    state: Mutex<State>,
+    /// Nanoseconds from `origin` to the earliest due task; `u64::MAX` when
+    /// there is none.
+    next_due: AtomicU64,
+    origin: Instant,
+}
+
+const NONE_DUE: u64 = u64::MAX;
+
+impl RetrySchedule {
+    pub(crate) fn new() -> Self {
+        RetrySchedule {
+            state: Mutex::new(State::default()),
+            next_due: AtomicU64::new(NONE_DUE),
+            origin: Instant::now(),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(NONE_DUE - 1)
+    }
+
+    fn publish_next_due(&self, state: &State) {
+        let next = state.heap.peek().map_or(NONE_DUE, |q| self.nanos(q.due));
+        self.next_due.store(next, Ordering::Release);
+    }
+
+    /// Queues `task` to run after `pause`, counting it as pending.
+    pub(crate) fn schedule(&self, task: RetryTask, pause: Duration) {
+        let mut state = lock(&self.state);
+        *state
+            .pending
+            .entry(task.envelope.routing.epoch)
+            .or_default() += 1;
+        state.seq += 1;
+        let seq = state.seq;
+        state.heap.push(Queued {
+            due: Instant::now() + pause,
+            seq,
+            task,
+        });
+        self.publish_next_due(&state);
+    }
+
+    /// The earliest task whose time has come, if any; without a lock when
+    /// nothing is due.
+    #[inline]
+    pub(crate) fn pop_due(&self) -> Option<RetryTask> {
+        let next = self.next_due.load(Ordering::Acquire);
+        if next == NONE_DUE || self.nanos(Instant::now()) < next {
+            return None;
+        }
+        let mut state = lock(&self.state);
+        let due = state.heap.peek().is_some_and(|q| q.due <= Instant::now());
+        let task = if due {
+            state.heap.pop().map(|q| q.task)
+        } else {
+            None
+        };
+        self.publish_next_due(&state);
+        task
+    }
+
+    /// How long until the earliest task is due (zero if overdue).
+    pub(crate) fn until_next_due(&self) -> Option<Duration> {
+        let next = self.next_due.load(Ordering::Acquire);
+        (next != NONE_DUE).then(|| {
+            Duration::from_nanos(next)
+                .saturating_sub(Instant::now().saturating_duration_since(self.origin))
+        })
+    }
+
+    /// A task of `epoch` ran for the last time (succeeded, was dead-lettered,
+    /// or was dropped because its subscription is gone).
+    pub(crate) fn finished(&self, epoch: u64) {
+        let mut state = lock(&self.state);
+        if let Some(count) = state.pending.get_mut(&epoch) {
+            *count -= 1;
+            if *count == 0 {
+                state.pending.remove(&epoch);
+            }
+        }
+    }
+
+    /// Whether a task of an epoch up to `epoch` is still pending.
+    pub(crate) fn pending_up_to(&self, epoch: u64) -> bool {
+        lock(&self.state).pending.range(..=epoch).next().is_some()
+    }
+}
+
+impl std::fmt::Debug for RetrySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("RetrySchedule")
+            .field("queued", &state.heap.len())
+            .finish()
+    }
+}

@@ -1,0 +1,293 @@
+//! Retries, dead letters and replay through the public API.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::within;
+use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult, Meta, RetryPolicy, TenantId};
+
+#[derive(Debug, PartialEq)]
+struct Order {
+    id: u64,
+}
+impl Event for Order {
+    fn key(&self) -> Option<u64> {
+        Some(self.id)
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+fn bus() -> Bus {
+    Bus::builder().workers(2).build().unwrap()
+}
+
+#[test]
+fn transient_failures_are_retried_until_success_with_the_attempt_number() {
+    within(30, || {
+        let bus = bus();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let a = attempts.clone();
+        bus.subscriber::<Order>()
+            .retry(RetryPolicy::exponential(5, MS))
+            .subscribe(move |_: &Order, ctx: &Context| -> HandlerResult {
+                a.lock().unwrap().push(ctx.attempt());
+                if ctx.attempt() < 3 {
+                    return Err(HandlerError::transient("busy"));
+                }
+                Ok(())
+            });
+        bus.publish(Order { id: 1 }).unwrap();
+        bus.flush(); // waits for the retries
+        assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
+        let m = bus.metrics();
+        assert_eq!(
+            (m.delivered, m.failed, m.retried, m.dead_lettered),
+            (1, 2, 2, 0)
+        );
+    });
+}
+
+#[test]
+fn permanent_errors_go_straight_to_the_dead_letters() {
+    within(30, || {
+        let bus = bus();
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        bus.subscriber::<Order>()
+            .name("billing")
+            .retry(RetryPolicy::fixed(5, MS))
+            .subscribe(move |_: &Order, _: &Context| -> HandlerResult {
+                c.fetch_add(1, Ordering::SeqCst);
+                Err(HandlerError::permanent("card declined"))
+            });
+        let id = bus
+            .publish_with(Order { id: 7 }, Meta::new().tenant(TenantId(3)))
+            .unwrap();
+        bus.flush();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let letters = bus.dead_letters();
+        assert_eq!(letters.len(), 1);
+        let letter = &letters[0];
+        assert_eq!(letter.event_name(), "Order");
+        assert_eq!(letter.event_id(), id);
+        assert_eq!(letter.tenant(), TenantId(3));
+        assert_eq!(letter.handler(), "billing");
+        assert_eq!(letter.error(), "card declined");
+        assert_eq!(letter.attempts(), 1);
+        assert_eq!(letter.event::<Order>(), Some(&Order { id: 7 }));
+        assert!(format!("{letter:?}").contains("billing"));
+    });
+}
+
+#[test]
+fn panics_are_retried_then_dead_lettered_after_the_last_attempt() {
+    within(30, || {
+        let bus = bus();
+        bus.subscriber::<Order>()
+            .retry(RetryPolicy::fixed(3, MS))
+            .subscribe(|o: &Order, _: &Context| -> HandlerResult {
+                panic!("order {} is cursed", o.id)
+            });
+        bus.publish(Order { id: 9 }).unwrap();
+        bus.flush();
+        let letters = bus.take_dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].attempts(), 3);
+        assert!(
+            letters[0].error().contains("order 9 is cursed"),
+            "{}",
+            letters[0].error()
+        );
+        assert!(bus.dead_letters().is_empty(), "take drains the store");
+        let m = bus.metrics();
+        assert_eq!(
+            (m.failed, m.panicked, m.retried, m.dead_lettered),
+            (3, 3, 2, 1)
+        );
+    });
+}
+
+#[test]
+fn only_the_failed_handler_is_retried() {
+    within(30, || {
+        let bus = bus();
+        let steady = Arc::new(AtomicU32::new(0));
+        let s = steady.clone();
+        bus.subscribe(move |_: &Order, _: &Context| -> HandlerResult {
+            s.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let flaky = Arc::new(AtomicU32::new(0));
+        let f = flaky.clone();
+        bus.subscriber::<Order>()
+            .retry(RetryPolicy::fixed(4, MS))
+            .subscribe(move |_: &Order, ctx: &Context| -> HandlerResult {
+                f.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt() < 4 {
+                    Err(HandlerError::transient("flaky"))
+                } else {
+                    Ok(())
+                }
+            });
+        for id in 0..10 {
+            bus.publish(Order { id }).unwrap();
+        }
+        bus.flush();
+        assert_eq!(
+            steady.load(Ordering::SeqCst),
+            10,
+            "the handler that succeeded saw each event once"
+        );
+        assert_eq!(flaky.load(Ordering::SeqCst), 40);
+        assert_eq!(bus.metrics().delivered, 20);
+    });
+}
+
+#[test]
+fn a_waiting_retry_holds_up_neither_its_worker_nor_other_events() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        bus.subscriber::<Order>()
+            .retry(RetryPolicy::fixed(2, 300 * MS))
+            .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                l.lock().unwrap().push((o.id, ctx.attempt()));
+                if o.id == 1 && ctx.attempt() == 1 {
+                    return Err(HandlerError::transient("later"));
+                }
+                Ok(())
+            });
+        let start = Instant::now();
+        // 1 and 3 share a key; 2 has another
+        bus.publish_with(Order { id: 1 }, Meta::new().key(5))
+            .unwrap();
+        bus.publish_with(Order { id: 2 }, Meta::new().key(6))
+            .unwrap();
+        bus.publish_with(Order { id: 3 }, Meta::new().key(5))
+            .unwrap();
+        bus.flush();
+        assert!(start.elapsed() >= 300 * MS, "flush waited for the retry");
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 4);
+        assert_eq!(log[3], (1, 2), "the retry comes last: {log:?}");
+        let first = |id| log.iter().position(|&e| e == (id, 1)).unwrap();
+        assert!(first(1) < first(3), "same key, publish order: {log:?}");
+        assert!(first(2) < 3, "the other key ran before the retry: {log:?}");
+    });
+}
+
+#[test]
+fn the_dead_letter_store_is_bounded_and_counts_what_it_drops() {
+    within(30, || {
+        let bus = Bus::builder()
+            .workers(1)
+            .dead_letter_capacity(2)
+            .build()
+            .unwrap();
+        bus.subscribe(|_: &Order, _: &Context| -> HandlerResult {
+            Err(HandlerError::permanent("no"))
+        });
+        for id in 0..5 {
+            // one key: handled, and dead-lettered, in publish order
+            bus.publish_with(Order { id }, Meta::new().key(1)).unwrap();
+        }
+        bus.flush();
+        let kept: Vec<u64> = bus
+            .dead_letters()
+            .iter()
+            .map(|l| l.event::<Order>().unwrap().id)
+            .collect();
+        assert_eq!(kept, [3, 4], "the newest are kept");
+        let m = bus.metrics();
+        assert_eq!((m.dead_lettered, m.dead_letters_dropped), (5, 3));
+        assert!(Bus::builder().dead_letter_capacity(0).build().is_err());
+    });
+}
+
+#[test]
+fn replay_reruns_only_the_failed_handler_of_the_selected_letters() {
+    within(30, || {
+        let bus = bus();
+        let healthy = Arc::new(AtomicU64::new(0));
+        let h = healthy.clone();
+        bus.subscribe(move |_: &Order, _: &Context| -> HandlerResult {
+            h.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let recovered = Arc::new(Mutex::new(Vec::new()));
+        let (d, r) = (down.clone(), recovered.clone());
+        bus.subscriber::<Order>().name("crm").subscribe(
+            move |o: &Order, ctx: &Context| -> HandlerResult {
+                if d.load(Ordering::SeqCst) {
+                    return Err(HandlerError::transient("crm down"));
+                }
+                r.lock().unwrap().push((o.id, ctx.attempt()));
+                Ok(())
+            },
+        );
+        for id in 0..4 {
+            bus.publish(Order { id }).unwrap();
+        }
+        bus.flush();
+        assert_eq!(bus.dead_letters().len(), 4);
+        down.store(false, Ordering::SeqCst);
+        let replayed =
+            bus.replay_dead_letters(|l| l.event::<Order>().is_some_and(|o| o.id % 2 == 0));
+        assert_eq!(replayed, 2);
+        bus.flush();
+        let mut recovered = recovered.lock().unwrap().clone();
+        recovered.sort();
+        assert_eq!(recovered, [(0, 1), (2, 1)]);
+        assert_eq!(
+            healthy.load(Ordering::SeqCst),
+            4,
+            "the healthy handler is not replayed"
+        );
+        let mut left: Vec<u64> = bus
+            .dead_letters()
+            .iter()
+            .map(|l| l.event::<Order>().unwrap().id)
+            .collect();
+        left.sort();
+        assert_eq!(left, [1, 3]);
+    });
+}
+
+#[test]
+fn shutdown_waits_for_retries_and_reports_dead_letters() {
+    within(30, || {
+        let bus = bus();
+        let successes = Arc::new(AtomicU32::new(0));
+        let s = successes.clone();
+        bus.subscriber::<Order>()
+            .retry(RetryPolicy::exponential(3, 20 * MS))
+            .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                if o.id == 0 {
+                    return Err(HandlerError::transient("never"));
+                }
+                if ctx.attempt() < 2 {
+                    return Err(HandlerError::transient("once"));
+                }
+                s.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            });
+        for id in 0..5 {
+            bus.publish(Order { id }).unwrap();
+        }
+        let report = bus.shutdown();
+        assert_eq!(successes.load(Ordering::SeqCst), 4);
+        assert_eq!((report.delivered, report.dead_lettered), (4, 1));
+        assert_eq!(bus.dead_letters()[0].attempts(), 3);
+        assert_eq!(
+            bus.replay_dead_letters(|_| true),
+            0,
+            "nothing is replayed on a closed bus"
+        );
+    });
+}
