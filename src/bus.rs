@@ -10,6 +10,7 @@
 //! shut it down explicitly, or unsubscribe that handler first.
 
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use crate::context::Context;
 use crate::envelope::Envelope;
@@ -33,6 +34,8 @@ pub const MAX_CAPACITY: usize = 1 << 22;
 
 const DEFAULT_CAPACITY: usize = 1024;
 const DEFAULT_DEAD_LETTER_CAPACITY: usize = 10_000;
+const DEFAULT_DEDUP_SIZE: usize = 10_000;
+const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
 
@@ -54,6 +57,7 @@ pub struct BusBuilder {
     capacity: Option<usize>,
     batch: Option<usize>,
     dead_letter_capacity: Option<usize>,
+    dedup: Option<(usize, Duration)>,
     backpressure: Backpressure,
 }
 
@@ -89,6 +93,15 @@ impl BusBuilder {
     /// and counted in `MetricsSnapshot::dead_letters_dropped`.
     pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
         self.dead_letter_capacity = Some(capacity);
+        self
+    }
+
+    /// How many explicit ids ([`Meta::id`]) each tenant remembers, and for
+    /// how long, to drop republished duplicates (default 10,000 ids for 5
+    /// minutes; size 0 turns deduplication off). Events published without
+    /// an explicit id have fresh unique ids and are never checked.
+    pub fn dedup_window(mut self, size: usize, ttl: Duration) -> Self {
+        self.dedup = Some((size, ttl));
         self
     }
 
@@ -130,12 +143,17 @@ impl BusBuilder {
         if dead_letter_capacity == 0 {
             return Err(ConfigError::DeadLetterCapacity(dead_letter_capacity));
         }
+        let (dedup_size, dedup_ttl) = self
+            .dedup
+            .unwrap_or((DEFAULT_DEDUP_SIZE, DEFAULT_DEDUP_TTL));
         Ok(Config {
             workers,
             shards,
             capacity,
             batch,
             dead_letter_capacity,
+            dedup_size,
+            dedup_ttl,
         })
     }
 
@@ -320,7 +338,10 @@ impl Bus {
         self.send(event, Meta::new(), self.inner.block)
     }
 
-    /// [`Bus::publish`] with tenant, key or id set by `meta`.
+    /// [`Bus::publish`] with tenant, key or id set by `meta`. An id already
+    /// published for the same tenant within the dedup window (see
+    /// [`BusBuilder::dedup_window`]) is acknowledged with `Ok(id)` and not
+    /// handled again; `MetricsSnapshot::deduplicated` counts it.
     #[inline]
     pub fn publish_with<E: Event>(&self, event: E, meta: Meta) -> Result<EventId, PublishError<E>> {
         self.send(event, meta, self.inner.block)
@@ -342,8 +363,16 @@ impl Bus {
     ) -> Result<EventId, PublishError<E>> {
         let executor = &self.inner.executor;
         let routing = Routing::resolve(&event, meta, executor.epoch());
-        let id = routing.id;
-        executor.push(routing, event, block).map(|()| id)
+        let (id, tenant) = (routing.id, routing.tenant);
+        let explicit = meta.get_id().is_some();
+        if explicit && !executor.dedup.reserve(tenant, id) {
+            return Ok(id);
+        }
+        let pushed = executor.push(routing, event, block);
+        if explicit && pushed.is_err() {
+            executor.dedup.release(tenant, id);
+        }
+        pushed.map(|()| id)
     }
 
     /// Returns when every event accepted before the call, and everything

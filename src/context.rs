@@ -74,7 +74,8 @@ impl Context<'_> {
         self.publish_with(event, Meta::new())
     }
 
-    /// [`Context::publish`] with routing overrides.
+    /// [`Context::publish`] with routing overrides; an explicit id is
+    /// deduplicated as by [`crate::Bus::publish_with`].
     pub fn publish_with<E: Event>(&self, event: E, meta: Meta) -> EventId {
         let inherited = meta
             .get_tenant()
@@ -82,6 +83,9 @@ impl Context<'_> {
             .unwrap_or(self.routing.tenant);
         let mut routing = Routing::resolve(&event, meta.tenant(inherited), self.routing.epoch);
         routing.cause = self.routing.id;
+        if meta.get_id().is_some() && !self.executor.dedup.reserve(routing.tenant, routing.id) {
+            return routing.id;
+        }
         self.executor
             .publish_from_worker(self.worker, routing, event)
     }

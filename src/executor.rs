@@ -62,6 +62,7 @@ use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCou
 use crate::park::{Sleeper, WaitQueue};
 use crate::registry::{Registry, Subscriber, TableCache};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::reliability::dedup::Dedup;
 use crate::reliability::schedule::{RetrySchedule, RetryTask};
 use crate::ring::PushError;
 use crate::shard::Shard;
@@ -105,6 +106,8 @@ pub(crate) struct Config {
     pub(crate) capacity: usize,
     pub(crate) batch: usize,
     pub(crate) dead_letter_capacity: usize,
+    pub(crate) dedup_size: usize,
+    pub(crate) dedup_ttl: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +126,7 @@ pub struct Executor {
     pub(crate) registry: Registry,
     pub(crate) retries: RetrySchedule,
     pub(crate) dead_letters: DeadLetterStore,
+    pub(crate) dedup: Dedup,
     epoch: AtomicU64,
     flush_target: AtomicU64,
     settled: WaitQueue,
@@ -164,6 +168,7 @@ impl Executor {
             registry: Registry::default(),
             retries: RetrySchedule::new(),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
+            dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
             epoch: AtomicU64::new(1),
             flush_target: AtomicU64::new(0),
             settled: WaitQueue::default(),
@@ -383,6 +388,7 @@ impl Executor {
         }
         snapshot.dead_lettered = self.dead_letters.recorded();
         snapshot.dead_letters_dropped = self.dead_letters.dropped();
+        snapshot.deduplicated = self.dedup.duplicates();
         snapshot
     }
 

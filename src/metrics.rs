@@ -30,8 +30,8 @@ pub struct MetricsSnapshot {
     pub dead_lettered: u64,
     /// Dead letters dropped, oldest first, because the store was full.
     pub dead_letters_dropped: u64,
-    /// Publishes dropped as duplicates of a recent id. Stays 0 until
-    /// deduplication exists.
+    /// Publishes acknowledged but not handled, as duplicates of an id
+    /// recently published for the same tenant.
     pub deduplicated: u64,
     /// Publishes refused: full ring (under `Reject` or `try_publish`) or
     /// closed bus.
