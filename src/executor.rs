@@ -648,10 +648,12 @@ impl Executor {
                 }
             }
         }
-        // After any reschedule above, so the pending count never dips to 0.
-        self.retries.finished(epoch);
         local.counts.add(envelope.payload.type_id(), name, &counts);
         self.end_batch(worker, seq, &mut local.counts);
+        // Last: after any reschedule above (so the pending count never dips
+        // to 0) and after the counts are merged (so a flush that sees it
+        // finished also sees its counts).
+        self.retries.finished(epoch);
         fence(Ordering::SeqCst);
         self.settled.notify();
     }
