@@ -21,6 +21,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
 use crate::registry::{SubscriberOptions, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
+use crate::reliability::quota::{Over, TenantQuota};
 use crate::reliability::retry::RetryPolicy;
 use crate::ring::Ring;
 use crate::sync::{lock, thread, Arc, Mutex};
@@ -58,6 +59,7 @@ pub struct BusBuilder {
     batch: Option<usize>,
     dead_letter_capacity: Option<usize>,
     dedup: Option<(usize, Duration)>,
+    tenant_quota: Option<u64>,
     backpressure: Backpressure,
 }
 
@@ -105,6 +107,17 @@ impl BusBuilder {
         self
     }
 
+    /// At most `limit` events of one tenant queued at once (default:
+    /// unlimited). Over it, that tenant's publishes wait
+    /// ([`Backpressure::Block`]) or are refused with
+    /// [`PublishError::QuotaExceeded`] ([`Backpressure::Reject`],
+    /// [`Bus::try_publish`]); other tenants keep flowing. Follow-ups from
+    /// handlers count but are never refused.
+    pub fn tenant_quota(mut self, limit: u64) -> Self {
+        self.tenant_quota = Some(limit);
+        self
+    }
+
     /// What `publish` does on a full ring (default [`Backpressure::Block`]).
     pub fn backpressure(mut self, backpressure: Backpressure) -> Self {
         self.backpressure = backpressure;
@@ -143,6 +156,9 @@ impl BusBuilder {
         if dead_letter_capacity == 0 {
             return Err(ConfigError::DeadLetterCapacity(dead_letter_capacity));
         }
+        if self.tenant_quota == Some(0) {
+            return Err(ConfigError::TenantQuota(0));
+        }
         let (dedup_size, dedup_ttl) = self
             .dedup
             .unwrap_or((DEFAULT_DEDUP_SIZE, DEFAULT_DEDUP_TTL));
@@ -154,6 +170,7 @@ impl BusBuilder {
             dead_letter_capacity,
             dedup_size,
             dedup_ttl,
+            tenant_quota: self.tenant_quota,
         })
     }
 
@@ -368,11 +385,47 @@ impl Bus {
         if explicit && !executor.dedup.reserve(tenant, id) {
             return Ok(id);
         }
+        if let Some(quota) = &executor.quota {
+            if let Err(over) = self.take_budget(quota, tenant, block) {
+                executor.count_rejected(&routing);
+                if explicit {
+                    executor.dedup.release(tenant, id);
+                }
+                return Err(match over {
+                    Over::Limit => PublishError::QuotaExceeded(event),
+                    Over::Closed => PublishError::Closed(event),
+                });
+            }
+        }
         let pushed = executor.push(routing, event, block);
-        if explicit && pushed.is_err() {
-            executor.dedup.release(tenant, id);
+        if pushed.is_err() {
+            if explicit {
+                executor.dedup.release(tenant, id);
+            }
+            if let Some(quota) = &executor.quota {
+                quota.give_back(tenant, 1);
+            }
         }
         pushed.map(|()| id)
+    }
+
+    /// One unit of `tenant`'s quota: waits for it with `block`, except on a
+    /// worker thread, which takes it even over the limit (it cannot wait
+    /// for itself).
+    #[cold]
+    fn take_budget(&self, quota: &TenantQuota, tenant: TenantId, block: bool) -> Result<(), Over> {
+        if quota.try_take(tenant) {
+            return Ok(());
+        }
+        let executor = &self.inner.executor;
+        if !block {
+            return Err(Over::Limit);
+        }
+        if executor.current_worker().is_some() {
+            quota.take_anyway(tenant);
+            return Ok(());
+        }
+        quota.take_waiting(tenant, || executor.is_closed())
     }
 
     /// Returns when every event accepted before the call, and everything

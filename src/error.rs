@@ -13,13 +13,16 @@ pub enum PublishError<E> {
     Full(E),
     /// The bus is shut down.
     Closed(E),
+    /// The event's tenant has its quota of queued events
+    /// ([`crate::BusBuilder::tenant_quota`]), and the publish could not wait.
+    QuotaExceeded(E),
 }
 
 impl<E> PublishError<E> {
     /// The event that was not published.
     pub fn into_inner(self) -> E {
         match self {
-            PublishError::Full(e) | PublishError::Closed(e) => e,
+            PublishError::Full(e) | PublishError::Closed(e) | PublishError::QuotaExceeded(e) => e,
         }
     }
 
@@ -32,6 +35,11 @@ impl<E> PublishError<E> {
     pub fn is_closed(&self) -> bool {
         matches!(self, PublishError::Closed(_))
     }
+
+    /// Whether the tenant was over its quota.
+    pub fn is_quota_exceeded(&self) -> bool {
+        matches!(self, PublishError::QuotaExceeded(_))
+    }
 }
 
 impl<E> fmt::Debug for PublishError<E> {
@@ -39,6 +47,7 @@ impl<E> fmt::Debug for PublishError<E> {
         match self {
             PublishError::Full(_) => f.write_str("Full(..)"),
             PublishError::Closed(_) => f.write_str("Closed(..)"),
+            PublishError::QuotaExceeded(_) => f.write_str("QuotaExceeded(..)"),
         }
     }
 }
@@ -48,6 +57,9 @@ impl<E> fmt::Display for PublishError<E> {
         match self {
             PublishError::Full(_) => f.write_str("event refused: the shard's ring is full"),
             PublishError::Closed(_) => f.write_str("event refused: the bus is shut down"),
+            PublishError::QuotaExceeded(_) => {
+                f.write_str("event refused: its tenant has its quota of queued events")
+            }
         }
     }
 }
@@ -74,6 +86,8 @@ pub enum ConfigError {
     Batch(usize),
     /// `dead_letter_capacity(0)`.
     DeadLetterCapacity(usize),
+    /// `tenant_quota(0)`.
+    TenantQuota(u64),
     /// The operating system refused to start a worker thread.
     Spawn(String),
 }
@@ -93,6 +107,12 @@ impl fmt::Display for ConfigError {
                 write!(f, "capacity({n}): need 1 to {MAX_CAPACITY} slots per shard")
             }
             ConfigError::Batch(n) => write!(f, "batch({n}): need 1 up to the ring capacity"),
+            ConfigError::TenantQuota(n) => {
+                write!(
+                    f,
+                    "tenant_quota({n}): a tenant must be able to queue at least 1 event"
+                )
+            }
             ConfigError::DeadLetterCapacity(n) => {
                 write!(
                     f,

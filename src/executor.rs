@@ -63,6 +63,7 @@ use crate::park::{Sleeper, WaitQueue};
 use crate::registry::{Registry, Subscriber, TableCache};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
+use crate::reliability::quota::TenantQuota;
 use crate::reliability::schedule::{RetrySchedule, RetryTask};
 use crate::ring::PushError;
 use crate::shard::Shard;
@@ -108,6 +109,7 @@ pub(crate) struct Config {
     pub(crate) dead_letter_capacity: usize,
     pub(crate) dedup_size: usize,
     pub(crate) dedup_ttl: Duration,
+    pub(crate) tenant_quota: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +129,7 @@ pub struct Executor {
     pub(crate) retries: RetrySchedule,
     pub(crate) dead_letters: DeadLetterStore,
     pub(crate) dedup: Dedup,
+    pub(crate) quota: Option<TenantQuota>,
     epoch: AtomicU64,
     flush_target: AtomicU64,
     settled: WaitQueue,
@@ -169,6 +172,7 @@ impl Executor {
             retries: RetrySchedule::new(),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
+            quota: config.tenant_quota.map(TenantQuota::new),
             epoch: AtomicU64::new(1),
             flush_target: AtomicU64::new(0),
             settled: WaitQueue::default(),
@@ -239,6 +243,13 @@ impl Executor {
         result
     }
 
+    /// Counts a publish refused before it reached a ring.
+    pub(crate) fn count_rejected(&self, routing: &Routing) {
+        self.shards[self.shard_of(routing)]
+            .rejected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     #[cold]
     fn push_blocking<E: Event>(
         &self,
@@ -286,6 +297,9 @@ impl Executor {
         event: E,
     ) -> EventId {
         let (id, epoch) = (routing.id, routing.epoch);
+        if let Some(quota) = &self.quota {
+            quota.take_anyway(routing.tenant);
+        }
         let index = self.shard_of(&routing);
         self.shards[index].push_from_worker(Envelope::new((routing, event)));
         self.after_push(index);
@@ -360,6 +374,9 @@ impl Executor {
         fence(Ordering::SeqCst);
         for shard in self.shards.iter() {
             shard.space.notify();
+        }
+        if let Some(quota) = &self.quota {
+            quota.space.notify();
         }
         first
     }
@@ -543,6 +560,9 @@ impl Executor {
             local.counts.add(done.type_id, done.name, &done.counts);
         }
         drop(tables);
+        if let Some(quota) = &self.quota {
+            give_back_budget(quota, &local.batch);
+        }
         if local.failures.is_empty() {
             // Drops the events, in place.
             local.batch.clear();
@@ -748,6 +768,23 @@ struct TypeRun<'t> {
     name: &'static str,
     handlers: &'t [Arc<Subscriber>],
     counts: Counts,
+}
+
+/// Gives the batch's events' units back to their tenants' budgets: one
+/// lock per run of same-tenant events, not per event.
+fn give_back_budget(quota: &TenantQuota, batch: &[Envelope]) {
+    let mut tenants = batch
+        .iter()
+        .map(|envelope| envelope.routing.tenant)
+        .peekable();
+    while let Some(tenant) = tenants.next() {
+        let mut count = 1;
+        while tenants.next_if_eq(&tenant).is_some() {
+            count += 1;
+        }
+        quota.give_back(tenant, count);
+    }
+    quota.notify();
 }
 
 /// Starts the executor's worker threads.
