@@ -1,7 +1,8 @@
-//! Random sequences of subscribe, unsubscribe, publish and flush, ended by
-//! shutdown, against a single-threaded reference model: every handler must
-//! see exactly the runs the model predicts, first runs of one key in
-//! publish order, and exactly the predicted dead letters and counters.
+//! Random sequences of subscribe (in stages 0 to 2), unsubscribe, publish
+//! and flush, ended by shutdown, against a single-threaded reference model:
+//! every handler must see exactly the runs the model predicts, first runs
+//! of one key in publish order, the first runs on an event in stage order,
+//! and exactly the predicted dead letters and counters.
 //!
 //! The driver flushes before each subscribe and unsubscribe, so that which
 //! events a handler sees is defined: the contract leaves open whether an
@@ -47,7 +48,7 @@ enum Behaviour {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Subscribe(Behaviour),
+    Subscribe(Behaviour, u32),
     Unsubscribe(usize),
     Publish(u8),
     Flush,
@@ -61,7 +62,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Behaviour::FailPermanently),
     ];
     prop_oneof![
-        2 => behaviour.prop_map(Op::Subscribe),
+        2 => (behaviour, 0..3u32).prop_map(|(b, stage)| Op::Subscribe(b, stage)),
         1 => any::<usize>().prop_map(Op::Unsubscribe),
         8 => (0..4u8).prop_map(Op::Publish),
         1 => Just(Op::Flush),
@@ -97,8 +98,8 @@ fn expected_runs(behaviour: Behaviour) -> (u32, bool) {
     }
 }
 
-/// Per handler: (seq, key, attempt) of each run, in the order they ran.
-type RunLog = Arc<Mutex<Vec<Vec<(u32, u8, u32)>>>>;
+/// (handler, seq, key, attempt) of every run, in the order they ran.
+type RunLog = Arc<Mutex<Vec<(usize, u32, u8, u32)>>>;
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let bus = Bus::builder()
@@ -111,20 +112,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut subs: Vec<(Subscription, Behaviour, bool)> = Vec::new();
     let mut model: Vec<Seen> = Vec::new();
     let mut published: Vec<(u32, u8)> = Vec::new();
+    let mut stages: Vec<u32> = Vec::new();
     for op in ops {
         match op {
-            Op::Subscribe(behaviour) => {
+            Op::Subscribe(behaviour, stage) => {
                 bus.flush();
                 let handler = subs.len();
-                log.lock().unwrap().push(Vec::new());
+                stages.push(stage);
                 let log = log.clone();
                 let sub = bus
                     .subscriber::<Ev>()
                     .name(format!("h{handler}"))
+                    .stage(stage)
                     .retry(RetryPolicy::fixed(MAX_ATTEMPTS, Duration::ZERO))
                     .subscribe(move |e: &Ev, ctx: &Context| -> HandlerResult {
                         let attempt = ctx.attempt();
-                        log.lock().unwrap()[handler].push((e.seq, e.key, attempt));
+                        log.lock().unwrap().push((handler, e.seq, e.key, attempt));
                         match behaviour {
                             Behaviour::Succeed => Ok(()),
                             Behaviour::FailFirst(n) if attempt <= n => {
@@ -167,9 +170,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let log = log.lock().unwrap();
     let letters = bus.dead_letters();
     for (handler, expected) in model.iter_mut().enumerate() {
-        let runs = &log[handler];
+        let runs: Vec<(u32, u8, u32)> = log
+            .iter()
+            .filter(|r| r.0 == handler)
+            .map(|&(_, seq, key, attempt)| (seq, key, attempt))
+            .collect();
         let mut actual = Seen::default();
-        for &(seq, _, attempt) in runs {
+        for &(seq, _, attempt) in &runs {
             let count = actual.runs.entry(seq).or_default();
             *count += 1;
             prop_assert_eq!(*count, attempt, "runs of one event are numbered 1, 2, ...");
