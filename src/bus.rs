@@ -317,6 +317,7 @@ impl Bus {
             tenant: None,
             stage: 0,
             retry: RetryPolicy::none(),
+            strict_order: false,
             event: PhantomData,
         }
     }
@@ -548,6 +549,7 @@ pub struct SubscriberBuilder<'b, E> {
     tenant: Option<TenantId>,
     stage: u32,
     retry: RetryPolicy,
+    strict_order: bool,
     event: PhantomData<fn(&E)>,
 }
 
@@ -578,6 +580,17 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         self
     }
 
+    /// With strict order, while this handler's run on an event is being
+    /// retried, later events of the same (tenant, key) wait behind it, for
+    /// every subscription, so this handler sees one key's events strictly
+    /// in order, retries included. The default (false) lets them pass: a
+    /// slow retry then holds up nothing, and the retried run comes after
+    /// later events of its key.
+    pub fn strict_order(mut self, strict: bool) -> Self {
+        self.strict_order = strict;
+        self
+    }
+
     /// Subscribes `handler` with these options.
     pub fn subscribe<F>(self, handler: F) -> Subscription
     where
@@ -590,6 +603,7 @@ impl<E: Event> SubscriberBuilder<'_, E> {
             tenant: self.tenant,
             stage: self.stage,
             retry: self.retry,
+            strict_order: self.strict_order,
         };
         // The registry files this handler under `E`'s TypeId, so the
         // downcast always succeeds.

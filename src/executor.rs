@@ -57,19 +57,19 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::PublishError;
-use crate::event::{Event, EventId, Routing};
+use crate::event::{Event, EventId, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
 use crate::registry::{Registry, Subscriber, TableCache};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
 use crate::reliability::quota::TenantQuota;
-use crate::reliability::schedule::{RetrySchedule, RetryTask};
+use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
-    fence, lock, spin_loop, thread, thread_local, Arc, AtomicBool, AtomicU64, Backoff, CachePadded,
-    Mutex, Ordering,
+    fence, lock, spin_loop, thread, thread_local, Arc, AtomicBool, AtomicU64, AtomicUsize, Backoff,
+    CachePadded, Mutex, Ordering,
 };
 
 /// Idle rounds a worker spins, then yields, before it parks.
@@ -143,6 +143,14 @@ struct Local {
     counts: BatchCounts,
     /// The failed runs of the current batch, settled when it ends.
     failures: Vec<BatchFailure>,
+    /// The batch's events that now hold their key: (index in the batch,
+    /// the handlers of later stages waiting for their retries).
+    holding: Vec<(usize, Vec<Arc<Subscriber>>)>,
+    /// The batch's events queued behind a held key, by index, and the keys
+    /// this batch deferred (later events of those keys defer too, even if
+    /// the key is released meanwhile: they must stay behind).
+    deferred: Vec<usize>,
+    deferred_keys: Vec<(TenantId, u64)>,
 }
 
 /// How a handler run failed.
@@ -423,6 +431,9 @@ impl Executor {
             batch: Vec::with_capacity(self.config.batch),
             counts: BatchCounts::default(),
             failures: Vec::new(),
+            holding: Vec::new(),
+            deferred: Vec::new(),
+            deferred_keys: Vec::new(),
         };
         let mut idle = 0u32;
         loop {
@@ -511,7 +522,7 @@ impl Executor {
                 break;
             }
             worked = true;
-            self.run_batch(worker, local);
+            self.run_batch(worker, shard, local);
             shard.record_completed(overflow_handled);
             // One fence for both wait queues (their protocol in `park`).
             fence(Ordering::SeqCst);
@@ -531,7 +542,7 @@ impl Executor {
     }
 
     /// Runs the handlers of every envelope in `local.batch`.
-    fn run_batch(&self, worker: usize, local: &mut Local) {
+    fn run_batch(&self, worker: usize, shard: &Shard, local: &mut Local) {
         let seq = self.begin_batch(worker);
         let trace = tracing::enabled!(tracing::Level::TRACE);
         let tables = TableCache::new(&self.registry);
@@ -554,7 +565,24 @@ impl Executor {
                     })
                 }
             };
-            self.dispatch(worker, index, envelope, current, &mut local.failures, trace);
+            let routing = &envelope.routing;
+            let key = (routing.tenant, routing.key);
+            if local.deferred_keys.contains(&key) || shard.is_held(key.0, key.1) {
+                current.counts.dispatched();
+                local.deferred.push(index);
+                if !local.deferred_keys.contains(&key) {
+                    local.deferred_keys.push(key);
+                }
+                continue;
+            }
+            if let Some(stop) =
+                self.dispatch(worker, index, envelope, current, &mut local.failures, trace)
+            {
+                shard.hold(key.0, key.1);
+                local
+                    .holding
+                    .push((index, current.handlers[stop..].to_vec()));
+            }
         }
         if let Some(done) = run {
             local.counts.add(done.type_id, done.name, &done.counts);
@@ -563,11 +591,11 @@ impl Executor {
         if let Some(quota) = &self.quota {
             give_back_budget(quota, &local.batch);
         }
-        if local.failures.is_empty() {
+        if local.failures.is_empty() && local.holding.is_empty() && local.deferred.is_empty() {
             // Drops the events, in place.
             local.batch.clear();
         } else {
-            self.settle_failures(local);
+            self.settle_batch(worker, shard, local);
         }
         self.end_batch(worker, seq, &mut local.counts);
     }
@@ -590,31 +618,168 @@ impl Executor {
         me.batch_seq.store(seq + 2, Ordering::Release);
     }
 
-    /// After a batch with failed runs: shares each failed event between its
-    /// failures, and retries or dead-letters each one; drops the rest.
+    /// After a batch with failures, holds or deferrals: shares each such
+    /// event, retries or dead-letters its failures, queues the deferred
+    /// ones behind their keys; drops the rest.
     #[cold]
-    fn settle_failures(&self, local: &mut Local) {
+    fn settle_batch(&self, worker: usize, shard: &Shard, local: &mut Local) {
         let mut failures = local.failures.drain(..).peekable();
+        let mut holding = local.holding.drain(..).peekable();
+        let mut deferred = local.deferred.drain(..).peekable();
+        local.deferred_keys.clear();
         for (index, envelope) in local.batch.drain(..).enumerate() {
-            if failures.peek().is_none_or(|f| f.index != index) {
+            if deferred.next_if_eq(&index).is_some() {
+                self.retries.hold(envelope.routing.epoch);
+                if let Err(envelope) = shard.defer(Arc::new(envelope)) {
+                    // Its key was released meanwhile: it is next in line.
+                    self.release(worker, shard, envelope, &mut local.counts);
+                }
                 continue;
             }
-            let envelope = Arc::new(envelope);
-            while let Some(failed) = failures.next_if(|f| f.index == index) {
-                self.after_failure(Arc::clone(&envelope), failed.subscriber, 1, failed.failure);
+            let mine: Vec<_> = std::iter::from_fn(|| failures.next_if(|f| f.index == index))
+                .map(|f| (f.subscriber, f.failure))
+                .collect();
+            let rest = holding.next_if(|h| h.0 == index).map(|h| h.1);
+            if !mine.is_empty() || rest.is_some() {
+                self.settle_event(&Arc::new(envelope), mine, rest);
             }
         }
     }
 
+    /// Retries or dead-letters each failed first run of one event. If the
+    /// event holds its key (`rest` is the handlers still to run), the
+    /// retries that hold carry a continuation; returns whether there is one.
+    fn settle_event(
+        &self,
+        envelope: &Arc<Envelope>,
+        failures: Vec<(Arc<Subscriber>, Failure)>,
+        rest: Option<Vec<Arc<Subscriber>>>,
+    ) -> bool {
+        let then = rest.map(|rest| {
+            let holding = failures.iter().filter(|(s, f)| f.will_retry(s, 1)).count();
+            Arc::new(Continuation {
+                outstanding: AtomicUsize::new(holding),
+                rest,
+            })
+        });
+        let holds = then.is_some();
+        for (subscriber, failure) in failures {
+            let then = if failure.will_retry(&subscriber, 1) {
+                then.clone()
+            } else {
+                None
+            };
+            // A retry that will happen resolves nothing now.
+            let resolved = self.after_failure(Arc::clone(envelope), subscriber, 1, failure, then);
+            debug_assert!(resolved.is_none());
+        }
+        holds
+    }
+
+    /// The holding event `envelope` may go on: runs its held-back handlers
+    /// (`rest`); once it holds nothing more, its key's queue moves.
+    fn go_on(
+        &self,
+        worker: usize,
+        envelope: Arc<Envelope>,
+        rest: &[Arc<Subscriber>],
+        counts: &mut BatchCounts,
+    ) {
+        let shard = &self.shards[self.shard_of(&envelope.routing)];
+        if !self.run_held(worker, shard, &envelope, rest, counts) {
+            self.release_queue(worker, shard, &envelope.routing, counts);
+        }
+    }
+
+    /// A deferred event whose key was released before it could be queued:
+    /// it is next in line, so it runs now, in full, and then its key's
+    /// queue moves.
+    fn release(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        envelope: Arc<Envelope>,
+        counts: &mut BatchCounts,
+    ) {
+        let holds = self.run_released(worker, shard, &envelope, counts);
+        self.retries.finished(envelope.routing.epoch);
+        if !holds {
+            self.release_queue(worker, shard, &envelope.routing, counts);
+        }
+    }
+
+    /// Runs the events queued behind `routing`'s key, each in full and in
+    /// order, until one holds the key again or none is left (which
+    /// releases the key).
+    fn release_queue(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        routing: &Routing,
+        counts: &mut BatchCounts,
+    ) {
+        while let Some(next) = shard.next_held(routing.tenant, routing.key) {
+            let holds = self.run_released(worker, shard, &next, counts);
+            self.retries.finished(next.routing.epoch);
+            if holds {
+                return;
+            }
+        }
+    }
+
+    /// One released event, with today's handlers of its type.
+    fn run_released(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        envelope: &Arc<Envelope>,
+        counts: &mut BatchCounts,
+    ) -> bool {
+        let handlers = TableCache::new(&self.registry)
+            .handlers(envelope.payload.type_id())
+            .to_vec();
+        self.run_held(worker, shard, envelope, &handlers, counts)
+    }
+
+    /// Runs `handlers` on a held or released event; true if it holds its
+    /// key (again).
+    fn run_held(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        envelope: &Arc<Envelope>,
+        handlers: &[Arc<Subscriber>],
+        counts: &mut BatchCounts,
+    ) -> bool {
+        let name = envelope.payload.name();
+        let mut run = Counts::default();
+        let mut failures = Vec::new();
+        let holding = self.run_stages(worker, envelope, handlers, name, &mut run, |s, f| {
+            failures.push((Arc::clone(s), f));
+        });
+        counts.add(envelope.payload.type_id(), name, &run);
+        if holding.is_some() {
+            shard.hold(envelope.routing.tenant, envelope.routing.key);
+        }
+        self.settle_event(
+            envelope,
+            failures,
+            holding.map(|stop| handlers[stop..].to_vec()),
+        )
+    }
+
     /// Schedules the next run of a failed one, or records a dead letter.
+    /// A dead letter ends its run's part in `then`, which is handed back to
+    /// be resolved.
     fn after_failure(
         &self,
         envelope: Arc<Envelope>,
         subscriber: Arc<Subscriber>,
         attempt: u32,
         failure: Failure,
-    ) {
-        if failure.retryable && subscriber.retry.allows_after(attempt) {
+        then: Option<Arc<Continuation>>,
+    ) -> Option<Arc<Continuation>> {
+        if failure.will_retry(&subscriber, attempt) {
             let pause = subscriber
                 .retry
                 .pause_before(attempt + 1, envelope.routing.id.0 as u64);
@@ -622,8 +787,10 @@ impl Executor {
                 envelope,
                 subscriber,
                 attempt: attempt + 1,
+                then,
             };
             self.retries.schedule(task, pause);
+            None
         } else {
             self.dead_letters.record(DeadLetter {
                 envelope,
@@ -631,6 +798,7 @@ impl Executor {
                 error: failure.message,
                 attempts: attempt,
             });
+            then
         }
     }
 
@@ -642,6 +810,7 @@ impl Executor {
             envelope: letter.envelope,
             subscriber: letter.subscriber,
             attempt: 1,
+            then: None,
         };
         self.retries.schedule(task, Duration::ZERO);
         self.workers[owner].sleeper.wake();
@@ -654,19 +823,30 @@ impl Executor {
             envelope,
             subscriber,
             attempt,
+            then,
         } = task;
         let epoch = envelope.routing.epoch;
         let name = envelope.payload.name();
         let mut counts = Counts::default();
-        if subscriber.accepts(envelope.routing.tenant) && !subscriber.is_unsubscribed() {
+        // What this run's series held back, if the series ends here.
+        let ended = if subscriber.accepts(envelope.routing.tenant) && !subscriber.is_unsubscribed()
+        {
             counts.retried();
             match self.call(worker, &envelope, &subscriber, attempt, name) {
-                Ok(()) => counts.ran(RunOutcome::Delivered),
+                Ok(()) => {
+                    counts.ran(RunOutcome::Delivered);
+                    then
+                }
                 Err(failure) => {
                     counts.ran(failure.outcome());
-                    self.after_failure(Arc::clone(&envelope), subscriber, attempt, failure);
+                    self.after_failure(Arc::clone(&envelope), subscriber, attempt, failure, then)
                 }
             }
+        } else {
+            then
+        };
+        if let Some(then) = ended.filter(|then| then.resolve()) {
+            self.go_on(worker, Arc::clone(&envelope), &then.rest, &mut local.counts);
         }
         local.counts.add(envelope.payload.type_id(), name, &counts);
         self.end_batch(worker, seq, &mut local.counts);
@@ -678,6 +858,8 @@ impl Executor {
         self.settled.notify();
     }
 
+    /// Runs an event's handlers; returns where the held-back ones start
+    /// if it now holds its key (see `run_stages`).
     #[inline]
     fn dispatch(
         &self,
@@ -687,27 +869,64 @@ impl Executor {
         run: &mut TypeRun<'_>,
         failures: &mut Vec<BatchFailure>,
         trace: bool,
-    ) {
-        let routing = &envelope.routing;
+    ) -> Option<usize> {
         run.counts.dispatched();
-        let _span = trace
-            .then(|| tracing::trace_span!("event", id = %routing.id, name = run.name).entered());
-        for subscriber in run.handlers {
-            if !subscriber.accepts(routing.tenant) || subscriber.is_unsubscribed() {
+        let _span = trace.then(|| {
+            tracing::trace_span!("event", id = %envelope.routing.id, name = run.name).entered()
+        });
+        self.run_stages(
+            worker,
+            envelope,
+            run.handlers,
+            run.name,
+            &mut run.counts,
+            |subscriber, failure| {
+                failures.push(BatchFailure {
+                    index,
+                    subscriber: Arc::clone(subscriber),
+                    failure,
+                })
+            },
+        )
+    }
+
+    /// Runs `handlers` (in stage order) on one event, as first attempts.
+    /// A failure that will be retried *holds* the event's key when the
+    /// handler asks for strict order or later stages follow; the later
+    /// stages then wait. Returns `Some(index of the first handler not run)`
+    /// when the event holds its key, `None` otherwise.
+    fn run_stages(
+        &self,
+        worker: usize,
+        envelope: &Envelope,
+        handlers: &[Arc<Subscriber>],
+        name: &'static str,
+        counts: &mut Counts,
+        mut failed: impl FnMut(&Arc<Subscriber>, Failure),
+    ) -> Option<usize> {
+        let last_stage = handlers.last().map_or(0, |h| h.stage);
+        let mut holding_stage = None;
+        for (at, subscriber) in handlers.iter().enumerate() {
+            if holding_stage.is_some_and(|stage| subscriber.stage > stage) {
+                return Some(at);
+            }
+            if !subscriber.accepts(envelope.routing.tenant) || subscriber.is_unsubscribed() {
                 continue;
             }
-            match self.call(worker, envelope, subscriber, 1, run.name) {
-                Ok(()) => run.counts.ran(RunOutcome::Delivered),
+            match self.call(worker, envelope, subscriber, 1, name) {
+                Ok(()) => counts.ran(RunOutcome::Delivered),
                 Err(failure) => {
-                    run.counts.ran(failure.outcome());
-                    failures.push(BatchFailure {
-                        index,
-                        subscriber: Arc::clone(subscriber),
-                        failure,
-                    });
+                    counts.ran(failure.outcome());
+                    let holds = failure.will_retry(subscriber, 1)
+                        && (subscriber.strict_order || subscriber.stage < last_stage);
+                    if holds && holding_stage.is_none() {
+                        holding_stage = Some(subscriber.stage);
+                    }
+                    failed(subscriber, failure);
                 }
             }
         }
+        holding_stage.map(|_| handlers.len())
     }
 
     /// Runs one handler on one event, catching panics.
@@ -753,6 +972,12 @@ impl Executor {
 }
 
 impl Failure {
+    /// Whether this failure of `subscriber`'s run number `attempt` will be
+    /// retried.
+    fn will_retry(&self, subscriber: &Subscriber, attempt: u32) -> bool {
+        self.retryable && subscriber.retry.allows_after(attempt)
+    }
+
     fn outcome(&self) -> RunOutcome {
         if self.panicked {
             RunOutcome::Panicked

@@ -47,6 +47,7 @@ pub struct Subscriber {
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
+    pub(crate) strict_order: bool,
     unsubscribed: AtomicBool,
     pub(crate) handler: ErasedHandler,
 }
@@ -187,6 +188,7 @@ pub(crate) struct SubscriberOptions {
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
+    pub(crate) strict_order: bool,
 }
 
 impl Registry {
@@ -207,6 +209,7 @@ impl Registry {
             tenant: options.tenant,
             stage: options.stage,
             retry: options.retry,
+            strict_order: options.strict_order,
             unsubscribed: AtomicBool::new(false),
             handler,
         });

@@ -26,18 +26,31 @@
 //! there too (checked under its lock), so a publisher's later events never
 //! overtake its earlier ones.
 //!
+//! # Held keys
+//!
+//! While an event's later stages wait for an earlier stage's retries, or a
+//! `strict_order` subscription retries an event, that event's (tenant, key)
+//! is *held*: the shard's later events of the key are not dispatched but
+//! queued here, whole and in order, and released one by one when the
+//! holding event's series ends (see `executor`). `held_keys` lets the
+//! dispatch path skip the lock while nothing is held.
+//!
 //! # Progress counters (for `flush`)
 //!
 //! `completed` is the ring position up to which every event is fully
 //! handled, and `overflow_done` the number of overflow envelopes handled;
 //! only the claimer writes them, after the handlers ran.
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 
 use crate::envelope::Envelope;
+use crate::event::TenantId;
 use crate::park::WaitQueue;
 use crate::ring::{PushError, Ring};
-use crate::sync::{fence, lock, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{
+    fence, lock, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering,
+};
 
 /// See the module docs.
 #[derive(Debug)]
@@ -53,7 +66,12 @@ pub struct Shard {
     pub(crate) space: WaitQueue,
     /// Publishes refused (full or closed).
     pub(crate) rejected: AtomicU64,
+    held: Mutex<HeldKeys>,
+    held_keys: AtomicUsize,
 }
+
+/// Each held (tenant, key), with the events queued behind it, in order.
+type HeldKeys = HashMap<(TenantId, u64), VecDeque<Arc<Envelope>>>;
 
 /// Where the shard's progress stood at one moment: what `flush` waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +92,50 @@ impl Shard {
             completed: AtomicU64::new(0),
             space: WaitQueue::default(),
             rejected: AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+            held_keys: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether (tenant, key) is held; no lock while nothing is held.
+    #[inline]
+    pub(crate) fn is_held(&self, tenant: TenantId, key: u64) -> bool {
+        self.held_keys.load(Ordering::Acquire) > 0 && lock(&self.held).contains_key(&(tenant, key))
+    }
+
+    /// Holds (tenant, key), if it is not held already.
+    pub(crate) fn hold(&self, tenant: TenantId, key: u64) {
+        let mut held = lock(&self.held);
+        if let Entry::Vacant(slot) = held.entry((tenant, key)) {
+            slot.insert(VecDeque::new());
+            self.held_keys.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Queues `envelope` behind its held key; gives it back if the key was
+    /// released meanwhile (then it is next in line and can run).
+    pub(crate) fn defer(&self, envelope: Arc<Envelope>) -> Result<(), Arc<Envelope>> {
+        let routing = &envelope.routing;
+        match lock(&self.held).get_mut(&(routing.tenant, routing.key)) {
+            Some(queue) => {
+                queue.push_back(envelope);
+                Ok(())
+            }
+            None => Err(envelope),
+        }
+    }
+
+    /// The next queued event of a held key whose holder is done; when none
+    /// is left, the key is released.
+    pub(crate) fn next_held(&self, tenant: TenantId, key: u64) -> Option<Arc<Envelope>> {
+        let mut held = lock(&self.held);
+        let queue = held.get_mut(&(tenant, key))?;
+        let next = queue.pop_front();
+        if next.is_none() {
+            held.remove(&(tenant, key));
+            self.held_keys.fetch_sub(1, Ordering::Release);
+        }
+        next
     }
 
     /// Takes the claim, if free.

@@ -1,7 +1,8 @@
 //! Random sequences of subscribe (in stages 0 to 2), unsubscribe, publish
 //! and flush, ended by shutdown, against a single-threaded reference model:
 //! every handler must see exactly the runs the model predicts, first runs
-//! of one key in publish order, the first runs on an event in stage order,
+//! of one key in publish order (and, for strict-order handlers, all runs),
+//! every run of a lower stage on an event before every run of a higher one,
 //! and exactly the predicted dead letters and counters.
 //!
 //! The driver flushes before each subscribe and unsubscribe, so that which
@@ -48,7 +49,8 @@ enum Behaviour {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Subscribe(Behaviour, u32),
+    /// behaviour, stage, strict order
+    Subscribe(Behaviour, u32, bool),
     Unsubscribe(usize),
     Publish(u8),
     Flush,
@@ -62,7 +64,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Behaviour::FailPermanently),
     ];
     prop_oneof![
-        2 => (behaviour, 0..3u32).prop_map(|(b, stage)| Op::Subscribe(b, stage)),
+        2 => (behaviour, 0..3u32, any::<bool>()).prop_map(|(b, stage, strict)| Op::Subscribe(b, stage, strict)),
         1 => any::<usize>().prop_map(Op::Unsubscribe),
         8 => (0..4u8).prop_map(Op::Publish),
         1 => Just(Op::Flush),
@@ -113,18 +115,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model: Vec<Seen> = Vec::new();
     let mut published: Vec<(u32, u8)> = Vec::new();
     let mut stages: Vec<u32> = Vec::new();
+    let mut stricts: Vec<bool> = Vec::new();
     for op in ops {
         match op {
-            Op::Subscribe(behaviour, stage) => {
+            Op::Subscribe(behaviour, stage, strict) => {
                 bus.flush();
                 let handler = subs.len();
                 stages.push(stage);
+                stricts.push(strict);
                 let log = log.clone();
                 let sub = bus
                     .subscriber::<Ev>()
                     .name(format!("h{handler}"))
                     .stage(stage)
-                    .retry(RetryPolicy::fixed(MAX_ATTEMPTS, Duration::ZERO))
+                    .strict_order(strict)
+                    .retry(RetryPolicy::fixed(MAX_ATTEMPTS, Duration::from_millis(1)))
                     .subscribe(move |e: &Ev, ctx: &Context| -> HandlerResult {
                         let attempt = ctx.attempt();
                         log.lock().unwrap().push((handler, e.seq, e.key, attempt));
@@ -203,6 +208,31 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 key,
                 firsts
             );
+            if stricts[handler] {
+                // a strict-order handler sees all its runs of a key in order
+                let all: Vec<u32> = runs.iter().filter(|r| r.1 == key).map(|r| r.0).collect();
+                prop_assert!(
+                    all.windows(2).all(|w| w[0] <= w[1]),
+                    "strict key {} order: {:?}",
+                    key,
+                    all
+                );
+            }
+        }
+    }
+    // on each event, every run of a lower stage comes before every run of a
+    // higher one (a stage waits for the earlier one's retries)
+    for &(seq, _) in &published {
+        let mut highest_stage_so_far = 0;
+        for &(handler, _, _, _) in log.iter().filter(|r| r.1 == seq) {
+            prop_assert!(
+                stages[handler] >= highest_stage_so_far,
+                "event {}: stage {} ran after stage {}",
+                seq,
+                stages[handler],
+                highest_stage_so_far
+            );
+            highest_stage_so_far = stages[handler];
         }
     }
     let runs: u64 = model

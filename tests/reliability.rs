@@ -291,3 +291,93 @@ fn shutdown_waits_for_retries_and_reports_dead_letters() {
         );
     });
 }
+
+#[test]
+fn a_later_stage_waits_until_the_earlier_stage_succeeded_or_was_dead_lettered() {
+    within(30, || {
+        let bus = bus();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        bus.subscriber::<Order>()
+            .name("reserve")
+            .stage(0)
+            .retry(RetryPolicy::fixed(3, 20 * MS))
+            .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                l.lock()
+                    .unwrap()
+                    .push(format!("reserve {} #{}", o.id, ctx.attempt()));
+                // order 1 succeeds on its second run, order 2 never does
+                if o.id == 2 || ctx.attempt() < 2 {
+                    return Err(HandlerError::transient("stock service busy"));
+                }
+                Ok(())
+            });
+        let l = log.clone();
+        bus.subscriber::<Order>().name("notify").stage(1).subscribe(
+            move |o: &Order, ctx: &Context| -> HandlerResult {
+                l.lock()
+                    .unwrap()
+                    .push(format!("notify {} #{}", o.id, ctx.attempt()));
+                Ok(())
+            },
+        );
+        bus.publish(Order { id: 1 }).unwrap();
+        bus.flush();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["reserve 1 #1", "reserve 1 #2", "notify 1 #1"]
+        );
+        log.lock().unwrap().clear();
+        bus.publish(Order { id: 2 }).unwrap();
+        bus.flush();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "reserve 2 #1",
+                "reserve 2 #2",
+                "reserve 2 #3",
+                "notify 2 #1"
+            ],
+            "the dead-lettered stage releases the next"
+        );
+        assert_eq!(bus.dead_letters().len(), 1);
+    });
+}
+
+#[test]
+fn strict_order_holds_a_key_behind_its_retry_while_other_keys_flow() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        bus.subscriber::<Order>()
+            .strict_order(true)
+            .retry(RetryPolicy::fixed(2, 100 * MS))
+            .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                l.lock().unwrap().push((o.id, ctx.attempt()));
+                if o.id == 1 && ctx.attempt() == 1 {
+                    return Err(HandlerError::transient("later"));
+                }
+                Ok(())
+            });
+        // 1 and 3 share key 5; 2 has key 6
+        bus.publish_with(Order { id: 1 }, Meta::new().key(5))
+            .unwrap();
+        bus.publish_with(Order { id: 2 }, Meta::new().key(6))
+            .unwrap();
+        bus.publish_with(Order { id: 3 }, Meta::new().key(5))
+            .unwrap();
+        bus.flush();
+        let log = log.lock().unwrap().clone();
+        let at = |entry| log.iter().position(|&e| e == entry).unwrap();
+        assert_eq!(log.len(), 4, "{log:?}");
+        assert!(
+            at((1, 1)) < at((1, 2)) && at((1, 2)) < at((3, 1)),
+            "3 waits behind 1's retry: {log:?}"
+        );
+        assert!(
+            at((2, 1)) < at((1, 2)),
+            "the other key flowed meanwhile: {log:?}"
+        );
+    });
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::envelope::Envelope;
 use crate::registry::Subscriber;
-use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// One handler's next run on one event.
 pub(crate) struct RetryTask {
@@ -24,6 +24,26 @@ pub(crate) struct RetryTask {
     pub(crate) subscriber: Arc<Subscriber>,
     /// The number of the run to make (2 for the first retry).
     pub(crate) attempt: u32,
+    /// What waits for this retry (and its siblings) to end.
+    pub(crate) then: Option<Arc<Continuation>>,
+}
+
+/// What an event holds back while some of its handlers are retried: the
+/// handlers of its later stages (a later stage runs only once every earlier
+/// one succeeded or was dead-lettered), and its held key (see `shard`).
+/// Each holding retry carries it; the one that ends last (`outstanding`
+/// reaches 0) runs `rest`, then releases the key.
+pub(crate) struct Continuation {
+    pub(crate) outstanding: AtomicUsize,
+    pub(crate) rest: Vec<Arc<Subscriber>>,
+}
+
+impl Continuation {
+    /// One holding retry ended; true for the last one, which must go on.
+    pub(crate) fn resolve(&self) -> bool {
+        // AcqRel: the last one sees everything the others did before.
+        self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1
+    }
 }
 
 struct Queued {
@@ -141,6 +161,11 @@ impl RetrySchedule {
                 state.pending.remove(&epoch);
             }
         }
+    }
+
+    /// Counts a held-back event of `epoch` as pending until `finished`.
+    pub(crate) fn hold(&self, epoch: u64) {
+        *lock(&self.state).pending.entry(epoch).or_default() += 1;
     }
 
     /// Whether a task of an epoch up to `epoch` is still pending.
