@@ -44,3 +44,43 @@ fn flush_waits_for_a_scheduled_retry() {
         bus.shutdown();
     });
 }
+
+/// Held keys: a strict-order handler fails on the first of two events of
+/// one key; the second must wait behind the retry, and flush must wait for
+/// both. Two workers, so the retry may run on the one that does not hold
+/// the shard while the other defers, and a release may race a deferral.
+#[test]
+fn a_held_key_releases_its_queue_in_order() {
+    loom::model(|| {
+        let bus = Bus::builder()
+            .workers(2)
+            .shards(2)
+            .capacity(2)
+            .build()
+            .unwrap();
+        let runs = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let r = runs.clone();
+        bus.subscriber::<Keyed>()
+            .strict_order(true)
+            .retry(RetryPolicy::fixed(2, Duration::ZERO))
+            .subscribe(move |k: &Keyed, ctx: &Context| -> HandlerResult {
+                r.lock().unwrap().push((k.0, ctx.attempt()));
+                if k.0 == 1 && ctx.attempt() == 1 {
+                    return Err(HandlerError::transient("once"));
+                }
+                Ok(())
+            });
+        bus.publish(Keyed(1)).unwrap();
+        bus.publish(Keyed(2)).unwrap();
+        bus.flush();
+        assert_eq!(*runs.lock().unwrap(), [(1, 1), (1, 2), (2, 1)]);
+        bus.shutdown();
+    });
+}
+
+struct Keyed(u32);
+impl Event for Keyed {
+    fn key(&self) -> Option<u64> {
+        Some(7)
+    }
+}
