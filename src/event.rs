@@ -179,6 +179,24 @@ impl EventId {
     }
 }
 
+/// splitmix64's finaliser: spreads any 64-bit value over all 64 bits. Used
+/// wherever the bus turns ids, keys or tenants into shard, lock or jitter
+/// choices.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl TenantId {
+    /// Which of `stripes` locks guards this tenant's entry in a striped
+    /// table.
+    pub(crate) fn stripe(self, stripes: usize) -> usize {
+        (mix64(self.0) % stripes as u64) as usize
+    }
+}
+
 /// The type's name without its module paths: `a::b::Foo<c::Bar>` gives
 /// `Foo<c::Bar>` (generic arguments keep their paths).
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {

@@ -57,7 +57,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::PublishError;
-use crate::event::{Event, EventId, Routing, TenantId};
+use crate::event::{mix64, Event, EventId, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
 use crate::registry::{Registry, Subscriber, TableCache};
@@ -213,10 +213,8 @@ impl Executor {
     fn shard_of(&self, routing: &Routing) -> usize {
         // splitmix64's finaliser over (tenant, key): spreads neighbouring
         // user ids and tenants over all shards.
-        let mut h = routing.tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ routing.key;
-        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (h ^ (h >> 31)) as usize & (self.shards.len() - 1)
+        let h = mix64(routing.tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ routing.key);
+        h as usize & (self.shards.len() - 1)
     }
 
     #[inline]
@@ -701,9 +699,7 @@ impl Executor {
         envelope: Arc<Envelope>,
         counts: &mut BatchCounts,
     ) {
-        let holds = self.run_released(worker, shard, &envelope, counts);
-        self.retries.finished(envelope.routing.epoch);
-        if !holds {
+        if !self.run_queued(worker, shard, &envelope, counts) {
             self.release_queue(worker, shard, &envelope.routing, counts);
         }
     }
@@ -719,12 +715,24 @@ impl Executor {
         counts: &mut BatchCounts,
     ) {
         while let Some(next) = shard.next_held(routing.tenant, routing.key) {
-            let holds = self.run_released(worker, shard, &next, counts);
-            self.retries.finished(next.routing.epoch);
-            if holds {
+            if self.run_queued(worker, shard, &next, counts) {
                 return;
             }
         }
+    }
+
+    /// Runs an event that waited behind a held key, which `flush` counted
+    /// as pending until now; true if it holds the key in turn.
+    fn run_queued(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        envelope: &Arc<Envelope>,
+        counts: &mut BatchCounts,
+    ) -> bool {
+        let holds = self.run_released(worker, shard, envelope, counts);
+        self.retries.finished(envelope.routing.epoch);
+        holds
     }
 
     /// One released event, with today's handlers of its type.

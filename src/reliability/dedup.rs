@@ -47,7 +47,7 @@ impl Dedup {
     }
 
     fn lock_for(&self, tenant: TenantId) -> &Mutex<HashMap<TenantId, Window>> {
-        &self.tenants[(tenant.0 as usize) % LOCKS]
+        &self.tenants[tenant.stripe(LOCKS)]
     }
 
     /// Reserves `id` for `tenant`; false (and counted) if it was already

@@ -15,7 +15,6 @@ use std::collections::HashMap;
 
 use crate::event::TenantId;
 use crate::park::WaitQueue;
-use crate::registry::TypeIdHasher;
 use crate::sync::{fence, lock, Mutex, Ordering};
 
 const LOCKS: usize = 64;
@@ -47,9 +46,7 @@ impl TenantQuota {
     }
 
     fn lock_for(&self, tenant: TenantId) -> &Mutex<HashMap<TenantId, u64>> {
-        let mut h = TypeIdHasher::default();
-        std::hash::Hasher::write_u64(&mut h, tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        &self.queued[(std::hash::Hasher::finish(&h) >> 58) as usize % LOCKS]
+        &self.queued[tenant.stripe(LOCKS)]
     }
 
     /// Takes one unit of `tenant`'s budget if it has one.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::event::mix64;
+
 /// How a subscription's failed runs are retried.
 ///
 /// `max_attempts` counts every run, the first included: 5 means the first
@@ -127,15 +129,8 @@ impl RetryPolicy {
         }
         let half = delay / 2;
         let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        half + Duration::from_nanos(mix(seed ^ u64::from(attempt)) % nanos)
+        half + Duration::from_nanos(mix64(seed ^ u64::from(attempt)) % nanos)
     }
-}
-
-/// splitmix64's finaliser: a well-spread pseudo-random value from `x`.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 #[cfg(test)]
