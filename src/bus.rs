@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::{ConfigError, HandlerResult, PublishError};
-use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
+use crate::event::{short_type_name, Event, EventId, Meta, TenantId};
 use crate::executor::{spawn_workers, Config, Executor};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
@@ -380,7 +380,7 @@ impl Bus {
         block: bool,
     ) -> Result<EventId, PublishError<E>> {
         let executor = &self.inner.executor;
-        let routing = Routing::resolve(&event, meta, executor.epoch());
+        let routing = executor.route(&event, meta, executor.epoch());
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
         if explicit && !executor.dedup.reserve(tenant, id) {
@@ -407,7 +407,7 @@ impl Bus {
                 quota.give_back(tenant, 1);
             }
         }
-        pushed.map(|()| id)
+        pushed
     }
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a

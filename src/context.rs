@@ -81,7 +81,9 @@ impl Context<'_> {
             .get_tenant()
             .or_else(|| event.tenant())
             .unwrap_or(self.routing.tenant);
-        let mut routing = Routing::resolve(&event, meta.tenant(inherited), self.routing.epoch);
+        let mut routing = self
+            .executor
+            .route(&event, meta.tenant(inherited), self.routing.epoch);
         routing.cause = self.routing.id;
         if meta.get_id().is_some() && !self.executor.dedup.reserve(routing.tenant, routing.id) {
             return routing.id;

@@ -2,8 +2,7 @@
 //! ([`EventId`]), its owner ([`TenantId`]) and the per-publish routing
 //! overrides ([`Meta`]).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::place::Place;
 
 /// A value that can travel through the bus.
 ///
@@ -48,7 +47,8 @@ pub trait Event: Send + Sync + 'static {
 /// The unique identity of one published event.
 ///
 /// Given by the publisher through [`Meta::id`], or generated: generated ids
-/// are unique within the process and never 0.
+/// are unique within the process and never 0 (they encode where the bus
+/// put the event, which is how [`Meta::after`] finds it).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct EventId(pub u128);
 
@@ -89,6 +89,7 @@ pub struct Meta {
     tenant: Option<TenantId>,
     key: Option<u64>,
     id: Option<EventId>,
+    after: Option<EventId>,
 }
 
 impl Meta {
@@ -115,6 +116,46 @@ impl Meta {
         self
     }
 
+    /// Holds the event until the event `id` is fully handled: every one of
+    /// its handlers succeeded or was dead-lettered, retries included. The
+    /// wait blocks no worker, and later events of the same (tenant, key)
+    /// stay behind the held one, in order.
+    ///
+    /// Dependencies look back: `id` must name an event accepted before this
+    /// publish (by any thread, on any shard). An id that names no event in
+    /// flight at that moment, because it is unknown, not yet published, or
+    /// already fully handled, is satisfied at once. Generated ids are
+    /// recognised for as long as the bus lives; explicit ids ([`Meta::id`])
+    /// while their event is in flight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use diana_bus::{Bus, Context, Event, HandlerResult, Meta};
+    ///
+    /// struct Step(&'static str);
+    /// impl Event for Step {}
+    ///
+    /// let bus = Bus::builder().workers(2).build()?;
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// bus.subscribe(move |s: &Step, _: &Context| -> HandlerResult {
+    ///     log.lock().unwrap().push(s.0);
+    ///     Ok(())
+    /// });
+    /// // Different keys: different shards, possibly different workers.
+    /// let first = bus.publish_with(Step("account created"), Meta::new().key(1))?;
+    /// bus.publish_with(Step("welcome sent"), Meta::new().key(2).after(first))?;
+    /// bus.flush();
+    /// assert_eq!(*seen.lock().unwrap(), ["account created", "welcome sent"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn after(mut self, id: EventId) -> Self {
+        self.after = Some(id);
+        self
+    }
+
     /// The tenant set by [`Meta::tenant`].
     pub fn get_tenant(&self) -> Option<TenantId> {
         self.tenant
@@ -129,12 +170,24 @@ impl Meta {
     pub fn get_id(&self) -> Option<EventId> {
         self.id
     }
+
+    /// The dependency set by [`Meta::after`].
+    pub fn get_after(&self) -> Option<EventId> {
+        self.after
+    }
 }
 
 /// The routing of one accepted event, as the workers see it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Routing {
+    /// Explicit, or made from `place` when the event is accepted.
     pub(crate) id: EventId,
+    /// Whether `id` came from [`Meta::id`].
+    pub(crate) explicit: bool,
+    /// Where the event was accepted ([`Place::UNSET`] before).
+    pub(crate) place: Place,
+    /// The place of the event this one waits for (see [`Meta::after`]).
+    pub(crate) after: Option<Place>,
     /// The event whose handler published this one, or `EventId(0)`.
     pub(crate) cause: EventId,
     pub(crate) tenant: TenantId,
@@ -145,37 +198,20 @@ pub(crate) struct Routing {
 }
 
 impl Routing {
-    /// Resolves meta over the event's own key and tenant.
+    /// Resolves meta over the event's own key and tenant; the place, and
+    /// with it a generated id, comes with the push, and the dependency is
+    /// the executor's to resolve.
     pub(crate) fn resolve<E: Event>(event: &E, meta: Meta, epoch: u64) -> Self {
         Routing {
-            id: meta.id.unwrap_or_else(EventId::fresh),
+            id: meta.id.unwrap_or_default(),
+            explicit: meta.id.is_some(),
+            place: Place::UNSET,
+            after: None,
             cause: EventId(0),
             tenant: meta.tenant.or_else(|| event.tenant()).unwrap_or_default(),
             key: meta.key.or_else(|| event.key()).unwrap_or(0),
             epoch,
         }
-    }
-}
-
-impl EventId {
-    /// A process-unique id without a shared write per call: each thread
-    /// takes a 64-bit prefix from a global counter once, then counts
-    /// locally in the low 64 bits.
-    pub(crate) fn fresh() -> EventId {
-        static NEXT_THREAD_PREFIX: AtomicU64 = AtomicU64::new(1);
-        thread_local! {
-            static LOCAL: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-        }
-        LOCAL.with(|local| {
-            let (mut prefix, mut count) = local.get();
-            if prefix == 0 || count == u64::MAX {
-                prefix = NEXT_THREAD_PREFIX.fetch_add(1, Ordering::Relaxed);
-                count = 0;
-            }
-            count += 1;
-            local.set((prefix, count));
-            EventId(((prefix as u128) << 64) | count as u128)
-        })
     }
 }
 
@@ -222,18 +258,6 @@ mod tests {
         assert_eq!(short_type_name::<inner::Plain>(), "Plain");
         assert!(short_type_name::<inner::Generic<inner::Plain>>().starts_with("Generic<"));
         assert_eq!(short_type_name::<u64>(), "u64");
-    }
-
-    #[test]
-    fn fresh_ids_are_unique_across_threads() {
-        let mut ids: Vec<EventId> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..1000).map(|_| EventId::fresh()).collect::<Vec<_>>()))
-            .flat_map(|t| t.join().unwrap())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), 4000);
-        assert!(ids.iter().all(|id| id.0 != 0));
     }
 
     #[test]

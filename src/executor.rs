@@ -57,14 +57,16 @@ use std::time::Duration;
 use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::PublishError;
-use crate::event::{mix64, Event, EventId, Routing, TenantId};
+use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
+use crate::place::{next_bus_tag, Place};
 use crate::registry::{Registry, Subscriber, TableCache};
+use crate::reliability::completion::{Completion, Waiter};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
 use crate::reliability::quota::TenantQuota;
-use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask};
+use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask, Task};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
@@ -127,6 +129,10 @@ pub struct Executor {
     workers: Box<[CachePadded<Worker>]>,
     pub(crate) registry: Registry,
     pub(crate) retries: RetrySchedule,
+    /// Events past their batch but not fully handled, and their waiters.
+    pub(crate) completion: Completion,
+    /// This bus's mark in the ids it generates (see `place`).
+    tag: u64,
     pub(crate) dead_letters: DeadLetterStore,
     pub(crate) dedup: Dedup,
     pub(crate) quota: Option<TenantQuota>,
@@ -146,6 +152,10 @@ struct Local {
     /// The batch's events that now hold their key: (index in the batch,
     /// the handlers of later stages waiting for their retries).
     holding: Vec<(usize, Vec<Arc<Subscriber>>)>,
+    /// The batch's events that wait for their dependency, by index.
+    waiting: Vec<usize>,
+    /// The batch's events with explicit ids (see `completion`), by index.
+    explicit: Vec<usize>,
     /// The batch's events queued behind a held key, by index, and the keys
     /// this batch deferred (later events of those keys defer too, even if
     /// the key is released meanwhile: they must stay behind).
@@ -171,13 +181,15 @@ impl Executor {
     pub(crate) fn new(config: Config) -> Self {
         Executor {
             shards: (0..config.shards)
-                .map(|_| Shard::new(config.capacity))
+                .map(|index| Shard::new(index, config.capacity))
                 .collect(),
             workers: (0..config.workers)
                 .map(|_| CachePadded(Worker::default()))
                 .collect(),
             registry: Registry::default(),
             retries: RetrySchedule::new(),
+            completion: Completion::default(),
+            tag: next_bus_tag(),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
             quota: config.tenant_quota.map(TenantQuota::new),
@@ -222,6 +234,58 @@ impl Executor {
         shard % self.workers.len()
     }
 
+    /// The routing of a publish: `meta` over the event's own, and the
+    /// dependency `meta` names resolved to a place while it is in flight.
+    #[inline]
+    pub(crate) fn route<E: Event>(&self, event: &E, meta: Meta, epoch: u64) -> Routing {
+        let mut routing = Routing::resolve(event, meta, epoch);
+        if let Some(after) = meta.get_after() {
+            routing.after = self.in_flight(after);
+        }
+        routing
+    }
+
+    /// Where the event `id` is, if it is in flight: accepted, and not yet
+    /// fully handled.
+    #[cold]
+    fn in_flight(&self, id: EventId) -> Option<Place> {
+        let generated = Place::of_id(id, self.tag).filter(|place| {
+            self.shards
+                .get(place.shard as usize)
+                .is_some_and(|shard| shard.has_accepted(place.seq))
+        });
+        generated
+            .filter(|&place| !self.is_done(place))
+            .or_else(|| self.completion.place_of_explicit(id))
+            .filter(|&place| !self.is_done(place))
+    }
+
+    /// Whether the event at `place` is fully handled (see `completion`).
+    fn is_done(&self, place: Place) -> bool {
+        self.shards[place.shard as usize].has_completed(place.seq)
+            && !self.completion.is_open(place)
+    }
+
+    /// The envelope of an accepted event, built in its ring slot or
+    /// overflow entry: gives it its place, and a generated id or a record
+    /// of its explicit one. Returns its id through `id`.
+    #[inline(always)]
+    fn envelope<E: Event>(
+        &self,
+        (mut routing, event): (Routing, E),
+        place: Place,
+        id: &Cell<EventId>,
+    ) -> Envelope {
+        routing.place = place;
+        if routing.explicit {
+            self.completion.accepted_explicit(routing.id, place);
+        } else {
+            routing.id = place.id(self.tag);
+        }
+        id.set(routing.id);
+        Envelope::new((routing, event))
+    }
+
     /// Pushes a root publish, building its envelope in the claimed slot.
     /// With `block`, waits for room (never on a worker thread: there the
     /// envelope goes to the shard's overflow). A refusal gives the event back.
@@ -231,14 +295,16 @@ impl Executor {
         routing: Routing,
         event: E,
         block: bool,
-    ) -> Result<(), PublishError<E>> {
+    ) -> Result<EventId, PublishError<E>> {
         let index = self.shard_of(&routing);
         let shard = &self.shards[index];
-        let result = match shard.ring.push_with((routing, event), Envelope::new, true) {
+        let id = Cell::new(EventId(0));
+        let make = |seed, place| self.envelope(seed, place, &id);
+        let result = match shard.push((routing, event), make, true) {
             Ok(()) => Ok(()),
             Err(PushError::Closed((_, event))) => Err(PublishError::Closed(event)),
             Err(PushError::Full((_, event))) if !block => Err(PublishError::Full(event)),
-            Err(PushError::Full(seed)) => self.push_blocking(shard, seed),
+            Err(PushError::Full(seed)) => self.push_blocking(shard, seed, &id),
         };
         match result {
             Ok(()) => self.after_push(index),
@@ -246,7 +312,7 @@ impl Executor {
                 shard.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-        result
+        result.map(|()| id.get())
     }
 
     /// Counts a publish refused before it reached a ring.
@@ -261,13 +327,18 @@ impl Executor {
         &self,
         shard: &Shard,
         seed: (Routing, E),
+        id: &Cell<EventId>,
     ) -> Result<(), PublishError<E>> {
         if self.current_worker().is_some() {
-            shard.push_from_worker(Envelope::new(seed));
+            shard.push_from_worker(seed, |seed, place| self.envelope(seed, place, id));
             return Ok(());
         }
         let mut pending = Some(seed);
-        let mut attempt = || match shard.ring.push_with(pending.take()?, Envelope::new, true) {
+        let mut attempt = || match shard.push(
+            pending.take()?,
+            |seed, place| self.envelope(seed, place, id),
+            true,
+        ) {
             Ok(()) => Some(Ok(())),
             Err(PushError::Closed((_, event))) => Some(Err(PublishError::Closed(event))),
             Err(PushError::Full(seed)) => {
@@ -302,19 +373,22 @@ impl Executor {
         routing: Routing,
         event: E,
     ) -> EventId {
-        let (id, epoch) = (routing.id, routing.epoch);
+        let epoch = routing.epoch;
         if let Some(quota) = &self.quota {
             quota.take_anyway(routing.tenant);
         }
         let index = self.shard_of(&routing);
-        self.shards[index].push_from_worker(Envelope::new((routing, event)));
+        let id = Cell::new(EventId(0));
+        self.shards[index].push_from_worker((routing, event), |seed, place| {
+            self.envelope(seed, place, &id)
+        });
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {
             let descendants = &self.workers[worker].descendants;
             descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
         }
-        id
+        id.get()
     }
 
     fn descendants(&self) -> u64 {
@@ -344,7 +418,7 @@ impl Executor {
                     .iter()
                     .zip(&targets)
                     .all(|(shard, &target)| shard.reached(target));
-                (handled && !self.retries.pending_up_to(epoch)).then_some(())
+                (handled && !self.completion.pending_up_to(epoch)).then_some(())
             });
             if self.descendants() == before {
                 return;
@@ -430,6 +504,8 @@ impl Executor {
             counts: BatchCounts::default(),
             failures: Vec::new(),
             holding: Vec::new(),
+            waiting: Vec::new(),
+            explicit: Vec::new(),
             deferred: Vec::new(),
             deferred_keys: Vec::new(),
         };
@@ -480,7 +556,10 @@ impl Executor {
     fn work_once(&self, index: usize, local: &mut Local) -> bool {
         let mut worked = false;
         while let Some(task) = self.retries.pop_due() {
-            self.run_retry(index, task, local);
+            match task {
+                Task::Retry(retry) => self.run_retry(index, retry, local),
+                Task::Release(envelope) => self.run_release(index, envelope, local),
+            }
             worked = true;
         }
         for shard in self.owned(index) {
@@ -522,8 +601,12 @@ impl Executor {
             worked = true;
             self.run_batch(worker, shard, local);
             shard.record_completed(overflow_handled);
-            // One fence for both wait queues (their protocol in `park`).
+            // One fence for both wait queues (their protocol in `park`),
+            // and for the shard's waiters (see `shard`).
             fence(Ordering::SeqCst);
+            if shard.has_waiters() {
+                self.hand_on(shard.take_due());
+            }
             self.settled.notify();
             shard.space.notify();
         }
@@ -564,6 +647,9 @@ impl Executor {
                 }
             };
             let routing = &envelope.routing;
+            if routing.explicit {
+                local.explicit.push(index);
+            }
             let key = (routing.tenant, routing.key);
             if local.deferred_keys.contains(&key) || shard.is_held(key.0, key.1) {
                 current.counts.dispatched();
@@ -571,6 +657,12 @@ impl Executor {
                 if !local.deferred_keys.contains(&key) {
                     local.deferred_keys.push(key);
                 }
+                continue;
+            }
+            if routing.after.is_some_and(|after| !self.is_done(after)) {
+                current.counts.dispatched();
+                shard.hold(key.0, key.1);
+                local.waiting.push(index);
                 continue;
             }
             if let Some(stop) =
@@ -589,7 +681,12 @@ impl Executor {
         if let Some(quota) = &self.quota {
             give_back_budget(quota, &local.batch);
         }
-        if local.failures.is_empty() && local.holding.is_empty() && local.deferred.is_empty() {
+        if local.failures.is_empty()
+            && local.holding.is_empty()
+            && local.deferred.is_empty()
+            && local.waiting.is_empty()
+            && local.explicit.is_empty()
+        {
             // Drops the events, in place.
             local.batch.clear();
         } else {
@@ -616,30 +713,40 @@ impl Executor {
         me.batch_seq.store(seq + 2, Ordering::Release);
     }
 
-    /// After a batch with failures, holds or deferrals: shares each such
-    /// event, retries or dead-letters its failures, queues the deferred
-    /// ones behind their keys; drops the rest.
+    /// After a batch with failures, holds, deferrals, waits or explicit
+    /// ids: shares each event that is not fully handled, retries or
+    /// dead-letters its failures, queues the deferred ones behind their
+    /// keys, starts the waits; drops the rest.
     #[cold]
     fn settle_batch(&self, worker: usize, shard: &Shard, local: &mut Local) {
         let mut failures = local.failures.drain(..).peekable();
         let mut holding = local.holding.drain(..).peekable();
         let mut deferred = local.deferred.drain(..).peekable();
+        let mut waiting = local.waiting.drain(..).peekable();
+        let mut explicit = local.explicit.drain(..).peekable();
         local.deferred_keys.clear();
         for (index, envelope) in local.batch.drain(..).enumerate() {
+            let routing = envelope.routing;
             if deferred.next_if_eq(&index).is_some() {
-                self.retries.hold(envelope.routing.epoch);
+                self.completion.hold(&routing);
                 if let Err(envelope) = shard.defer(Arc::new(envelope)) {
                     // Its key was released meanwhile: it is next in line.
                     self.release(worker, shard, envelope, &mut local.counts);
                 }
-                continue;
+            } else if waiting.next_if_eq(&index).is_some() {
+                self.wait_for_dependency(Arc::new(envelope));
+            } else {
+                let mine: Vec<_> = std::iter::from_fn(|| failures.next_if(|f| f.index == index))
+                    .map(|f| (f.subscriber, f.failure))
+                    .collect();
+                let rest = holding.next_if(|h| h.0 == index).map(|h| h.1);
+                if !mine.is_empty() || rest.is_some() {
+                    self.settle_event(&Arc::new(envelope), mine, rest);
+                }
             }
-            let mine: Vec<_> = std::iter::from_fn(|| failures.next_if(|f| f.index == index))
-                .map(|f| (f.subscriber, f.failure))
-                .collect();
-            let rest = holding.next_if(|h| h.0 == index).map(|h| h.1);
-            if !mine.is_empty() || rest.is_some() {
-                self.settle_event(&Arc::new(envelope), mine, rest);
+            if explicit.next_if_eq(&index).is_some() {
+                // After any hold above: an open event keeps its record.
+                self.completion.ran_explicit(&routing);
             }
         }
     }
@@ -721,8 +828,9 @@ impl Executor {
         }
     }
 
-    /// Runs an event that waited behind a held key, which `flush` counted
-    /// as pending until now; true if it holds the key in turn.
+    /// Runs an event that waited behind a held key or for its dependency
+    /// (and was open until now), unless it must wait for its dependency
+    /// first; true if it holds the key in turn.
     fn run_queued(
         &self,
         worker: usize,
@@ -730,9 +838,94 @@ impl Executor {
         envelope: &Arc<Envelope>,
         counts: &mut BatchCounts,
     ) -> bool {
-        let holds = self.run_released(worker, shard, envelope, counts);
-        self.retries.finished(envelope.routing.epoch);
+        let routing = &envelope.routing;
+        let holds = if routing.after.is_some_and(|after| !self.is_done(after)) {
+            self.wait_for_dependency(Arc::clone(envelope));
+            true
+        } else {
+            self.run_released(worker, shard, envelope, counts)
+        };
+        self.finish(routing);
         holds
+    }
+
+    /// Schedules `task`; its event stays open until the task is finished.
+    fn schedule(&self, task: Task, pause: Duration) {
+        self.completion.hold(&task.envelope().routing);
+        self.retries.schedule(task, pause);
+    }
+
+    /// Ends one hold of `routing`'s event; hands on its waiters if it is
+    /// now fully handled.
+    fn finish(&self, routing: &Routing) {
+        let waiters = self.completion.finished(routing);
+        for waiter in waiters {
+            self.fire(waiter);
+        }
+    }
+
+    /// An event whose dependency is in flight waits for it, open, with its
+    /// key held (the caller holds it).
+    fn wait_for_dependency(&self, envelope: Arc<Envelope>) {
+        let after = envelope
+            .routing
+            .after
+            .expect("only events with a dependency wait");
+        self.completion.hold(&envelope.routing);
+        self.wait_for(after, Waiter::Release(envelope));
+    }
+
+    /// Hands `waiter` on once the event at `place` is fully handled: waits
+    /// in its shard until the shard passes it (see "Waiters" in `shard`),
+    /// then as long as it is open.
+    fn wait_for(&self, place: Place, waiter: Waiter) {
+        let shard = &self.shards[place.shard as usize];
+        if shard.has_completed(place.seq) {
+            return self.hand_on(vec![(place, waiter)]);
+        }
+        shard.wait_for(place.seq, waiter);
+        fence(Ordering::SeqCst);
+        if shard.has_completed(place.seq) {
+            // The claimer may have looked before the push: hand on
+            // whatever is due, once (`take_due` is under a lock).
+            self.hand_on(shard.take_due());
+        }
+    }
+
+    /// Waiters whose place their shard has passed: fired, or queued on the
+    /// place while it is open.
+    fn hand_on(&self, due: Vec<(Place, Waiter)>) {
+        for (place, waiter) in due {
+            if let Err(waiter) = self.completion.wait_if_open(place, waiter) {
+                self.fire(waiter);
+            }
+        }
+    }
+
+    /// The event a waiter waited for is fully handled.
+    fn fire(&self, waiter: Waiter) {
+        match waiter {
+            Waiter::Release(envelope) => {
+                let owner = self.owner(envelope.routing.place.shard as usize);
+                let routing = envelope.routing;
+                // Scheduled (held) before the wait's hold ends: never
+                // closed in between.
+                self.schedule(Task::Release(envelope), Duration::ZERO);
+                self.finish(&routing);
+                self.workers[owner].sleeper.wake();
+            }
+        }
+    }
+
+    /// Runs a released event (see [`Executor::run_queued`]), then what
+    /// queued behind its key, on this worker.
+    fn run_release(&self, worker: usize, envelope: Arc<Envelope>, local: &mut Local) {
+        let seq = self.begin_batch(worker);
+        let shard = &self.shards[envelope.routing.place.shard as usize];
+        self.release(worker, shard, envelope, &mut local.counts);
+        self.end_batch(worker, seq, &mut local.counts);
+        fence(Ordering::SeqCst);
+        self.settled.notify();
     }
 
     /// One released event, with today's handlers of its type.
@@ -797,7 +990,7 @@ impl Executor {
                 attempt: attempt + 1,
                 then,
             };
-            self.retries.schedule(task, pause);
+            self.schedule(Task::Retry(task), pause);
             None
         } else {
             self.dead_letters.record(DeadLetter {
@@ -820,7 +1013,7 @@ impl Executor {
             attempt: 1,
             then: None,
         };
-        self.retries.schedule(task, Duration::ZERO);
+        self.schedule(Task::Retry(task), Duration::ZERO);
         self.workers[owner].sleeper.wake();
     }
 
@@ -833,7 +1026,7 @@ impl Executor {
             attempt,
             then,
         } = task;
-        let epoch = envelope.routing.epoch;
+        let routing = envelope.routing;
         let name = envelope.payload.name();
         let mut counts = Counts::default();
         // What this run's series held back, if the series ends here.
@@ -861,7 +1054,7 @@ impl Executor {
         // Last: after any reschedule above (so the pending count never dips
         // to 0) and after the counts are merged (so a flush that sees it
         // finished also sees its counts).
-        self.retries.finished(epoch);
+        self.finish(&routing);
         fence(Ordering::SeqCst);
         self.settled.notify();
     }

@@ -11,6 +11,7 @@ mod executor;
 mod metrics;
 mod park;
 mod payload;
+mod place;
 mod registry;
 mod reliability;
 mod ring;

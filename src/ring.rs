@@ -130,26 +130,19 @@ impl<T> Ring<T> {
     #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
     #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
-        self.push_with(value, |value| value, true)
+        self.push_with(value, |value, _| value, true)
     }
 
-    /// Pushes `value` even when the ring is closed (for follow-ups of
-    /// events already accepted, during a shutdown drain); refused only when
-    /// full.
-    #[inline]
-    pub fn push_while_closed(&self, value: T) -> Result<(), PushError<T>> {
-        self.push_with(value, |value| value, false)
-    }
-
-    /// Claims a slot, then builds the value in it from `seed` with `make`,
-    /// so a large value is written once, in place. A refused push gives
+    /// Claims a slot, then builds the value in it from `seed` and the
+    /// claimed position with `make`, so a large value is written once, in
+    /// place (`make` runs before consumers can see the slot). A refused push gives
     /// the seed back. With `refuse_when_closed` false it pushes into a
     /// closed ring too.
     #[inline(always)]
     pub fn push_with<S>(
         &self,
         seed: S,
-        make: impl FnOnce(S) -> T,
+        make: impl FnOnce(S, usize) -> T,
         refuse_when_closed: bool,
     ) -> Result<(), PushError<S>> {
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -180,7 +173,8 @@ impl<T> Ring<T> {
                         // SAFETY: winning the CAS for `pos` makes this thread
                         // the only writer of the slot until it publishes the
                         // stamp below, and the stamp said the slot is empty.
-                        slot.value.with_mut(|v| unsafe { (*v).write(make(seed)) });
+                        slot.value
+                            .with_mut(|v| unsafe { (*v).write(make(seed, pos)) });
                         // Release: the value is visible before the stamp.
                         slot.stamp.store(pos + 1, Ordering::Release);
                         return Ok(());
@@ -353,7 +347,7 @@ mod tests {
         assert!(ring.close());
         assert!(!ring.close());
         assert!(matches!(ring.push(2), Err(PushError::Closed(2))));
-        ring.push_while_closed(3).unwrap();
+        ring.push_with(3, |value, _| value, false).unwrap();
         let mut out = Vec::new();
         ring.pop_batch(&mut out, 8);
         assert_eq!(out, [1, 3]);

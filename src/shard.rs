@@ -35,11 +35,24 @@
 //! holding event's series ends (see `executor`). `held_keys` lets the
 //! dispatch path skip the lock while nothing is held.
 //!
-//! # Progress counters (for `flush`)
+//! # Progress counters (for `flush` and `Meta::after`)
 //!
-//! `completed` is the ring position up to which every event is fully
-//! handled, and `overflow_done` the number of overflow envelopes handled;
-//! only the claimer writes them, after the handlers ran.
+//! `completed` is the ring position up to which every event's batch has
+//! ended, and `overflow_done` the number of overflow envelopes whose batch
+//! has ended; only the claimer writes them, after the handlers ran (and
+//! after any hold of an event that is not fully handled yet was taken, see
+//! `completion`). An event's place (`place`) is its ring position, or its
+//! overflow sequence number, so one comparison tells whether the shard has
+//! passed it.
+//!
+//! # Waiters on places the shard has not passed
+//!
+//! `awaiting` keeps them, `awaiting_len` lets the claimer skip its lock
+//! while there are none. A waiter is pushed, then (SeqCst fence) the
+//! progress re-checked; the claimer stores progress, then (SeqCst fence,
+//! the one after each batch) reads `awaiting_len`. So either the claimer
+//! sees the waiter and hands it on, or the waiter sees the progress and
+//! hands itself on: `take_due` under the lock makes sure only one does.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +60,8 @@ use std::collections::{HashMap, VecDeque};
 use crate::envelope::Envelope;
 use crate::event::TenantId;
 use crate::park::WaitQueue;
+use crate::place::{Place, OVERFLOW};
+use crate::reliability::completion::Waiter;
 use crate::ring::{PushError, Ring};
 use crate::sync::{
     fence, lock, Arc, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Mutex, Ordering,
@@ -55,6 +70,7 @@ use crate::sync::{
 /// See the module docs.
 #[derive(Debug)]
 pub struct Shard {
+    index: usize,
     pub(crate) ring: Ring<Envelope>,
     claimed: CachePadded<AtomicBool>,
     overflow: Mutex<VecDeque<(usize, Envelope)>>,
@@ -68,6 +84,8 @@ pub struct Shard {
     pub(crate) rejected: AtomicU64,
     held: Mutex<HeldKeys>,
     held_keys: AtomicUsize,
+    awaiting: Mutex<Vec<(u64, Waiter)>>,
+    awaiting_len: AtomicUsize,
 }
 
 /// Each held (tenant, key), with the events queued behind it, in order.
@@ -81,8 +99,10 @@ pub(crate) struct Progress {
 }
 
 impl Shard {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Shard number `index` of its bus.
+    pub(crate) fn new(index: usize, capacity: usize) -> Self {
         Shard {
+            index,
             ring: Ring::new(capacity),
             claimed: CachePadded(AtomicBool::new(false)),
             overflow: Mutex::new(VecDeque::new()),
@@ -94,6 +114,8 @@ impl Shard {
             rejected: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
             held_keys: AtomicUsize::new(0),
+            awaiting: Mutex::new(Vec::new()),
+            awaiting_len: AtomicUsize::new(0),
         }
     }
 
@@ -169,30 +191,49 @@ impl Shard {
         self.ring.pushed() as u64 + self.overflow_pushed.load(Ordering::Relaxed)
     }
 
+    /// Pushes into the ring, building the envelope in its slot from `seed`
+    /// and its place; `refuse_when_closed` as for [`Ring::push_with`].
+    #[inline(always)]
+    pub(crate) fn push<S>(
+        &self,
+        seed: S,
+        make: impl FnOnce(S, Place) -> Envelope,
+        refuse_when_closed: bool,
+    ) -> Result<(), PushError<S>> {
+        self.ring.push_with(
+            seed,
+            |seed, pos| make(seed, Place::ring(self.index, pos)),
+            refuse_when_closed,
+        )
+    }
+
     /// Pushes a follow-up published on a worker thread: into the ring if it
     /// has room and no overflow is waiting, into the overflow otherwise.
     /// Accepted even when the ring is closed (a shutdown drain).
-    pub(crate) fn push_from_worker(&self, envelope: Envelope) {
-        let envelope = if self.overflow_len.load(Ordering::Acquire) == 0 {
-            match self.ring.push_while_closed(envelope) {
+    pub(crate) fn push_from_worker<S>(&self, seed: S, make: impl Fn(S, Place) -> Envelope) {
+        let seed = if self.overflow_len.load(Ordering::Acquire) == 0 {
+            match self.push(seed, &make, false) {
                 Ok(()) => return,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
         } else {
-            envelope
+            seed
         };
         let mut queue = lock(&self.overflow);
-        let envelope = if queue.is_empty() {
+        let seed = if queue.is_empty() {
             // The claimer emptied it meanwhile; the ring comes first again.
-            match self.ring.push_while_closed(envelope) {
+            match self.push(seed, &make, false) {
                 Ok(()) => return,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
         } else {
-            envelope
+            seed
         };
+        let seq = self.overflow_pushed.load(Ordering::Relaxed);
+        let envelope = make(seed, Place::overflow(self.index, seq));
         queue.push_back((self.ring.pushed(), envelope));
-        self.overflow_pushed.fetch_add(1, Ordering::Relaxed);
+        // Only written under the overflow lock.
+        self.overflow_pushed.store(seq + 1, Ordering::Relaxed);
         self.overflow_len.store(queue.len(), Ordering::Release);
         // What the ring's claim fence is for ring pushes: the owner's
         // re-check before parking, and flush's snapshot, see this push, or
@@ -245,6 +286,63 @@ impl Shard {
             ring: self.ring.pushed() as u64,
             overflow: self.overflow_pushed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the batch of the event at shard sequence number `seq` ended.
+    #[inline]
+    pub(crate) fn has_completed(&self, seq: u64) -> bool {
+        if seq & OVERFLOW == 0 {
+            self.completed.load(Ordering::Acquire) > seq
+        } else {
+            self.overflow_done.load(Ordering::Acquire) > seq & !OVERFLOW
+        }
+    }
+
+    /// Whether an event was accepted at shard sequence number `seq`.
+    pub(crate) fn has_accepted(&self, seq: u64) -> bool {
+        if seq & OVERFLOW == 0 {
+            (self.ring.pushed() as u64) > seq
+        } else {
+            self.overflow_pushed.load(Ordering::Relaxed) > seq & !OVERFLOW
+        }
+    }
+
+    /// Queues `waiter` until the shard passes `seq`; the caller then
+    /// fences and re-checks (see "Waiters").
+    pub(crate) fn wait_for(&self, seq: u64, waiter: Waiter) {
+        let mut awaiting = lock(&self.awaiting);
+        awaiting.push((seq, waiter));
+        self.awaiting_len.store(awaiting.len(), Ordering::Relaxed);
+    }
+
+    /// Whether waiters are queued; read after the fence that follows a
+    /// progress store.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.awaiting_len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Takes the waiters whose place the shard has passed.
+    pub(crate) fn take_due(&self) -> Vec<(Place, Waiter)> {
+        let mut awaiting = lock(&self.awaiting);
+        let mut due = Vec::new();
+        let mut at = 0;
+        while at < awaiting.len() {
+            if self.has_completed(awaiting[at].0) {
+                let (seq, waiter) = awaiting.swap_remove(at);
+                due.push((
+                    Place {
+                        shard: self.index as u32,
+                        seq,
+                    },
+                    waiter,
+                ));
+            } else {
+                at += 1;
+            }
+        }
+        self.awaiting_len.store(awaiting.len(), Ordering::Relaxed);
+        due
     }
 
     /// Whether everything up to `target` is fully handled.

@@ -1,7 +1,9 @@
 //! Delivery guarantees beyond the ring: retry policies, the retry
-//! schedule, the dead-letter store, deduplication of republished ids, and
+//! schedule, completion tracking (what `flush` and `Meta::after` wait
+//! for), the dead-letter store, deduplication of republished ids, and
 //! per-tenant quotas.
 
+pub(crate) mod completion;
 pub(crate) mod dead_letter;
 pub(crate) mod dedup;
 pub(crate) mod quota;

@@ -1,22 +1,40 @@
-//! The retry schedule: failed runs waiting out their backoff.
+//! The retry schedule: failed runs waiting out their backoff, and released
+//! events waiting for a worker.
 //!
 //! A failed run that may be retried becomes a [`RetryTask`] in a min-heap
-//! ordered by due time. It never blocks a worker or holds up other events:
-//! any worker takes due tasks at the top of its loop (a lock-free check of
-//! `next_due` first) and runs them, and a worker about to park sleeps no
-//! longer than until the next due time. `pending` counts the tasks not yet
-//! finished, per flush epoch, so that `flush` and `shutdown` wait for the
-//! retries of the events they settle: a task is counted from `schedule`
-//! until `finished`, and a rescheduled task is scheduled again before the
-//! run that failed is finished, so the count never dips to 0 in between.
+//! ordered by due time; an event whose dependency was handled (see
+//! `completion`) becomes a [`Task::Release`], due at once. Neither blocks
+//! a worker or holds up other events: any worker takes due tasks at the
+//! top of its loop (a lock-free check of `next_due` first) and runs them,
+//! and a worker about to park sleeps no longer than until the next due
+//! time. What keeps `flush` waiting for them is the executor's business
+//! (`completion`), not the schedule's.
 
 use std::cmp::Ordering as Order;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::envelope::Envelope;
 use crate::registry::Subscriber;
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+
+/// Work that waits for its time.
+pub(crate) enum Task {
+    /// One handler's next run on one event.
+    Retry(RetryTask),
+    /// An event whose dependency is fully handled: to be run in full.
+    Release(Arc<Envelope>),
+}
+
+impl Task {
+    /// The event the task is about.
+    pub(crate) fn envelope(&self) -> &Envelope {
+        match self {
+            Task::Retry(retry) => &retry.envelope,
+            Task::Release(envelope) => envelope,
+        }
+    }
+}
 
 /// One handler's next run on one event.
 pub(crate) struct RetryTask {
@@ -49,7 +67,7 @@ impl Continuation {
 struct Queued {
     due: Instant,
     seq: u64,
-    task: RetryTask,
+    task: Task,
 }
 
 impl PartialEq for Queued {
@@ -73,7 +91,6 @@ impl Ord for Queued {
 #[derive(Default)]
 struct State {
     heap: BinaryHeap<Queued>,
-    pending: BTreeMap<u64, usize>,
     seq: u64,
 }
 
@@ -106,13 +123,9 @@ impl RetrySchedule {
         self.next_due.store(next, Ordering::Release);
     }
 
-    /// Queues `task` to run after `pause`, counting it as pending.
-    pub(crate) fn schedule(&self, task: RetryTask, pause: Duration) {
+    /// Queues `task` to run after `pause`.
+    pub(crate) fn schedule(&self, task: Task, pause: Duration) {
         let mut state = lock(&self.state);
-        *state
-            .pending
-            .entry(task.envelope.routing.epoch)
-            .or_default() += 1;
         state.seq += 1;
         let seq = state.seq;
         state.heap.push(Queued {
@@ -126,7 +139,7 @@ impl RetrySchedule {
     /// The earliest task whose time has come, if any; without a lock when
     /// nothing is due.
     #[inline]
-    pub(crate) fn pop_due(&self) -> Option<RetryTask> {
+    pub(crate) fn pop_due(&self) -> Option<Task> {
         let next = self.next_due.load(Ordering::Acquire);
         if next == NONE_DUE || self.nanos(Instant::now()) < next {
             return None;
@@ -149,28 +162,6 @@ impl RetrySchedule {
             Duration::from_nanos(next)
                 .saturating_sub(Instant::now().saturating_duration_since(self.origin))
         })
-    }
-
-    /// A task of `epoch` ran for the last time (succeeded, was dead-lettered,
-    /// or was dropped because its subscription is gone).
-    pub(crate) fn finished(&self, epoch: u64) {
-        let mut state = lock(&self.state);
-        if let Some(count) = state.pending.get_mut(&epoch) {
-            *count -= 1;
-            if *count == 0 {
-                state.pending.remove(&epoch);
-            }
-        }
-    }
-
-    /// Counts a held-back event of `epoch` as pending until `finished`.
-    pub(crate) fn hold(&self, epoch: u64) {
-        *lock(&self.state).pending.entry(epoch).or_default() += 1;
-    }
-
-    /// Whether a task of an epoch up to `epoch` is still pending.
-    pub(crate) fn pending_up_to(&self, epoch: u64) -> bool {
-        lock(&self.state).pending.range(..=epoch).next().is_some()
     }
 }
 

@@ -1,0 +1,293 @@
+//! `Meta::after`: an event waits until the event it names is fully handled.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{wait_until, within, Gate};
+use diana_bus::{Bus, Context, Event, EventId, HandlerError, HandlerResult, Meta, RetryPolicy};
+
+/// A step of some flow, keyed by `key`, logged by name when handled.
+struct Step {
+    name: &'static str,
+    key: u64,
+}
+impl Event for Step {
+    fn key(&self) -> Option<u64> {
+        Some(self.key)
+    }
+}
+
+fn step(name: &'static str, key: u64) -> Step {
+    Step { name, key }
+}
+
+type Log = Arc<Mutex<Vec<&'static str>>>;
+
+/// A bus whose one handler logs each step, and stops at `gate` for the
+/// step called "gated" until the gate opens.
+fn logging_bus(workers: usize, gate: &Gate) -> (Bus, Log) {
+    let bus = Bus::builder().workers(workers).shards(8).build().unwrap();
+    let log = Log::default();
+    let (seen, gate) = (log.clone(), gate.clone());
+    bus.subscribe(move |s: &Step, _: &Context| -> HandlerResult {
+        if s.name == "gated" {
+            gate.wait();
+        }
+        seen.lock().unwrap().push(s.name);
+        Ok(())
+    });
+    (bus, log)
+}
+
+fn logged(log: &Log, name: &str) -> bool {
+    log.lock().unwrap().contains(&name)
+}
+
+#[test]
+fn a_dependent_waits_without_blocking_its_worker() {
+    within(30, || {
+        // One worker: had the wait blocked it, nothing else would run.
+        let bus = Bus::builder().workers(1).shards(8).build().unwrap();
+        let log = Log::default();
+        let gate = Arc::new(AtomicBool::new(false));
+        let (seen, open) = (log.clone(), gate.clone());
+        bus.subscriber::<Step>()
+            .retry(RetryPolicy::fixed(u32::MAX, Duration::from_millis(2)))
+            .subscribe(move |s: &Step, _: &Context| -> HandlerResult {
+                if s.name == "retrying" && !open.load(Ordering::Acquire) {
+                    return Err(HandlerError::transient("gate closed"));
+                }
+                seen.lock().unwrap().push(s.name);
+                Ok(())
+            });
+        let first = bus.publish(step("retrying", 1)).unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(first))
+            .unwrap();
+        // Key 1 too: a retry holds no key unless asked to.
+        for key in [1, 3, 4, 5, 6, 7, 8, 9, 10] {
+            bus.publish(step("other", key)).unwrap();
+        }
+        wait_until(10, || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|n| **n == "other")
+                .count()
+                == 9
+        });
+        assert!(!logged(&log, "dependent"));
+        gate.store(true, Ordering::Release);
+        bus.flush();
+        let log = log.lock().unwrap();
+        let at = |name| log.iter().position(|n| *n == name).unwrap();
+        assert!(at("retrying") < at("dependent"), "{log:?}");
+    });
+}
+
+#[test]
+fn later_events_of_a_waiting_key_stay_behind_it() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, log) = logging_bus(2, &gate);
+        let first = bus.publish(step("gated", 1)).unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(first))
+            .unwrap();
+        bus.publish(step("same key, later", 2)).unwrap();
+        bus.publish(step("other key", 3)).unwrap();
+        wait_until(10, || logged(&log, "other key"));
+        assert!(!logged(&log, "same key, later"));
+        gate.open();
+        bus.flush();
+        let log = log.lock().unwrap();
+        let at = |name| log.iter().position(|n| *n == name).unwrap();
+        assert!(at("gated") < at("dependent"));
+        assert!(at("dependent") < at("same key, later"), "{log:?}");
+    });
+}
+
+#[test]
+fn flush_waits_for_dependents() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, log) = logging_bus(2, &gate);
+        let first = bus.publish(step("gated", 1)).unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(first))
+            .unwrap();
+        let opener = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                gate.open();
+            })
+        };
+        bus.flush();
+        assert!(
+            logged(&log, "dependent"),
+            "flush returned before the dependent ran"
+        );
+        opener.join().unwrap();
+    });
+}
+
+#[test]
+fn a_dependency_is_handled_only_once_its_retries_succeed() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let log = Log::default();
+        let seen = log.clone();
+        bus.subscriber::<Step>()
+            .retry(RetryPolicy::fixed(4, Duration::from_millis(20)))
+            .subscribe(move |s: &Step, ctx: &Context| -> HandlerResult {
+                if s.name == "flaky" && ctx.attempt() < 3 {
+                    seen.lock().unwrap().push("flaky failed");
+                    return Err(HandlerError::transient("not yet"));
+                }
+                seen.lock().unwrap().push(s.name);
+                Ok(())
+            });
+        let flaky = bus.publish(step("flaky", 1)).unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(flaky))
+            .unwrap();
+        bus.flush();
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["flaky failed", "flaky failed", "flaky", "dependent"]
+        );
+    });
+}
+
+#[test]
+fn a_dead_lettered_dependency_releases_its_dependents() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let log = Log::default();
+        let seen = log.clone();
+        bus.subscriber::<Step>()
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(10)))
+            .subscribe(move |s: &Step, _: &Context| -> HandlerResult {
+                seen.lock().unwrap().push(s.name);
+                match s.name {
+                    "doomed" => Err(HandlerError::transient("always")),
+                    _ => Ok(()),
+                }
+            });
+        let doomed = bus.publish(step("doomed", 1)).unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(doomed))
+            .unwrap();
+        bus.flush();
+        assert_eq!(*log.lock().unwrap(), ["doomed", "doomed", "dependent"]);
+        assert_eq!(bus.dead_letters().len(), 1);
+    });
+}
+
+#[test]
+fn dependencies_chain() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, log) = logging_bus(2, &gate);
+        let first = bus.publish(step("gated", 1)).unwrap();
+        let second = bus
+            .publish_with(step("second", 2), Meta::new().after(first))
+            .unwrap();
+        bus.publish_with(step("third", 3), Meta::new().after(second))
+            .unwrap();
+        gate.open();
+        bus.flush();
+        assert_eq!(*log.lock().unwrap(), ["gated", "second", "third"]);
+    });
+}
+
+#[test]
+fn an_explicit_id_in_flight_is_waited_for() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, log) = logging_bus(2, &gate);
+        bus.publish_with(step("gated", 1), Meta::new().id(EventId(7)))
+            .unwrap();
+        bus.publish_with(step("dependent", 2), Meta::new().after(EventId(7)))
+            .unwrap();
+        bus.publish(step("other", 3)).unwrap();
+        wait_until(10, || logged(&log, "other"));
+        assert!(!logged(&log, "dependent"));
+        gate.open();
+        bus.flush();
+        let log = log.lock().unwrap();
+        let at = |name| log.iter().position(|n| *n == name).unwrap();
+        assert!(at("gated") < at("dependent"), "{log:?}");
+    });
+}
+
+#[test]
+fn unknown_finished_and_not_yet_published_ids_are_satisfied_at_once() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, log) = logging_bus(2, &gate);
+        // Finished: handled before the dependent is published.
+        let done = bus.publish(step("done", 1)).unwrap();
+        bus.flush();
+        bus.publish_with(step("after finished", 2), Meta::new().after(done))
+            .unwrap();
+        // Unknown: never published, or another bus's id.
+        bus.publish_with(step("after unknown", 3), Meta::new().after(EventId(99)))
+            .unwrap();
+        let other_bus = Bus::builder().workers(1).build().unwrap();
+        let foreign = other_bus.publish(step("elsewhere", 1)).unwrap();
+        bus.publish_with(step("after foreign", 4), Meta::new().after(foreign))
+            .unwrap();
+        // Not yet published: the id is given to a gated event afterwards,
+        // and the dependent does not wait for it.
+        bus.publish_with(step("after later", 5), Meta::new().after(EventId(5)))
+            .unwrap();
+        bus.publish_with(step("gated", 6), Meta::new().id(EventId(5)))
+            .unwrap();
+        wait_until(10, || {
+            [
+                "after finished",
+                "after unknown",
+                "after foreign",
+                "after later",
+            ]
+            .iter()
+            .all(|name| logged(&log, name))
+        });
+        assert!(!logged(&log, "gated"));
+        gate.open();
+        bus.flush();
+    });
+}
+
+#[test]
+fn handlers_can_publish_dependents_and_shutdown_waits_for_them() {
+    within(30, || {
+        let gate = Gate::default();
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let log = Log::default();
+        let (seen, g) = (log.clone(), gate.clone());
+        bus.subscribe(move |s: &Step, ctx: &Context| -> HandlerResult {
+            if s.name == "gated" {
+                g.wait();
+            }
+            if s.name == "parent" {
+                let first = ctx.publish(step("gated", 10));
+                ctx.publish_with(step("child", 11), Meta::new().after(first));
+            }
+            seen.lock().unwrap().push(s.name);
+            Ok(())
+        });
+        bus.publish(step("parent", 1)).unwrap();
+        let opener = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                gate.open();
+            })
+        };
+        let report = bus.shutdown();
+        opener.join().unwrap();
+        assert_eq!(*log.lock().unwrap(), ["parent", "gated", "child"]);
+        assert_eq!(report.delivered, 3);
+    });
+}
