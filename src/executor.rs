@@ -542,10 +542,13 @@ impl Executor {
         tracing::debug!("worker stopped");
     }
 
-    /// W3 of the sleeper protocol: work that this worker must do itself.
+    /// W3 of the sleeper protocol: work that this worker must do itself,
+    /// or a task that is due.
     fn has_work_for(&self, index: usize) -> bool {
-        self.owned(index)
-            .any(|s| self.shards[s].has_pending() && !self.shards[s].is_claimed())
+        self.retries.has_due()
+            || self
+                .owned(index)
+                .any(|s| self.shards[s].has_pending() && !self.shards[s].is_claimed())
     }
 
     fn owned(&self, index: usize) -> impl Iterator<Item = usize> {
@@ -906,13 +909,11 @@ impl Executor {
     fn fire(&self, waiter: Waiter) {
         match waiter {
             Waiter::Release(envelope) => {
-                let owner = self.owner(envelope.routing.place.shard as usize);
                 let routing = envelope.routing;
                 // Scheduled (held) before the wait's hold ends: never
                 // closed in between.
-                self.schedule(Task::Release(envelope), Duration::ZERO);
+                self.run_soon(Task::Release(envelope));
                 self.finish(&routing);
-                self.workers[owner].sleeper.wake();
             }
         }
     }
@@ -1006,15 +1007,23 @@ impl Executor {
     /// Runs a dead letter's handler again, as a new first attempt, on the
     /// next worker round.
     pub(crate) fn replay(&self, letter: DeadLetter) {
-        let owner = self.owner(self.shard_of(&letter.envelope.routing));
         let task = RetryTask {
             envelope: letter.envelope,
             subscriber: letter.subscriber,
             attempt: 1,
             then: None,
         };
-        self.schedule(Task::Retry(task), Duration::ZERO);
-        self.workers[owner].sleeper.wake();
+        self.run_soon(Task::Retry(task));
+    }
+
+    /// Schedules `task` due at once and wakes the owner of its event's
+    /// shard if it sleeps: the task is work that a worker's pre-park check
+    /// sees (P3 of the sleeper protocol in `park`, with the fence here).
+    fn run_soon(&self, task: Task) {
+        let owner = self.owner(task.envelope().routing.place.shard as usize);
+        self.schedule(task, Duration::ZERO);
+        fence(Ordering::SeqCst);
+        self.workers[owner].sleeper.wake_if_sleeping();
     }
 
     /// Runs one due retry (or replay) on this worker.

@@ -33,21 +33,21 @@
 //! its wait.
 
 use crate::sync::{
-    fence, lock, thread, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
+    fence, lock, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Parker,
 };
 
-/// One worker's sleep flag and thread handle.
+/// One worker's sleep flag and parker.
 #[derive(Debug, Default)]
 pub struct Sleeper {
     sleeping: AtomicBool,
-    thread: Mutex<Option<thread::Thread>>,
+    parker: Parker,
 }
 
 impl Sleeper {
     /// Records the calling thread as the one to unpark; call once, on the
     /// worker thread, before it ever parks.
     pub fn register_current(&self) {
-        *lock(&self.thread) = Some(thread::current());
+        self.parker.register_current();
     }
 
     /// W1 and W2: announce sleep. Then check for work; then [`Sleeper::park`]
@@ -67,7 +67,7 @@ impl Sleeper {
     /// W4: sleep until woken, or for at most `at_most` (the caller
     /// re-checks everything anyway, so early returns are harmless).
     pub fn park(&self, at_most: std::time::Duration) {
-        park_at_most(at_most);
+        self.parker.park(at_most);
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
@@ -87,21 +87,8 @@ impl Sleeper {
 
     /// Unparks the worker unconditionally (shutdown).
     pub fn wake(&self) {
-        if let Some(thread) = lock(&self.thread).as_ref() {
-            thread.unpark();
-        }
+        self.parker.unpark();
     }
-}
-
-#[cfg(not(diana_bus_loom))]
-fn park_at_most(at_most: std::time::Duration) {
-    thread::park_timeout(at_most);
-}
-
-/// Loom has no time: models park until woken, so a lost wake-up shows.
-#[cfg(diana_bus_loom)]
-fn park_at_most(_: std::time::Duration) {
-    thread::park();
 }
 
 /// Threads waiting for a condition that other threads make true.

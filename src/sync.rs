@@ -129,6 +129,66 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Park and unpark for one thread, with a wake-up token: an `unpark`
+/// before `park` makes that `park` return at once.
+///
+/// std's `thread::park_timeout`/`unpark`; under loom a token behind a
+/// mutex and a condvar, because loom 0.7's `unpark` makes a thread that is
+/// blocked on a mutex runnable (it then fails loom's "expected to be able
+/// to acquire lock" assertion), and a worker is unparked at any moment by
+/// a producer that saw it announce sleep, also after it woke and went on
+/// to take a lock. Loom has no time: its `park` waits for the token.
+#[derive(Debug, Default)]
+pub(crate) struct Parker {
+    #[cfg(not(diana_bus_loom))]
+    thread: Mutex<Option<thread::Thread>>,
+    #[cfg(diana_bus_loom)]
+    token: Mutex<bool>,
+    #[cfg(diana_bus_loom)]
+    cond: Condvar,
+}
+
+#[cfg(not(diana_bus_loom))]
+impl Parker {
+    /// Records the calling thread as the one that parks.
+    pub(crate) fn register_current(&self) {
+        *lock(&self.thread) = Some(thread::current());
+    }
+
+    /// Waits for the token, or for at most `at_most`.
+    pub(crate) fn park(&self, at_most: std::time::Duration) {
+        thread::park_timeout(at_most);
+    }
+
+    /// Gives the registered thread the token.
+    pub(crate) fn unpark(&self) {
+        if let Some(thread) = lock(&self.thread).as_ref() {
+            thread.unpark();
+        }
+    }
+}
+
+#[cfg(diana_bus_loom)]
+impl Parker {
+    pub(crate) fn register_current(&self) {}
+
+    pub(crate) fn park(&self, _: std::time::Duration) {
+        let mut token = lock(&self.token);
+        while !*token {
+            token = self
+                .cond
+                .wait(token)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *token = false;
+    }
+
+    pub(crate) fn unpark(&self) {
+        *lock(&self.token) = true;
+        self.cond.notify_one();
+    }
+}
+
 /// Pads and aligns a value to two cache lines, so that counters written by
 /// different threads never share one (128 bytes covers the adjacent-line
 /// prefetcher of x86 and the 128-byte lines of Apple silicon).

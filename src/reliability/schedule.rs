@@ -136,12 +136,18 @@ impl RetrySchedule {
         self.publish_next_due(&state);
     }
 
+    /// Whether a task's time has come; no lock.
+    #[inline]
+    pub(crate) fn has_due(&self) -> bool {
+        let next = self.next_due.load(Ordering::Acquire);
+        next != NONE_DUE && self.nanos(Instant::now()) >= next
+    }
+
     /// The earliest task whose time has come, if any; without a lock when
     /// nothing is due.
     #[inline]
     pub(crate) fn pop_due(&self) -> Option<Task> {
-        let next = self.next_due.load(Ordering::Acquire);
-        if next == NONE_DUE || self.nanos(Instant::now()) < next {
+        if !self.has_due() {
             return None;
         }
         let mut state = lock(&self.state);
