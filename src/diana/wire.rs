@@ -88,6 +88,9 @@ pub trait WireEvent: Event + Serialize + DeserializeOwned + fmt::Debug {
 /// [`downcast`](#method.downcast), or publish it with
 /// [`publish`](Self::publish): the bus delivers it as its concrete type.
 ///
+/// The trait is sealed: only the registry makes these (implement
+/// [`WireEvent`] for your own types instead).
+///
 /// # Examples
 ///
 /// ```
@@ -104,7 +107,7 @@ pub trait WireEvent: Event + Serialize + DeserializeOwned + fmt::Debug {
 /// assert_eq!(message.message(), "hi");
 /// # Ok::<(), diana_bus::diana::DomainError>(())
 /// ```
-pub trait DecodedEvent: Send + Sync + fmt::Debug + 'static {
+pub trait DecodedEvent: sealed::Sealed + Send + Sync + fmt::Debug + 'static {
     /// The wire name ([`WireEvent::NAME`]).
     fn name(&self) -> &'static str;
 
@@ -147,6 +150,7 @@ impl dyn DecodedEvent {
         }
         match self.into_any().downcast::<E>() {
             Ok(event) => Ok(*event),
+            // Sealed: the only implementation gives the same value from both.
             Err(_) => unreachable!("as_any and into_any give the same value"),
         }
     }
@@ -166,6 +170,14 @@ impl<E: WireEvent> fmt::Debug for Decoded<E> {
 fn erase<E: WireEvent>(event: E) -> Box<dyn DecodedEvent> {
     Box::new(Decoded(event))
 }
+
+mod sealed {
+    /// Keeps [`DecodedEvent`](super::DecodedEvent) to [`Decoded`](super::Decoded),
+    /// so `as_any` and `into_any` always give the same concrete event.
+    pub trait Sealed {}
+}
+
+impl<E: WireEvent> sealed::Sealed for Decoded<E> {}
 
 impl<E: WireEvent> DecodedEvent for Decoded<E> {
     fn name(&self) -> &'static str {
