@@ -4,6 +4,7 @@
 
 mod bus;
 mod context;
+pub mod diana;
 mod envelope;
 mod error;
 mod event;
