@@ -13,10 +13,11 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::context::Context;
+use crate::delivery::Tracker;
 use crate::envelope::Envelope;
 use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, TenantId};
-use crate::executor::{spawn_workers, Config, Executor};
+use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
 use crate::registry::{SubscriberOptions, Subscription};
@@ -39,6 +40,24 @@ const DEFAULT_DEDUP_SIZE: usize = 10_000;
 const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
+
+/// What became of a publish that was not refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sent {
+    Accepted(Accepted),
+    /// An explicit id seen within the dedup window: acknowledged, not
+    /// handled again.
+    Duplicate(EventId),
+}
+
+impl Sent {
+    pub(crate) fn id(self) -> EventId {
+        match self {
+            Sent::Accepted(accepted) => accepted.id,
+            Sent::Duplicate(id) => id,
+        }
+    }
+}
 
 /// What `publish` does when the shard's ring is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -201,7 +220,10 @@ impl BusBuilder {
             inner: Arc::new(Inner {
                 executor,
                 workers: Mutex::new(workers),
-                block: self.backpressure == Backpressure::Block,
+                on_full: match self.backpressure {
+                    Backpressure::Block => OnFull::Wait,
+                    Backpressure::Reject => OnFull::Refuse,
+                },
             }),
         })
     }
@@ -275,7 +297,7 @@ pub struct Bus {
 struct Inner {
     executor: Arc<Executor>,
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
-    block: bool,
+    on_full: OnFull,
 }
 
 impl Bus {
@@ -353,7 +375,7 @@ impl Bus {
     /// [`PublishError::Full`]. After shutdown: [`PublishError::Closed`].
     #[inline]
     pub fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
-        self.send(event, Meta::new(), self.inner.block)
+        self.publish_with(event, Meta::new())
     }
 
     /// [`Bus::publish`] with tenant, key or id set by `meta`. An id already
@@ -362,33 +384,39 @@ impl Bus {
     /// handled again; `MetricsSnapshot::deduplicated` counts it.
     #[inline]
     pub fn publish_with<E: Event>(&self, event: E, meta: Meta) -> Result<EventId, PublishError<E>> {
-        self.send(event, meta, self.inner.block)
+        self.send((event, meta, None), self.inner.on_full)
+            .map(|sent| sent.id())
     }
 
     /// Publishes without ever blocking: a full ring returns
     /// [`PublishError::Full`] whatever the backpressure policy.
     #[inline]
     pub fn try_publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
-        self.send(event, Meta::new(), false)
+        self.send((event, Meta::new(), None), OnFull::Refuse)
+            .map(|sent| sent.id())
     }
 
+    /// Every publish: deduplication, the tenant's quota, the push. A
+    /// refused event comes back; with [`OnFull::Retry`] a full ring or
+    /// quota is not counted as a refusal (the async caller tries again).
     #[inline]
-    fn send<E: Event>(
+    pub(crate) fn send<E: Event>(
         &self,
-        event: E,
-        meta: Meta,
-        block: bool,
-    ) -> Result<EventId, PublishError<E>> {
+        (event, meta, tracker): (E, Meta, Option<Arc<Tracker>>),
+        on_full: OnFull,
+    ) -> Result<Sent, PublishError<E>> {
         let executor = &self.inner.executor;
         let routing = executor.route(&event, meta, executor.epoch());
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
         if explicit && !executor.dedup.reserve(tenant, id) {
-            return Ok(id);
+            return Ok(Sent::Duplicate(id));
         }
         if let Some(quota) = &executor.quota {
-            if let Err(over) = self.take_budget(quota, tenant, block) {
-                executor.count_rejected(&routing);
+            if let Err(over) = self.take_budget(quota, tenant, on_full == OnFull::Wait) {
+                if !(over == Over::Limit && on_full == OnFull::Retry) {
+                    executor.count_rejected(&routing);
+                }
                 if explicit {
                     executor.dedup.release(tenant, id);
                 }
@@ -398,7 +426,7 @@ impl Bus {
                 });
             }
         }
-        let pushed = executor.push(routing, event, block);
+        let pushed = executor.push((routing, event, tracker), on_full);
         if pushed.is_err() {
             if explicit {
                 executor.dedup.release(tenant, id);
@@ -407,7 +435,12 @@ impl Bus {
                 quota.give_back(tenant, 1);
             }
         }
-        pushed
+        pushed.map(Sent::Accepted)
+    }
+
+    /// The executor, for the async adapter.
+    pub(crate) fn executor(&self) -> &Executor {
+        &self.inner.executor
     }
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a

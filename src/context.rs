@@ -10,6 +10,7 @@ pub struct Context<'a> {
     pub(crate) worker: usize,
     pub(crate) routing: &'a Routing,
     pub(crate) attempt: u32,
+    pub(crate) handler: &'a str,
 }
 
 impl Context<'_> {
@@ -31,6 +32,12 @@ impl Context<'_> {
     /// Which run of this handler for this event this is: 1 on the first.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The name of the subscription being run (see
+    /// [`crate::SubscriberBuilder::name`]).
+    pub fn handler(&self) -> &str {
+        self.handler
     }
 
     /// The event whose handler published this one, if any.

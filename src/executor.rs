@@ -52,9 +52,11 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Waker;
 use std::time::Duration;
 
 use crate::context::Context;
+use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::Envelope;
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
@@ -99,6 +101,36 @@ thread_local! {
     #[allow(clippy::missing_const_for_thread_local)]
     /// The executor (by address) and index of the worker on this thread.
     static CURRENT_WORKER: Cell<(usize, usize)> = Cell::new((0, 0));
+}
+
+/// What a publish brings to its shard: routing, event, and the tracker of
+/// a publisher that waits for the outcome.
+pub(crate) type Seed<E> = (Routing, E, Option<Arc<Tracker>>);
+
+/// Where an accepted publish went.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Accepted {
+    pub(crate) id: EventId,
+    pub(crate) place: Place,
+}
+
+impl Accepted {
+    const NONE: Accepted = Accepted {
+        id: EventId(0),
+        place: Place::UNSET,
+    };
+}
+
+/// What a publish does when its shard's ring is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnFull {
+    /// Gives the event back, counted as refused (`try_publish`, `Reject`).
+    Refuse,
+    /// Waits for room (`Block`).
+    Wait,
+    /// Gives the event back uncounted: an async publisher waits for room
+    /// and tries again.
+    Retry,
 }
 
 /// The bus's sizing, validated by the builder.
@@ -268,13 +300,13 @@ impl Executor {
 
     /// The envelope of an accepted event, built in its ring slot or
     /// overflow entry: gives it its place, and a generated id or a record
-    /// of its explicit one. Returns its id through `id`.
+    /// of its explicit one. Tells where it went through `accepted`.
     #[inline(always)]
     fn envelope<E: Event>(
         &self,
-        (mut routing, event): (Routing, E),
+        (mut routing, event, tracker): Seed<E>,
         place: Place,
-        id: &Cell<EventId>,
+        accepted: &Cell<Accepted>,
     ) -> Envelope {
         routing.place = place;
         if routing.explicit {
@@ -282,37 +314,53 @@ impl Executor {
         } else {
             routing.id = place.id(self.tag);
         }
-        id.set(routing.id);
-        Envelope::new((routing, event))
+        accepted.set(Accepted {
+            id: routing.id,
+            place,
+        });
+        Envelope::new(routing, event, tracker)
     }
 
     /// Pushes a root publish, building its envelope in the claimed slot.
-    /// With `block`, waits for room (never on a worker thread: there the
-    /// envelope goes to the shard's overflow). A refusal gives the event back.
+    /// On a full ring, does what `on_full` says (a worker thread never
+    /// waits: there the envelope goes to the shard's overflow). A refusal
+    /// gives the event back.
     #[inline]
     pub(crate) fn push<E: Event>(
         &self,
-        routing: Routing,
-        event: E,
-        block: bool,
-    ) -> Result<EventId, PublishError<E>> {
-        let index = self.shard_of(&routing);
+        seed: Seed<E>,
+        on_full: OnFull,
+    ) -> Result<Accepted, PublishError<E>> {
+        let index = self.shard_of(&seed.0);
         let shard = &self.shards[index];
-        let id = Cell::new(EventId(0));
-        let make = |seed, place| self.envelope(seed, place, &id);
-        let result = match shard.push((routing, event), make, true) {
+        let accepted = Cell::new(Accepted::NONE);
+        let make = |seed, place| self.envelope(seed, place, &accepted);
+        let result = match shard.push(seed, make, true) {
             Ok(()) => Ok(()),
-            Err(PushError::Closed((_, event))) => Err(PublishError::Closed(event)),
-            Err(PushError::Full((_, event))) if !block => Err(PublishError::Full(event)),
-            Err(PushError::Full(seed)) => self.push_blocking(shard, seed, &id),
+            Err(PushError::Closed((_, event, _))) => Err(PublishError::Closed(event)),
+            Err(PushError::Full(seed)) => match on_full {
+                OnFull::Wait => self.push_blocking(shard, seed, &accepted),
+                OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.1)),
+            },
         };
         match result {
             Ok(()) => self.after_push(index),
+            Err(PublishError::Full(_)) if on_full == OnFull::Retry => {}
             Err(_) => {
                 shard.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-        result.map(|()| id.get())
+        result.map(|()| accepted.get())
+    }
+
+    /// Leaves `waker` with the waiters for room in the ring that `routing`
+    /// goes to, and with the tenant quota's; the caller then tries again
+    /// (the wait queues' protocol in `park`).
+    pub(crate) fn wait_for_room(&self, routing: &Routing, waker: &Waker) {
+        self.shards[self.shard_of(routing)].space.register(waker);
+        if let Some(quota) = &self.quota {
+            quota.space.register(waker);
+        }
     }
 
     /// Counts a publish refused before it reached a ring.
@@ -326,21 +374,21 @@ impl Executor {
     fn push_blocking<E: Event>(
         &self,
         shard: &Shard,
-        seed: (Routing, E),
-        id: &Cell<EventId>,
+        seed: Seed<E>,
+        accepted: &Cell<Accepted>,
     ) -> Result<(), PublishError<E>> {
         if self.current_worker().is_some() {
-            shard.push_from_worker(seed, |seed, place| self.envelope(seed, place, id));
+            shard.push_from_worker(seed, |seed, place| self.envelope(seed, place, accepted));
             return Ok(());
         }
         let mut pending = Some(seed);
         let mut attempt = || match shard.push(
             pending.take()?,
-            |seed, place| self.envelope(seed, place, id),
+            |seed, place| self.envelope(seed, place, accepted),
             true,
         ) {
             Ok(()) => Some(Ok(())),
-            Err(PushError::Closed((_, event))) => Some(Err(PublishError::Closed(event))),
+            Err(PushError::Closed((_, event, _))) => Some(Err(PublishError::Closed(event))),
             Err(PushError::Full(seed)) => {
                 pending = Some(seed);
                 None
@@ -378,9 +426,9 @@ impl Executor {
             quota.take_anyway(routing.tenant);
         }
         let index = self.shard_of(&routing);
-        let id = Cell::new(EventId(0));
-        self.shards[index].push_from_worker((routing, event), |seed, place| {
-            self.envelope(seed, place, &id)
+        let accepted = Cell::new(Accepted::NONE);
+        self.shards[index].push_from_worker((routing, event, None), |seed, place| {
+            self.envelope(seed, place, &accepted)
         });
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
@@ -388,7 +436,7 @@ impl Executor {
             let descendants = &self.workers[worker].descendants;
             descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
         }
-        id.get()
+        accepted.get().id
     }
 
     fn descendants(&self) -> u64 {
@@ -562,6 +610,7 @@ impl Executor {
             match task {
                 Task::Retry(retry) => self.run_retry(index, retry, local),
                 Task::Release(envelope) => self.run_release(index, envelope, local),
+                Task::Wake(waker) => waker.wake(),
             }
             worked = true;
         }
@@ -854,8 +903,27 @@ impl Executor {
 
     /// Schedules `task`; its event stays open until the task is finished.
     fn schedule(&self, task: Task, pause: Duration) {
-        self.completion.hold(&task.envelope().routing);
+        if let Some(envelope) = task.envelope() {
+            self.completion.hold(&envelope.routing);
+        }
         self.retries.schedule(task, pause);
+    }
+
+    /// Wakes `waker` at `deadline` (an async wait's timeout).
+    pub(crate) fn wake_at(&self, deadline: std::time::Instant, waker: Waker) {
+        let pause = deadline.saturating_duration_since(std::time::Instant::now());
+        self.schedule(Task::Wake(waker), pause);
+        // A parked worker sleeps until the earliest task at most; this
+        // one may be earlier than what it saw.
+        fence(Ordering::SeqCst);
+        for worker in self.workers.iter() {
+            worker.sleeper.wake_if_sleeping();
+        }
+    }
+
+    /// Completes `tracker` once the event at `place` is fully handled.
+    pub(crate) fn watch(&self, place: Place, tracker: Arc<Tracker>) {
+        self.wait_for(place, Waiter::Notify(tracker));
     }
 
     /// Ends one hold of `routing`'s event; hands on its waiters if it is
@@ -915,6 +983,7 @@ impl Executor {
                 self.run_soon(Task::Release(envelope));
                 self.finish(&routing);
             }
+            Waiter::Notify(tracker) => tracker.complete(),
         }
     }
 
@@ -981,7 +1050,16 @@ impl Executor {
         failure: Failure,
         then: Option<Arc<Continuation>>,
     ) -> Option<Arc<Continuation>> {
-        if failure.will_retry(&subscriber, attempt) {
+        let retry = failure.will_retry(&subscriber, attempt);
+        if let Some(tracker) = &envelope.tracker {
+            tracker.failed(RunFailure {
+                handler: subscriber.name.to_string(),
+                attempt,
+                error: failure.message.clone(),
+                dead_lettered: !retry,
+            });
+        }
+        if retry {
             let pause = subscriber
                 .retry
                 .pause_before(attempt + 1, envelope.routing.id.0 as u64);
@@ -1020,7 +1098,10 @@ impl Executor {
     /// shard if it sleeps: the task is work that a worker's pre-park check
     /// sees (P3 of the sleeper protocol in `park`, with the fence here).
     fn run_soon(&self, task: Task) {
-        let owner = self.owner(task.envelope().routing.place.shard as usize);
+        let shard = task
+            .envelope()
+            .map_or(0, |e| e.routing.place.shard as usize);
+        let owner = self.owner(shard);
         self.schedule(task, Duration::ZERO);
         fence(Ordering::SeqCst);
         self.workers[owner].sleeper.wake_if_sleeping();
@@ -1155,11 +1236,17 @@ impl Executor {
             worker,
             routing,
             attempt,
+            handler: &subscriber.name,
         };
         match catch_unwind(AssertUnwindSafe(|| {
             (subscriber.handler)(&envelope.payload, &ctx)
         })) {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                if let Some(tracker) = &envelope.tracker {
+                    tracker.succeeded();
+                }
+                Ok(())
+            }
             Ok(Err(error)) => {
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
                 Err(Failure {

@@ -2,8 +2,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod async_api;
 mod bus;
 mod context;
+mod delivery;
 pub mod diana;
 mod envelope;
 mod error;
@@ -19,9 +21,11 @@ mod ring;
 mod shard;
 mod sync;
 
+pub use async_api::{Expect, Gather, Gathered, Request, RequestError, Service};
 pub use bus::{Backpressure, Bus, BusBuilder, ShutdownReport, SubscriberBuilder};
 pub use bus::{MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};
 pub use context::Context;
+pub use delivery::{DeliveryReport, RunFailure};
 pub use error::{ConfigError, HandlerError, HandlerResult, PublishError};
 pub use event::{Event, EventId, Meta, TenantId};
 pub use metrics::{MetricsSnapshot, TypeMetrics};

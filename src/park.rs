@@ -30,7 +30,11 @@
 //! fences, then re-checks its condition under `lock` before every wait; the
 //! side that makes progress fences, and locks and notifies only if it sees
 //! a waiter. The lock closes the window between a waiter's last check and
-//! its wait.
+//! its wait. An async task waits the same way without a thread: it leaves
+//! its waker under the lock (counted in `waiters`), fences, and re-checks;
+//! `notify` takes every waker left, uncounts and wakes them.
+
+use std::task::Waker;
 
 use crate::sync::{
     fence, lock, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, Parker,
@@ -91,11 +95,12 @@ impl Sleeper {
     }
 }
 
-/// Threads waiting for a condition that other threads make true.
+/// Threads and tasks waiting for a condition that other threads make true.
 #[derive(Debug, Default)]
 pub struct WaitQueue {
     waiters: AtomicUsize,
-    lock: Mutex<()>,
+    /// The wakers of waiting tasks.
+    lock: Mutex<Vec<Waker>>,
     cond: Condvar,
 }
 
@@ -108,7 +113,7 @@ impl WaitQueue {
         }
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let mut guard: MutexGuard<'_, ()> = lock(&self.lock);
+        let mut guard: MutexGuard<'_, Vec<Waker>> = lock(&self.lock);
         let done = loop {
             if let Some(done) = attempt() {
                 break done;
@@ -129,8 +134,23 @@ impl WaitQueue {
     #[inline]
     pub fn notify(&self) {
         if self.waiters.load(Ordering::Relaxed) > 0 {
-            drop(lock(&self.lock));
+            let wakers = std::mem::take(&mut *lock(&self.lock));
+            self.waiters.fetch_sub(wakers.len(), Ordering::Relaxed);
             self.cond.notify_all();
+            wakers.into_iter().for_each(Waker::wake);
         }
+    }
+
+    /// Leaves a task's waker until the next [`WaitQueue::notify`]; the
+    /// caller then re-checks its condition (after this fence) and returns
+    /// `Pending` only if it still does not hold.
+    pub fn register(&self, waker: &Waker) {
+        let mut wakers = lock(&self.lock);
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(wakers);
+        fence(Ordering::SeqCst);
     }
 }

@@ -241,6 +241,18 @@ impl Registry {
         removed
     }
 
+    /// The names of the live subscriptions to `type_id` that see events
+    /// of `tenant`.
+    pub(crate) fn names(&self, type_id: TypeId, tenant: TenantId) -> Vec<String> {
+        self.shards[table_shard(type_id)]
+            .load()
+            .handlers(type_id)
+            .iter()
+            .filter(|s| s.accepts(tenant))
+            .map(|s| s.name.to_string())
+            .collect()
+    }
+
     /// The number of live subscriptions to `type_id`.
     pub(crate) fn count(&self, type_id: TypeId) -> usize {
         self.shards[table_shard(type_id)]

@@ -132,8 +132,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Park and unpark for one thread, with a wake-up token: an `unpark`
 /// before `park` makes that `park` return at once.
 ///
-/// std's `thread::park_timeout`/`unpark`; under loom a token behind a
-/// mutex and a condvar, because loom 0.7's `unpark` makes a thread that is
+/// std's `thread::park_timeout`/`unpark`; under loom, `loom::sync::Notify`
+/// (the same token, and a possible spurious wake-up), because loom 0.7's
+/// `unpark` makes a thread that is
 /// blocked on a mutex runnable (it then fails loom's "expected to be able
 /// to acquire lock" assertion), and a worker is unparked at any moment by
 /// a producer that saw it announce sleep, also after it woke and went on
@@ -143,9 +144,7 @@ pub(crate) struct Parker {
     #[cfg(not(diana_bus_loom))]
     thread: Mutex<Option<thread::Thread>>,
     #[cfg(diana_bus_loom)]
-    token: Mutex<bool>,
-    #[cfg(diana_bus_loom)]
-    cond: Condvar,
+    token: loom::sync::Notify,
 }
 
 #[cfg(not(diana_bus_loom))]
@@ -173,19 +172,11 @@ impl Parker {
     pub(crate) fn register_current(&self) {}
 
     pub(crate) fn park(&self, _: std::time::Duration) {
-        let mut token = lock(&self.token);
-        while !*token {
-            token = self
-                .cond
-                .wait(token)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *token = false;
+        self.token.wait();
     }
 
     pub(crate) fn unpark(&self) {
-        *lock(&self.token) = true;
-        self.cond.notify_one();
+        self.token.notify();
     }
 }
 

@@ -39,7 +39,8 @@ fn a_dependent_runs_after_its_dependency_on_another_worker() {
             Ok(())
         });
         let first = bus.publish(Keyed(1)).unwrap();
-        bus.publish_with(Keyed(2), Meta::new().after(first)).unwrap();
+        bus.publish_with(Keyed(2), Meta::new().after(first))
+            .unwrap();
         bus.flush();
         assert_eq!(*runs.lock().unwrap(), [1, 2]);
         bus.shutdown();

@@ -35,6 +35,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::delivery::Tracker;
 use crate::envelope::Envelope;
 use crate::event::{EventId, Routing};
 use crate::place::Place;
@@ -45,6 +46,8 @@ use crate::sync::{lock, Arc, Mutex};
 pub(crate) enum Waiter {
     /// An event published with `Meta::after`, to be run.
     Release(Arc<Envelope>),
+    /// A publisher waiting for the outcome (`publish_and_wait`).
+    Notify(Arc<Tracker>),
 }
 
 #[derive(Default)]
@@ -218,11 +221,11 @@ mod tests {
         let routing = explicit(3, 4);
         completion.hold(&routing);
         completion.hold(&routing);
-        let waiter = Waiter::Release(Arc::new(crate::envelope::Envelope::new((routing, Any))));
+        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any, None)));
         assert!(completion.wait_if_open(routing.place, waiter).is_ok());
         assert!(completion.finished(&routing).is_empty());
         assert_eq!(completion.finished(&routing).len(), 1);
-        let waiter = Waiter::Release(Arc::new(crate::envelope::Envelope::new((routing, Any))));
+        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any, None)));
         assert!(completion.wait_if_open(routing.place, waiter).is_err());
     }
 }

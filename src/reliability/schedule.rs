@@ -3,7 +3,9 @@
 //!
 //! A failed run that may be retried becomes a [`RetryTask`] in a min-heap
 //! ordered by due time; an event whose dependency was handled (see
-//! `completion`) becomes a [`Task::Release`], due at once. Neither blocks
+//! `completion`) becomes a [`Task::Release`], due at once; the deadline of
+//! an async wait becomes a [`Task::Wake`], so the workers are the bus's
+//! timer and no runtime needs to provide one. None blocks
 //! a worker or holds up other events: any worker takes due tasks at the
 //! top of its loop (a lock-free check of `next_due` first) and runs them,
 //! and a worker about to park sleeps no longer than until the next due
@@ -12,6 +14,7 @@
 
 use std::cmp::Ordering as Order;
 use std::collections::BinaryHeap;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::envelope::Envelope;
@@ -24,14 +27,17 @@ pub(crate) enum Task {
     Retry(RetryTask),
     /// An event whose dependency is fully handled: to be run in full.
     Release(Arc<Envelope>),
+    /// A deadline of an async wait (`request`, `gather`): wakes its task.
+    Wake(Waker),
 }
 
 impl Task {
-    /// The event the task is about.
-    pub(crate) fn envelope(&self) -> &Envelope {
+    /// The event the task is about, if any.
+    pub(crate) fn envelope(&self) -> Option<&Envelope> {
         match self {
-            Task::Retry(retry) => &retry.envelope,
-            Task::Release(envelope) => envelope,
+            Task::Retry(retry) => Some(&retry.envelope),
+            Task::Release(envelope) => Some(envelope),
+            Task::Wake(_) => None,
         }
     }
 }

@@ -1,0 +1,42 @@
+//! The async face of the bus: awaitable publish, publish-and-wait,
+//! request/reply, scatter/gather, and services.
+//!
+//! # Runtime
+//!
+//! Everything here is plain futures driven by wakers: the bus spawns no
+//! runtime, and any executor (tokio, async-std, smol, a test's
+//! `block_on`) can poll them. A publisher waiting for room leaves its
+//! waker with the full ring's (and the tenant quota's) wait queue, which
+//! the workers notify after every batch (see `park`). A deadline is a task
+//! in the bus's own retry schedule that wakes the waiting task (see
+//! `reliability::schedule`), so timeouts need no timer from the runtime.
+//!
+//! # Cancel safety
+//!
+//! - [`crate::Bus::publish_async`] holds the event until it is accepted.
+//!   Dropping the future before it completes drops the event unpublished;
+//!   once it has completed the event is published. It is never half
+//!   published: acceptance is one push, made inside one `poll`.
+//! - [`crate::Bus::publish_and_wait`], [`crate::Bus::request`] and a
+//!   [`Gather`] publish, then wait. Dropped while waiting, the event stays
+//!   published and is handled in full; only the report or the answers are
+//!   lost.
+//!
+//! # Request/reply
+//!
+//! A responder ([`crate::Bus::respond`], [`crate::Bus::responder`]) is a
+//! subscription to [`Request<Req, Resp>`], an event that carries the
+//! request and the slot its answers go to, so responders get retries,
+//! dead letters, tenants and per-key order like any handler. A request
+//! waits for the first answer, a gather for every expected responder;
+//! both learn of failures from the event's [`crate::DeliveryReport`].
+
+mod deadline;
+mod gather;
+mod publish;
+mod request;
+mod service;
+
+pub use gather::{Expect, Gather, Gathered};
+pub use request::{Request, RequestError};
+pub use service::Service;

@@ -1,0 +1,146 @@
+//! `publish_async` and `publish_and_wait`.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::bus::{Bus, Sent};
+use crate::delivery::{DeliveryReport, Tracker};
+use crate::error::PublishError;
+use crate::event::{Event, EventId, Meta, Routing};
+use crate::executor::OnFull;
+use crate::sync::Arc;
+
+/// A publish that waits for room in its ring (and its tenant's quota)
+/// without blocking a thread. See the module docs for cancel safety.
+pub(crate) struct Admit<'b, E> {
+    bus: &'b Bus,
+    pending: Option<(E, Meta, Option<Arc<Tracker>>)>,
+}
+
+// The event is moved in and out, never pinned: nothing here relies on
+// `Admit` staying put.
+impl<E> Unpin for Admit<'_, E> {}
+
+impl<'b, E: Event> Admit<'b, E> {
+    pub(crate) fn new(bus: &'b Bus, event: E, meta: Meta, tracker: Option<Arc<Tracker>>) -> Self {
+        Admit {
+            bus,
+            pending: Some((event, meta, tracker)),
+        }
+    }
+}
+
+impl<E: Event> Future for Admit<'_, E> {
+    type Output = Result<Sent, PublishError<E>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let mut registered = false;
+        loop {
+            let (event, meta, tracker) = this
+                .pending
+                .take()
+                .expect("a publish future polled after it completed");
+            match this.bus.send((event, meta, tracker.clone()), OnFull::Retry) {
+                Ok(sent) => return Poll::Ready(Ok(sent)),
+                Err(PublishError::Full(event) | PublishError::QuotaExceeded(event)) => {
+                    if !registered {
+                        // Leave the waker, then try once more: a batch that
+                        // freed room before it was left is seen by this try.
+                        let routing = Routing::resolve(&event, meta, 0);
+                        this.bus.executor().wait_for_room(&routing, cx.waker());
+                        registered = true;
+                        this.pending = Some((event, meta, tracker));
+                        continue;
+                    }
+                    this.pending = Some((event, meta, tracker));
+                    return Poll::Pending;
+                }
+                Err(refused) => return Poll::Ready(Err(refused)),
+            }
+        }
+    }
+}
+
+impl Bus {
+    /// Publishes `event`, waiting for room in a full ring (or the tenant's
+    /// quota) without blocking the thread, whatever the backpressure
+    /// policy. After shutdown: [`PublishError::Closed`].
+    ///
+    /// Cancel safe: dropping the future before it completes drops the event
+    /// unpublished; when it completes, the event is published.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use diana_bus::{Bus, Context, Event, HandlerResult};
+    ///
+    /// struct Ping;
+    /// impl Event for Ping {}
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let bus = Bus::builder().workers(1).capacity(2).build()?;
+    /// bus.subscribe(|_: &Ping, _: &Context| -> HandlerResult { Ok(()) });
+    /// for _ in 0..100 {
+    ///     bus.publish_async(Ping).await?; // waits whenever the ring is full
+    /// }
+    /// bus.flush();
+    /// assert_eq!(bus.metrics().delivered, 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn publish_async<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
+        self.publish_async_with(event, Meta::new()).await
+    }
+
+    /// [`Bus::publish_async`] with routing overrides, as
+    /// [`Bus::publish_with`].
+    pub async fn publish_async_with<E: Event>(
+        &self,
+        event: E,
+        meta: Meta,
+    ) -> Result<EventId, PublishError<E>> {
+        Admit::new(self, event, meta, None).await.map(Sent::id)
+    }
+
+    /// Publishes `event` (waiting for room like [`Bus::publish_async`]) and
+    /// resolves when every handler of it has finished, retries included:
+    /// the Python bus's `await publish(event)`. The report counts the
+    /// handlers that succeeded, the failed runs, the handlers that gave up
+    /// (dead letters), and each failure's error.
+    ///
+    /// Dropped after the publish, the event is still handled in full; only
+    /// the report is lost.
+    pub async fn publish_and_wait<E: Event>(
+        &self,
+        event: E,
+    ) -> Result<DeliveryReport, PublishError<E>> {
+        self.publish_and_wait_with(event, Meta::new()).await
+    }
+
+    /// [`Bus::publish_and_wait`] with routing overrides. A duplicate (an
+    /// explicit id seen within the dedup window) resolves at once with
+    /// `deduplicated` set.
+    pub async fn publish_and_wait_with<E: Event>(
+        &self,
+        event: E,
+        meta: Meta,
+    ) -> Result<DeliveryReport, PublishError<E>> {
+        let tracker = Arc::new(Tracker::default());
+        match Admit::new(self, event, meta, Some(Arc::clone(&tracker))).await? {
+            Sent::Duplicate(id) => Ok(DeliveryReport {
+                id,
+                deduplicated: true,
+                ..DeliveryReport::default()
+            }),
+            Sent::Accepted(accepted) => {
+                self.executor().watch(accepted.place, Arc::clone(&tracker));
+                let mut report = poll_fn(|cx| tracker.poll_report(cx.waker())).await;
+                report.id = accepted.id;
+                Ok(report)
+            }
+        }
+    }
+}

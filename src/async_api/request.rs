@@ -1,0 +1,195 @@
+//! Request/reply: responders answer a request type with a response type.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::bus::{Bus, SubscriberBuilder};
+use crate::context::Context;
+use crate::delivery::Tracker;
+use crate::error::HandlerError;
+use crate::event::{Event, TenantId};
+use crate::registry::Subscription;
+use crate::sync::{lock, Arc, Mutex};
+
+/// A request of type `Req` on its way to the responders that answer it
+/// with `Resp`: the event responders subscribe to (see
+/// [`Bus::responder`]). Its name, key and tenant are the request's.
+pub struct Request<Req, Resp> {
+    request: Req,
+    reply: Arc<Reply<Resp>>,
+}
+
+impl<Req, Resp> Request<Req, Resp> {
+    pub(crate) fn new(request: Req, reply: Arc<Reply<Resp>>) -> Self {
+        Request { request, reply }
+    }
+
+    /// The request.
+    pub fn get(&self) -> &Req {
+        &self.request
+    }
+}
+
+impl<Req: Event, Resp: Send + 'static> Event for Request<Req, Resp> {
+    fn name(&self) -> &'static str {
+        self.request.name()
+    }
+
+    fn key(&self) -> Option<u64> {
+        self.request.key()
+    }
+
+    fn tenant(&self) -> Option<TenantId> {
+        self.request.tenant()
+    }
+}
+
+impl<Req, Resp> fmt::Debug for Request<Req, Resp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Request")
+    }
+}
+
+/// Where the answers to one request go, by responder name; the waiting
+/// task is woken through the event's tracker.
+pub(crate) struct Reply<Resp> {
+    answers: Mutex<Vec<(String, Resp)>>,
+    tracker: Arc<Tracker>,
+}
+
+impl<Resp> Reply<Resp> {
+    pub(crate) fn new(tracker: Arc<Tracker>) -> Self {
+        Reply {
+            answers: Mutex::new(Vec::new()),
+            tracker,
+        }
+    }
+
+    fn answer(&self, responder: &str, response: Resp) {
+        lock(&self.answers).push((responder.to_owned(), response));
+        self.tracker.notify();
+    }
+
+    /// The names of the responders that answered so far.
+    pub(crate) fn answered(&self) -> Vec<String> {
+        lock(&self.answers)
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Takes the answers so far.
+    pub(crate) fn take(&self) -> Vec<(String, Resp)> {
+        std::mem::take(&mut *lock(&self.answers))
+    }
+}
+
+/// Why a [`Bus::request`] got no response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// No subscription answers this request type (for the request's
+    /// tenant).
+    NoResponder,
+    /// No answer came before the timeout (the request is still handled).
+    Timeout,
+    /// The responders failed for good (their error), or the bus refused
+    /// the request (closed, or over the tenant's quota).
+    Failed(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NoResponder => f.write_str("no responder for this request"),
+            RequestError::Timeout => f.write_str("no response before the timeout"),
+            RequestError::Failed(why) => write!(f, "request failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+impl<Req: Event, Resp: Send + 'static> SubscriberBuilder<'_, Request<Req, Resp>> {
+    /// Subscribes `handler` as a responder: its `Ok` value is the answer,
+    /// an error is retried and dead-lettered as for any handler.
+    pub fn respond<F>(self, handler: F) -> Subscription
+    where
+        F: Fn(&Req, &Context<'_>) -> Result<Resp, HandlerError> + Send + Sync + 'static,
+    {
+        self.subscribe(move |request: &Request<Req, Resp>, ctx: &Context<'_>| {
+            let response = handler(&request.request, ctx)?;
+            request.reply.answer(ctx.handler(), response);
+            Ok(())
+        })
+    }
+}
+
+impl Bus {
+    /// Subscribes a responder to `Req` requests, answering with `Resp`
+    /// (see [`Bus::request`], [`Bus::gather`]).
+    pub fn respond<Req, Resp, F>(&self, handler: F) -> Subscription
+    where
+        Req: Event,
+        Resp: Send + 'static,
+        F: Fn(&Req, &Context<'_>) -> Result<Resp, HandlerError> + Send + Sync + 'static,
+    {
+        self.responder::<Req, Resp>().respond(handler)
+    }
+
+    /// A responder with options (name, tenant, retry, ...), finished with
+    /// [`SubscriberBuilder::respond`].
+    pub fn responder<Req: Event, Resp: Send + 'static>(
+        &self,
+    ) -> SubscriberBuilder<'_, Request<Req, Resp>> {
+        self.subscriber::<Request<Req, Resp>>()
+    }
+
+    /// Publishes `request` and resolves with the first answer, or
+    /// [`RequestError::NoResponder`] at once if nothing answers `Req` with
+    /// `Resp`, [`RequestError::Failed`] if every responder failed for
+    /// good, [`RequestError::Timeout`] after `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use diana_bus::{Bus, Context, Event, HandlerError, RequestError};
+    ///
+    /// struct Balance { user_id: u64 }
+    /// impl Event for Balance {}
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let bus = Bus::builder().workers(1).build()?;
+    /// let none = bus.request::<Balance, u64>(Balance { user_id: 1 }, Duration::from_secs(1)).await;
+    /// assert_eq!(none, Err(RequestError::NoResponder));
+    ///
+    /// bus.respond(|b: &Balance, _: &Context| -> Result<u64, HandlerError> { Ok(b.user_id * 10) });
+    /// let points = bus.request::<Balance, u64>(Balance { user_id: 7 }, Duration::from_secs(1)).await?;
+    /// assert_eq!(points, 70);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn request<Req, Resp>(
+        &self,
+        request: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
+    where
+        Req: Event,
+        Resp: Send + 'static,
+    {
+        let gathered = self
+            .gather::<Req, Resp>(request)
+            .expect(1)
+            .deadline(timeout)
+            .await?;
+        if let Some((_, response)) = gathered.answers.into_iter().next() {
+            return Ok(response);
+        }
+        match gathered.failed.into_iter().next() {
+            Some((responder, error)) => Err(RequestError::Failed(format!("{responder}: {error}"))),
+            None => Err(RequestError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Services: a set of handlers subscribed together.
+
+use crate::bus::Bus;
+use std::sync::Arc;
+
+/// A service: the handlers and responders of one part of a bot
+/// (gamification, narrative, ...), subscribed at once by
+/// [`Bus::register`]. The Rust form of the Python bus's `auto_subscribe`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use diana_bus::{Bus, Context, Event, HandlerResult, Service};
+///
+/// struct ReactionAdded { points: u64 }
+/// impl Event for ReactionAdded {}
+///
+/// #[derive(Default)]
+/// struct Gamification { points: AtomicU64 }
+///
+/// impl Service for Gamification {
+///     fn register(self: Arc<Self>, bus: &Bus) {
+///         bus.subscriber::<ReactionAdded>().name("gamification").subscribe(
+///             move |r: &ReactionAdded, _: &Context| -> HandlerResult {
+///                 self.points.fetch_add(r.points, Ordering::Relaxed);
+///                 Ok(())
+///             },
+///         );
+///     }
+/// }
+///
+/// let bus = Bus::builder().workers(1).build()?;
+/// let gamification = Arc::new(Gamification::default());
+/// bus.register(gamification.clone());
+/// bus.publish(ReactionAdded { points: 5 })?;
+/// bus.flush();
+/// assert_eq!(gamification.points.load(Ordering::Relaxed), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Service: Send + Sync + 'static {
+    /// Subscribes every handler of the service to `bus`.
+    fn register(self: Arc<Self>, bus: &Bus);
+}
+
+impl Bus {
+    /// Subscribes every handler of `service` (see [`Service`]).
+    pub fn register<S: Service>(&self, service: Arc<S>) {
+        service.register(self);
+    }
+}

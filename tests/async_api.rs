@@ -1,0 +1,413 @@
+//! The async adapter on tokio: awaitable publish and its cancel safety,
+//! publish-and-wait, request/reply and scatter/gather.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{within, Gate};
+use diana_bus::{
+    Backpressure, Bus, Context, Event, EventId, HandlerError, HandlerResult, Meta, PublishError,
+    RequestError, RetryPolicy, TenantId,
+};
+
+struct Job(u64);
+impl Event for Job {}
+
+/// Counts its drops, to tell a dropped event from a delivered one.
+struct Tracked(Arc<AtomicUsize>);
+impl Event for Tracked {}
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// One worker, a 2-slot ring, and a handler for `Tracked` that waits at
+/// `gate` and counts its runs.
+fn gated_bus(gate: &Gate) -> (Bus, Arc<AtomicUsize>) {
+    let bus = Bus::builder()
+        .workers(1)
+        .shards(1)
+        .capacity(2)
+        .batch(1)
+        .backpressure(Backpressure::Reject)
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (r, g) = (runs.clone(), gate.clone());
+    bus.subscribe(move |_: &Tracked, _: &Context| -> HandlerResult {
+        g.wait();
+        r.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    (bus, runs)
+}
+
+#[test]
+fn publish_async_waits_for_room_without_blocking_the_thread() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, runs) = gated_bus(&gate);
+        let drops = Arc::new(AtomicUsize::new(0));
+        runtime().block_on(async {
+            let publisher = async {
+                for _ in 0..10 {
+                    bus.publish_async(Tracked(drops.clone())).await.unwrap();
+                }
+            };
+            // On the same single thread: runs while the publisher waits
+            // for room, which a blocking publish would not allow.
+            let opener = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(runs.load(Ordering::SeqCst), 0, "the gate is still shut");
+                gate.open();
+            };
+            tokio::join!(publisher, opener);
+        });
+        bus.flush();
+        assert_eq!(runs.load(Ordering::SeqCst), 10);
+        let metrics = bus.metrics();
+        assert_eq!(
+            (metrics.published, metrics.rejected),
+            (10, 0),
+            "waiting for room is not a refusal"
+        );
+    });
+}
+
+#[test]
+fn a_dropped_publish_future_either_published_the_event_or_dropped_it() {
+    within(30, || {
+        let gate = Gate::default();
+        let (bus, runs) = gated_bus(&gate);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let outcomes: Vec<bool> = runtime().block_on(async {
+            let mut outcomes = Vec::new();
+            for _ in 0..8 {
+                let publish = bus.publish_async(Tracked(drops.clone()));
+                let done = tokio::time::timeout(Duration::from_millis(5), publish).await;
+                outcomes.push(done.is_ok());
+            }
+            outcomes
+        });
+        let published = outcomes.iter().filter(|ok| **ok).count();
+        assert!(published >= 2, "the ring holds 2 while the handler waits");
+        assert!(
+            published < 8,
+            "the ring cannot take all 8 with the gate shut"
+        );
+        let cancelled = 8 - published;
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            cancelled,
+            "a cancelled publish drops its event at once"
+        );
+        gate.open();
+        bus.flush();
+        assert_eq!(runs.load(Ordering::SeqCst), published);
+        assert_eq!(bus.metrics().published, published as u64);
+        drop(bus);
+        assert_eq!(drops.load(Ordering::SeqCst), 8);
+    });
+}
+
+#[test]
+fn publish_async_after_shutdown_gives_the_event_back() {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    bus.shutdown();
+    let refused = runtime().block_on(bus.publish_async(Job(7)));
+    assert!(matches!(refused, Err(PublishError::Closed(Job(7)))));
+}
+
+#[test]
+fn publish_and_wait_reports_every_handler_after_its_retries() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        bus.subscriber::<Job>()
+            .name("steady")
+            .subscribe(|_: &Job, _: &Context| -> HandlerResult { Ok(()) });
+        let flaky_done = Arc::new(AtomicBool::new(false));
+        let done = flaky_done.clone();
+        bus.subscriber::<Job>()
+            .name("flaky")
+            .retry(RetryPolicy::fixed(5, Duration::from_millis(5)))
+            .subscribe(move |_: &Job, ctx: &Context| -> HandlerResult {
+                if ctx.attempt() < 3 {
+                    return Err(HandlerError::transient(format!("try {}", ctx.attempt())));
+                }
+                done.store(true, Ordering::SeqCst);
+                Ok(())
+            });
+        bus.subscriber::<Job>()
+            .name("broken")
+            .subscribe(|_: &Job, _: &Context| -> HandlerResult {
+                Err(HandlerError::permanent("bad job"))
+            });
+        let report = runtime().block_on(bus.publish_and_wait(Job(1))).unwrap();
+        assert!(
+            flaky_done.load(Ordering::SeqCst),
+            "resolved before the retries"
+        );
+        assert_eq!(
+            (report.succeeded, report.failed, report.dead_lettered),
+            (2, 3, 1)
+        );
+        let mut failures: Vec<_> = report
+            .failures
+            .iter()
+            .map(|f| {
+                (
+                    f.handler.as_str(),
+                    f.attempt,
+                    f.error.as_str(),
+                    f.dead_lettered,
+                )
+            })
+            .collect();
+        failures.sort();
+        assert_eq!(
+            failures,
+            [
+                ("broken", 1, "bad job", true),
+                ("flaky", 1, "try 1", false),
+                ("flaky", 2, "try 2", false),
+            ]
+        );
+        assert!(!report.all_succeeded());
+        assert_ne!(report.id, EventId(0));
+        assert_eq!(bus.dead_letters()[0].event_id(), report.id);
+    });
+}
+
+#[test]
+fn publish_and_wait_of_a_duplicate_resolves_at_once() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.subscribe(|_: &Job, _: &Context| -> HandlerResult { Ok(()) });
+        let rt = runtime();
+        let meta = Meta::new().id(EventId(42));
+        let first = rt
+            .block_on(bus.publish_and_wait_with(Job(1), meta))
+            .unwrap();
+        assert_eq!((first.succeeded, first.deduplicated), (1, false));
+        let again = rt
+            .block_on(bus.publish_and_wait_with(Job(1), meta))
+            .unwrap();
+        assert_eq!((again.succeeded, again.deduplicated), (0, true));
+        assert_eq!(again.id, EventId(42));
+    });
+}
+
+struct Balance {
+    user: u64,
+}
+impl Event for Balance {
+    fn key(&self) -> Option<u64> {
+        Some(self.user)
+    }
+}
+
+#[test]
+fn requests_get_an_answer_or_a_precise_error() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let rt = runtime();
+        let second = Duration::from_secs(5);
+        let asked = |user| rt.block_on(bus.request::<Balance, u64>(Balance { user }, second));
+        assert_eq!(asked(1), Err(RequestError::NoResponder));
+
+        bus.responder::<Balance, u64>()
+            .tenant(TenantId(3))
+            .respond(|b: &Balance, _: &Context| -> Result<u64, HandlerError> { Ok(b.user) });
+        assert_eq!(
+            asked(1),
+            Err(RequestError::NoResponder),
+            "the only responder serves another tenant"
+        );
+        let scoped = rt.block_on(async {
+            bus.gather::<Balance, u64>(Balance { user: 4 })
+                .meta(Meta::new().tenant(TenantId(3)))
+                .await
+        });
+        let answers: Vec<u64> = scoped
+            .unwrap()
+            .answers
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect();
+        assert_eq!(answers, [4]);
+
+        bus.responder::<Balance, u64>().name("ledger").respond(
+            |b: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                match b.user {
+                    0 => Err(HandlerError::permanent("no such user")),
+                    user => Ok(user * 10),
+                }
+            },
+        );
+        assert_eq!(asked(5), Ok(50));
+        assert_eq!(
+            asked(0),
+            Err(RequestError::Failed("ledger: no such user".into()))
+        );
+    });
+}
+
+#[test]
+fn a_request_times_out_and_the_responder_still_runs() {
+    within(30, || {
+        let gate = Gate::default();
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let answered = Arc::new(AtomicBool::new(false));
+        let (g, a) = (gate.clone(), answered.clone());
+        bus.respond(
+            move |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                g.wait();
+                a.store(true, Ordering::SeqCst);
+                Ok(1)
+            },
+        );
+        let started = std::time::Instant::now();
+        let late = runtime()
+            .block_on(bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(30)));
+        assert_eq!(late, Err(RequestError::Timeout));
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        gate.open();
+        bus.flush();
+        assert!(answered.load(Ordering::SeqCst));
+    });
+}
+
+struct Interaction;
+impl Event for Interaction {}
+
+#[test]
+fn gather_records_who_answered_failed_and_timed_out() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let answer = |value: &'static str| {
+            move |_: &Interaction, _: &Context| -> Result<&'static str, HandlerError> { Ok(value) }
+        };
+        bus.responder::<Interaction, &str>()
+            .name("gamification")
+            .respond(answer("points"));
+        bus.responder::<Interaction, &str>()
+            .name("narrative")
+            .respond(answer("chapter 2"));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let tries = attempts.clone();
+        bus.responder::<Interaction, &str>()
+            .name("admin")
+            .retry(RetryPolicy::fixed(3, Duration::from_millis(1)))
+            .respond(
+                move |_: &Interaction, _: &Context| -> Result<&str, HandlerError> {
+                    tries.fetch_add(1, Ordering::SeqCst);
+                    Err(HandlerError::transient("admin is down"))
+                },
+            );
+        // Still retrying at the deadline: it has not answered in time.
+        let calm = Arc::new(AtomicBool::new(false));
+        let c = calm.clone();
+        bus.responder::<Interaction, &str>()
+            .name("emotional")
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(300)))
+            .respond(
+                move |_: &Interaction, _: &Context| -> Result<&str, HandlerError> {
+                    if c.load(Ordering::SeqCst) {
+                        Ok("calm")
+                    } else {
+                        Err(HandlerError::transient("upset"))
+                    }
+                },
+            );
+        let rt = runtime();
+        let gathered = rt
+            .block_on(async {
+                bus.gather::<Interaction, &str>(Interaction)
+                    .deadline(Duration::from_millis(100))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answer("gamification"), Some(&"points"));
+        assert_eq!(gathered.answer("narrative"), Some(&"chapter 2"));
+        assert_eq!(
+            gathered.failed,
+            [("admin".to_string(), "admin is down".to_string())]
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 3, "retried, then reported");
+        assert_eq!(gathered.timed_out, ["emotional"]);
+        assert!(!gathered.is_complete());
+        calm.store(true, Ordering::SeqCst);
+
+        // Without a deadline, a gather waits for every responder's end.
+        let all = rt
+            .block_on(async { bus.gather::<Interaction, &str>(Interaction).await })
+            .unwrap();
+        assert_eq!(all.answers.len(), 3);
+        assert_eq!(all.failed.len(), 1);
+        assert!(all.timed_out.is_empty());
+
+        // Expecting named responders returns as soon as they are in.
+        let named = rt
+            .block_on(async {
+                bus.gather::<Interaction, &str>(Interaction)
+                    .expect(["gamification", "narrative"])
+                    .await
+            })
+            .unwrap();
+        assert!(named.answer("gamification").is_some() && named.answer("narrative").is_some());
+        assert!(named.timed_out.is_empty());
+        bus.flush();
+    });
+}
+
+#[test]
+fn the_async_adapter_runs_on_a_multi_threaded_runtime() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).capacity(4).build().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            s.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        bus.respond(|j: &Job, _: &Context| -> Result<u64, HandlerError> { Ok(j.0 + 1) });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..8)
+                .map(|task| {
+                    let bus = bus.clone();
+                    tokio::spawn(async move {
+                        for i in 0..200 {
+                            bus.publish_async(Job(i)).await.unwrap();
+                        }
+                        let reply = bus
+                            .request::<Job, u64>(Job(task), Duration::from_secs(10))
+                            .await;
+                        assert_eq!(reply, Ok(task + 1));
+                        bus.publish_and_wait(Job(0)).await.unwrap()
+                    })
+                })
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.unwrap().succeeded, 1);
+            }
+        });
+        bus.flush();
+        assert_eq!(seen.load(Ordering::SeqCst), 8 * 201);
+    });
+}
