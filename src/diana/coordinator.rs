@@ -97,7 +97,7 @@ static NEXT_INTERACTION: AtomicI64 = AtomicI64::new(1);
 ///     |i: &DianaInteraction, _: &Context| -> Result<ServiceResponse, HandlerError> {
 ///         let data = json!({"points": 15}).as_object().cloned().unwrap_or_default();
 ///         ServiceResponse::new(i.interaction_id(), i.user_id().get(), "gamification", data)
-///             .map_err(HandlerError::permanent)
+///             .map_err(|e| HandlerError::permanent(e.to_string()))
 ///     },
 /// );
 /// let coordinator = Coordinator::new(&bus, Duration::from_millis(200));
