@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::delivery::Tracker;
 use crate::envelope::Envelope;
 use crate::error::{ConfigError, HandlerResult, PublishError};
-use crate::event::{short_type_name, Event, EventId, Meta, TenantId};
+use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
 use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
@@ -40,6 +40,19 @@ const DEFAULT_DEDUP_SIZE: usize = 10_000;
 const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
+const DEFAULT_CONCURRENCY: usize = 16;
+
+/// A [`Bus`] handle that does not keep it alive.
+#[cfg(not(diana_bus_loom))]
+#[derive(Clone)]
+pub(crate) struct WeakBus(std::sync::Weak<Inner>);
+
+#[cfg(not(diana_bus_loom))]
+impl WeakBus {
+    pub(crate) fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
 
 /// What became of a publish that was not refused.
 #[derive(Clone, Copy, Debug)]
@@ -80,9 +93,19 @@ pub struct BusBuilder {
     dedup: Option<(usize, Duration)>,
     tenant_quota: Option<u64>,
     backpressure: Backpressure,
+    #[cfg(not(diana_bus_loom))]
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl BusBuilder {
+    /// The tokio runtime that async handlers (`subscribe_async`,
+    /// `respond_async`) run on. Nothing else needs a runtime.
+    #[cfg(not(diana_bus_loom))]
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
     /// Worker threads (default: the machine's available parallelism).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers);
@@ -220,6 +243,8 @@ impl BusBuilder {
             inner: Arc::new(Inner {
                 executor,
                 workers: Mutex::new(workers),
+                #[cfg(not(diana_bus_loom))]
+                runtime: self.runtime,
                 on_full: match self.backpressure {
                     Backpressure::Block => OnFull::Wait,
                     Backpressure::Reject => OnFull::Refuse,
@@ -297,6 +322,8 @@ pub struct Bus {
 struct Inner {
     executor: Arc<Executor>,
     workers: Mutex<Vec<thread::JoinHandle<()>>>,
+    #[cfg(not(diana_bus_loom))]
+    runtime: Option<tokio::runtime::Handle>,
     on_full: OnFull,
 }
 
@@ -340,6 +367,7 @@ impl Bus {
             stage: 0,
             retry: RetryPolicy::none(),
             strict_order: false,
+            concurrency: DEFAULT_CONCURRENCY,
             event: PhantomData,
         }
     }
@@ -384,7 +412,7 @@ impl Bus {
     /// handled again; `MetricsSnapshot::deduplicated` counts it.
     #[inline]
     pub fn publish_with<E: Event>(&self, event: E, meta: Meta) -> Result<EventId, PublishError<E>> {
-        self.send((event, meta, None), self.inner.on_full)
+        self.send((event, meta, None), self.inner.on_full, None)
             .map(|sent| sent.id())
     }
 
@@ -392,21 +420,28 @@ impl Bus {
     /// [`PublishError::Full`] whatever the backpressure policy.
     #[inline]
     pub fn try_publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
-        self.send((event, Meta::new(), None), OnFull::Refuse)
+        self.send((event, Meta::new(), None), OnFull::Refuse, None)
             .map(|sent| sent.id())
     }
 
     /// Every publish: deduplication, the tenant's quota, the push. A
     /// refused event comes back; with [`OnFull::Retry`] a full ring or
     /// quota is not counted as a refusal (the async caller tries again).
+    /// A follow-up of `parent` (from an async handler) joins its flush
+    /// epoch and records it as its cause.
     #[inline]
     pub(crate) fn send<E: Event>(
         &self,
         (event, meta, tracker): (E, Meta, Option<Arc<Tracker>>),
         on_full: OnFull,
+        parent: Option<&Routing>,
     ) -> Result<Sent, PublishError<E>> {
         let executor = &self.inner.executor;
-        let routing = executor.route(&event, meta, executor.epoch());
+        let mut routing = executor.route(&event, meta, executor.epoch());
+        if let Some(parent) = parent {
+            routing.epoch = parent.epoch;
+            routing.cause = parent.id;
+        }
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
         if explicit && !executor.dedup.reserve(tenant, id) {
@@ -435,12 +470,28 @@ impl Bus {
                 quota.give_back(tenant, 1);
             }
         }
+        if let (Ok(_), Some(parent)) = (&pushed, parent) {
+            executor.count_follow_up(parent.epoch);
+        }
         pushed.map(Sent::Accepted)
     }
 
     /// The executor, for the async adapter.
     pub(crate) fn executor(&self) -> &Executor {
         &self.inner.executor
+    }
+
+    /// The runtime async handlers run on.
+    #[cfg(not(diana_bus_loom))]
+    pub(crate) fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.inner.runtime.as_ref()
+    }
+
+    /// A handle that does not keep the bus alive (for async handlers,
+    /// which the bus itself holds).
+    #[cfg(not(diana_bus_loom))]
+    pub(crate) fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
     }
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a
@@ -583,6 +634,7 @@ pub struct SubscriberBuilder<'b, E> {
     stage: u32,
     retry: RetryPolicy,
     strict_order: bool,
+    concurrency: usize,
     event: PhantomData<fn(&E)>,
 }
 
@@ -624,11 +676,35 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         self
     }
 
+    /// For async handlers: how many runs of this subscription may be in
+    /// flight at once (default 16), over all keys; one key's runs never
+    /// overlap.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
     /// Subscribes `handler` with these options.
     pub fn subscribe<F>(self, handler: F) -> Subscription
     where
         F: Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
     {
+        self.subscribe_erased(false, move |event, ctx| handler(event, ctx))
+    }
+
+    /// The options' concurrency limit, and the bus.
+    #[cfg(not(diana_bus_loom))]
+    pub(crate) fn async_parts(&self) -> (&Bus, usize) {
+        (self.bus, self.concurrency)
+    }
+
+    /// Files `handler` under `E`'s TypeId with these options; `deferred`
+    /// for an async handler, whose run ends after the call returns.
+    pub(crate) fn subscribe_erased(
+        self,
+        deferred: bool,
+        handler: impl Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
+    ) -> Subscription {
         let options = SubscriberOptions {
             type_id: std::any::TypeId::of::<E>(),
             event_name: short_type_name::<E>(),
@@ -637,6 +713,7 @@ impl<E: Event> SubscriberBuilder<'_, E> {
             stage: self.stage,
             retry: self.retry,
             strict_order: self.strict_order,
+            deferred,
         };
         // The registry files this handler under `E`'s TypeId, so the
         // downcast always succeeds.

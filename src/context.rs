@@ -1,8 +1,11 @@
 //! What a handler knows about the event it handles, and how it publishes
 //! follow-ups.
 
+use crate::delivery::Tracker;
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
 use crate::executor::Executor;
+use crate::registry::Subscriber;
+use crate::sync::Arc;
 
 /// Passed to every handler call with the event.
 pub struct Context<'a> {
@@ -10,7 +13,10 @@ pub struct Context<'a> {
     pub(crate) worker: usize,
     pub(crate) routing: &'a Routing,
     pub(crate) attempt: u32,
-    pub(crate) handler: &'a str,
+    pub(crate) subscriber: &'a Arc<Subscriber>,
+    /// For async handlers (not built under loom, which lacks `Weak`).
+    #[cfg_attr(diana_bus_loom, allow(dead_code))]
+    pub(crate) tracker: Option<&'a Arc<Tracker>>,
 }
 
 impl Context<'_> {
@@ -37,7 +43,7 @@ impl Context<'_> {
     /// The name of the subscription being run (see
     /// [`crate::SubscriberBuilder::name`]).
     pub fn handler(&self) -> &str {
-        self.handler
+        &self.subscriber.name
     }
 
     /// The event whose handler published this one, if any.

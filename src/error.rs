@@ -90,6 +90,11 @@ pub enum ConfigError {
     TenantQuota(u64),
     /// The operating system refused to start a worker thread.
     Spawn(String),
+    /// An async handler on a bus built without
+    /// [`crate::BusBuilder::runtime`].
+    NoRuntime,
+    /// `concurrency(0)` for an async handler.
+    Concurrency(usize),
 }
 
 impl fmt::Display for ConfigError {
@@ -120,6 +125,12 @@ impl fmt::Display for ConfigError {
                 )
             }
             ConfigError::Spawn(why) => write!(f, "cannot start a worker thread: {why}"),
+            ConfigError::NoRuntime => {
+                f.write_str("an async handler needs a runtime: build the bus with .runtime(handle)")
+            }
+            ConfigError::Concurrency(n) => {
+                write!(f, "concurrency({n}): an async handler needs at least 1")
+            }
         }
     }
 }

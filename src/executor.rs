@@ -165,6 +165,10 @@ pub struct Executor {
     pub(crate) completion: Completion,
     /// This bus's mark in the ids it generates (see `place`).
     tag: u64,
+    /// The counts of async handlers' runs, which end off the workers.
+    async_counts: Mutex<WorkerCounts>,
+    /// Follow-ups of async handlers counted for `flush` (see "Flush").
+    async_descendants: AtomicU64,
     pub(crate) dead_letters: DeadLetterStore,
     pub(crate) dedup: Dedup,
     pub(crate) quota: Option<TenantQuota>,
@@ -195,6 +199,15 @@ struct Local {
     deferred_keys: Vec<(TenantId, u64)>,
 }
 
+/// How a handler call that did not fail went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ran {
+    /// The handler ran and succeeded.
+    Delivered,
+    /// An async handler's run started; it ends on the runtime.
+    Started,
+}
+
 /// How a handler run failed.
 struct Failure {
     message: String,
@@ -222,6 +235,8 @@ impl Executor {
             retries: RetrySchedule::new(),
             completion: Completion::default(),
             tag: next_bus_tag(),
+            async_counts: Mutex::new(WorkerCounts::default()),
+            async_descendants: AtomicU64::new(0),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
             quota: config.tenant_quota.map(TenantQuota::new),
@@ -439,11 +454,21 @@ impl Executor {
         accepted.get().id
     }
 
+    /// A follow-up published off the workers (by an async handler) after
+    /// its push: counted for `flush` like the workers' own.
+    pub(crate) fn count_follow_up(&self, epoch: u64) {
+        fence(Ordering::SeqCst);
+        if epoch <= self.flush_target.load(Ordering::Relaxed) {
+            self.async_descendants.fetch_add(1, Ordering::Release);
+        }
+    }
+
     fn descendants(&self) -> u64 {
         self.workers
             .iter()
             .map(|w| w.descendants.load(Ordering::Acquire))
-            .sum()
+            .sum::<u64>()
+            + self.async_descendants.load(Ordering::Acquire)
     }
 
     /// Waits until every event accepted before the call, and every
@@ -531,6 +556,7 @@ impl Executor {
         for worker in self.workers.iter() {
             lock(&worker.counts).add_to(&mut snapshot);
         }
+        lock(&self.async_counts).add_to(&mut snapshot);
         snapshot.dead_lettered = self.dead_letters.recorded();
         snapshot.dead_letters_dropped = self.dead_letters.dropped();
         snapshot.deduplicated = self.dedup.duplicates();
@@ -921,6 +947,26 @@ impl Executor {
         }
     }
 
+    /// An async handler's run (started on a worker, which held the event
+    /// open) has ended on the runtime: its counts, and the end of the hold.
+    #[cfg_attr(diana_bus_loom, allow(dead_code))]
+    pub(crate) fn async_run_ended(&self, routing: &Routing) {
+        self.finish(routing);
+        fence(Ordering::SeqCst);
+        self.settled.notify();
+    }
+
+    /// Counts one run of an async handler.
+    #[cfg_attr(diana_bus_loom, allow(dead_code))]
+    pub(crate) fn count_async_run(
+        &self,
+        type_id: std::any::TypeId,
+        name: &'static str,
+        counts: &Counts,
+    ) {
+        lock(&self.async_counts).add(type_id, name, counts);
+    }
+
     /// Completes `tracker` once the event at `place` is fully handled.
     pub(crate) fn watch(&self, place: Place, tracker: Arc<Tracker>) {
         self.wait_for(place, Waiter::Notify(tracker));
@@ -1124,8 +1170,10 @@ impl Executor {
         {
             counts.retried();
             match self.call(worker, &envelope, &subscriber, attempt, name) {
-                Ok(()) => {
-                    counts.ran(RunOutcome::Delivered);
+                Ok(ran) => {
+                    if ran == Ran::Delivered {
+                        counts.ran(RunOutcome::Delivered);
+                    }
                     then
                 }
                 Err(failure) => {
@@ -1205,7 +1253,8 @@ impl Executor {
                 continue;
             }
             match self.call(worker, envelope, subscriber, 1, name) {
-                Ok(()) => counts.ran(RunOutcome::Delivered),
+                Ok(Ran::Delivered) => counts.ran(RunOutcome::Delivered),
+                Ok(Ran::Started) => {}
                 Err(failure) => {
                     counts.ran(failure.outcome());
                     let holds = failure.will_retry(subscriber, 1)
@@ -1226,26 +1275,29 @@ impl Executor {
         &self,
         worker: usize,
         envelope: &Envelope,
-        subscriber: &Subscriber,
+        subscriber: &Arc<Subscriber>,
         attempt: u32,
         name: &'static str,
-    ) -> Result<(), Failure> {
+    ) -> Result<Ran, Failure> {
         let routing = &envelope.routing;
         let ctx = Context {
             executor: self,
             worker,
             routing,
             attempt,
-            handler: &subscriber.name,
+            subscriber,
+            tracker: envelope.tracker.as_ref(),
         };
         match catch_unwind(AssertUnwindSafe(|| {
             (subscriber.handler)(&envelope.payload, &ctx)
         })) {
+            // An async handler's call only started its run.
+            Ok(Ok(())) if subscriber.deferred => Ok(Ran::Started),
             Ok(Ok(())) => {
                 if let Some(tracker) = &envelope.tracker {
                     tracker.succeeded();
                 }
-                Ok(())
+                Ok(Ran::Delivered)
             }
             Ok(Err(error)) => {
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
@@ -1324,7 +1376,7 @@ pub(crate) fn spawn_workers(
 }
 
 /// The text of a caught panic, when it has one.
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

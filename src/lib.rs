@@ -21,6 +21,8 @@ mod ring;
 mod shard;
 mod sync;
 
+#[cfg(not(diana_bus_loom))]
+pub use async_api::AsyncContext;
 pub use async_api::{Expect, Gather, Gathered, Request, RequestError, Service};
 pub use bus::{Backpressure, Bus, BusBuilder, ShutdownReport, SubscriberBuilder};
 pub use bus::{MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};

@@ -126,23 +126,14 @@ impl BatchCounts {
     /// Adds the counts of a run of events of one type.
     #[inline]
     pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
-        self.per_type
-            .entry(type_id)
-            .or_insert_with(|| (name, Counts::default()))
-            .1
-            .add(counts);
+        add_counts(&mut self.per_type, type_id, name, counts);
     }
 
     /// Adds this batch to the worker's totals and starts afresh (keeping
     /// the map's capacity).
     pub(crate) fn merge_into(&mut self, worker: &mut WorkerCounts) {
         for (type_id, (name, counts)) in self.per_type.iter_mut() {
-            worker
-                .per_type
-                .entry(*type_id)
-                .or_insert_with(|| (*name, Counts::default()))
-                .1
-                .add(counts);
+            worker.add(*type_id, name, counts);
             *counts = Counts::default();
         }
     }
@@ -155,6 +146,11 @@ pub(crate) struct WorkerCounts {
 }
 
 impl WorkerCounts {
+    /// Adds the counts of runs of one type.
+    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
+        add_counts(&mut self.per_type, type_id, name, counts);
+    }
+
     /// Adds these totals to `snapshot`.
     pub(crate) fn add_to(&self, snapshot: &mut MetricsSnapshot) {
         for (name, counts) in self.per_type.values() {
@@ -178,6 +174,19 @@ impl WorkerCounts {
             }
         }
     }
+}
+
+fn add_counts(
+    per_type: &mut TypeMap<(&'static str, Counts)>,
+    type_id: TypeId,
+    name: &'static str,
+    counts: &Counts,
+) {
+    per_type
+        .entry(type_id)
+        .or_insert_with(|| (name, Counts::default()))
+        .1
+        .add(counts);
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct Subscriber {
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
     pub(crate) strict_order: bool,
+    /// An async handler: a call starts a run that ends later, on the
+    /// runtime (see `async_api::handler`).
+    pub(crate) deferred: bool,
     unsubscribed: AtomicBool,
     pub(crate) handler: ErasedHandler,
 }
@@ -189,6 +192,7 @@ pub(crate) struct SubscriberOptions {
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
     pub(crate) strict_order: bool,
+    pub(crate) deferred: bool,
 }
 
 impl Registry {
@@ -210,6 +214,7 @@ impl Registry {
             stage: options.stage,
             retry: options.retry,
             strict_order: options.strict_order,
+            deferred: options.deferred,
             unsubscribed: AtomicBool::new(false),
             handler,
         });

@@ -1,5 +1,7 @@
 //! The async adapter on tokio: awaitable publish and its cancel safety,
-//! publish-and-wait, request/reply and scatter/gather.
+//! publish-and-wait, request/reply, scatter/gather and async handlers.
+// Async handlers are not built for loom (see `async_api`).
+#![cfg(not(diana_bus_loom))]
 
 mod common;
 
@@ -409,5 +411,220 @@ fn the_async_adapter_runs_on_a_multi_threaded_runtime() {
         });
         bus.flush();
         assert_eq!(seen.load(Ordering::SeqCst), 8 * 201);
+    });
+}
+
+#[derive(Clone)]
+struct Keyed {
+    key: u64,
+    seq: u64,
+}
+impl Event for Keyed {
+    fn key(&self) -> Option<u64> {
+        Some(self.key)
+    }
+}
+
+fn runtime_with_threads(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn async_handlers_need_a_runtime_and_a_concurrency() {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    let handler = |_: Arc<Keyed>, _: diana_bus::AsyncContext| async { Ok(()) };
+    assert_eq!(
+        bus.subscriber::<Keyed>()
+            .subscribe_async(handler)
+            .unwrap_err(),
+        diana_bus::ConfigError::NoRuntime
+    );
+    let rt = runtime_with_threads(1);
+    let bus = Bus::builder()
+        .workers(1)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
+    assert_eq!(
+        bus.subscriber::<Keyed>()
+            .concurrency(0)
+            .subscribe_async(handler)
+            .unwrap_err(),
+        diana_bus::ConfigError::Concurrency(0)
+    );
+}
+
+#[test]
+fn async_handlers_keep_per_key_order_within_their_concurrency_limit() {
+    within(30, || {
+        let rt = runtime_with_threads(4);
+        let bus = Bus::builder()
+            .workers(2)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (s, f, m) = (seen.clone(), in_flight.clone(), most.clone());
+        bus.subscriber::<Keyed>()
+            .concurrency(3)
+            .subscribe_async(move |k: Arc<Keyed>, _ctx| {
+                let (s, f, m) = (s.clone(), f.clone(), m.clone());
+                async move {
+                    let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2 + k.seq % 3)).await;
+                    s.lock().unwrap().push((k.key, k.seq));
+                    f.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        for seq in 0..20 {
+            for key in 0..6 {
+                bus.publish(Keyed { key, seq }).unwrap();
+            }
+        }
+        bus.flush();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 120, "flush waits for async runs");
+        for key in 0..6 {
+            let order: Vec<u64> = seen.iter().filter(|k| k.0 == key).map(|k| k.1).collect();
+            assert_eq!(order, (0..20).collect::<Vec<_>>(), "key {key}");
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= 3, "{most} runs at once over a limit of 3");
+        assert!(most >= 2, "different keys run concurrently");
+        assert_eq!(bus.metrics().delivered, 120);
+    });
+}
+
+#[test]
+fn async_handlers_are_retried_dead_lettered_and_reported() {
+    within(30, || {
+        let rt = runtime_with_threads(2);
+        let bus = Bus::builder()
+            .workers(2)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        bus.subscriber::<Keyed>()
+            .name("flaky")
+            .retry(RetryPolicy::fixed(3, Duration::from_millis(2)))
+            .subscribe_async(|k: Arc<Keyed>, ctx: diana_bus::AsyncContext| async move {
+                match (k.seq, ctx.attempt()) {
+                    (0, 1) => Err(HandlerError::transient("first try")),
+                    (0, _) => Ok(()),
+                    (1, 1) => panic!("async boom"),
+                    (1, _) => Err(HandlerError::permanent("gave up")),
+                    _ => Ok(()),
+                }
+            })
+            .unwrap();
+        let report = rt
+            .block_on(bus.publish_and_wait(Keyed { key: 1, seq: 0 }))
+            .unwrap();
+        assert_eq!(
+            (report.succeeded, report.failed, report.dead_lettered),
+            (1, 1, 0)
+        );
+        let report = rt
+            .block_on(bus.publish_and_wait(Keyed { key: 1, seq: 1 }))
+            .unwrap();
+        assert_eq!(
+            (report.succeeded, report.failed, report.dead_lettered),
+            (0, 2, 1)
+        );
+        assert_eq!(report.failures[0].error, "panicked: async boom");
+        let letters = bus.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(
+            (
+                letters[0].handler(),
+                letters[0].error(),
+                letters[0].attempts()
+            ),
+            ("flaky", "gave up", 2)
+        );
+        assert_eq!(letters[0].event::<Keyed>().map(|k| k.seq), Some(1));
+        let m = bus.metrics();
+        assert_eq!((m.delivered, m.failed, m.panicked, m.retried), (1, 3, 1, 2));
+    });
+}
+
+#[test]
+fn a_slow_async_responder_times_out_while_the_others_answer() {
+    within(30, || {
+        let rt = runtime_with_threads(2);
+        let bus = Bus::builder()
+            .workers(1)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        #[derive(Clone)]
+        struct Ask;
+        impl Event for Ask {}
+        bus.responder::<Ask, u32>()
+            .name("slow")
+            .respond_async(|_: Arc<Ask>, _| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(1)
+            })
+            .unwrap();
+        bus.responder::<Ask, u32>()
+            .name("quick")
+            .respond(|_: &Ask, _: &Context| -> Result<u32, HandlerError> { Ok(2) });
+        bus.responder::<Ask, u32>()
+            .name("quick async")
+            .respond_async(|_: Arc<Ask>, _| async { Ok(3) })
+            .unwrap();
+        let gathered = rt
+            .block_on(async {
+                bus.gather::<Ask, u32>(Ask)
+                    .deadline(Duration::from_millis(100))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answer("quick"), Some(&2));
+        assert_eq!(gathered.answer("quick async"), Some(&3));
+        assert_eq!(gathered.timed_out, ["slow"]);
+        bus.flush();
+    });
+}
+
+#[test]
+fn async_follow_ups_are_flushed_with_their_cause() {
+    within(30, || {
+        let rt = runtime_with_threads(2);
+        let bus = Bus::builder()
+            .workers(2)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let causes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let c = causes.clone();
+        bus.subscribe(move |_: &Job, ctx: &Context| -> HandlerResult {
+            c.lock().unwrap().push((ctx.cause(), ctx.tenant()));
+            Ok(())
+        });
+        bus.subscriber::<Keyed>()
+            .subscribe_async(|k: Arc<Keyed>, ctx: diana_bus::AsyncContext| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                ctx.publish(Job(k.seq))
+                    .await
+                    .map_err(|e| HandlerError::transient(e.to_string()))?;
+                Ok(())
+            })
+            .unwrap();
+        let parent = bus
+            .publish_with(Keyed { key: 1, seq: 9 }, Meta::new().tenant(TenantId(4)))
+            .unwrap();
+        bus.flush();
+        assert_eq!(*causes.lock().unwrap(), [(Some(parent), TenantId(4))]);
     });
 }

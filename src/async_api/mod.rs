@@ -33,10 +33,15 @@
 
 mod deadline;
 mod gather;
+// Async handlers hold the bus weakly; loom's `Arc` has no `Weak`.
+#[cfg(not(diana_bus_loom))]
+mod handler;
 mod publish;
 mod request;
 mod service;
 
 pub use gather::{Expect, Gather, Gathered};
+#[cfg(not(diana_bus_loom))]
+pub use handler::AsyncContext;
 pub use request::{Request, RequestError};
 pub use service::Service;

@@ -16,6 +16,7 @@ use crate::sync::Arc;
 pub(crate) struct Admit<'b, E> {
     bus: &'b Bus,
     pending: Option<(E, Meta, Option<Arc<Tracker>>)>,
+    parent: Option<Routing>,
 }
 
 // The event is moved in and out, never pinned: nothing here relies on
@@ -27,7 +28,16 @@ impl<'b, E: Event> Admit<'b, E> {
         Admit {
             bus,
             pending: Some((event, meta, tracker)),
+            parent: None,
         }
+    }
+
+    /// Publishes as a follow-up of the event of `parent` (see
+    /// [`crate::Context::publish`]).
+    #[cfg_attr(diana_bus_loom, allow(dead_code))]
+    pub(crate) fn follow_up(mut self, parent: Routing) -> Self {
+        self.parent = Some(parent);
+        self
     }
 }
 
@@ -42,7 +52,8 @@ impl<E: Event> Future for Admit<'_, E> {
                 .pending
                 .take()
                 .expect("a publish future polled after it completed");
-            match this.bus.send((event, meta, tracker.clone()), OnFull::Retry) {
+            let seed = (event, meta, tracker.clone());
+            match this.bus.send(seed, OnFull::Retry, this.parent.as_ref()) {
                 Ok(sent) => return Poll::Ready(Ok(sent)),
                 Err(PublishError::Full(event) | PublishError::QuotaExceeded(event)) => {
                     if !registered {

@@ -28,6 +28,20 @@ impl<Req, Resp> Request<Req, Resp> {
     pub fn get(&self) -> &Req {
         &self.request
     }
+
+    /// Records `responder`'s answer and wakes the requester.
+    pub(crate) fn answer(&self, responder: &str, response: Resp) {
+        self.reply.answer(responder, response);
+    }
+}
+
+impl<Req: Clone, Resp> Clone for Request<Req, Resp> {
+    fn clone(&self) -> Self {
+        Request {
+            request: self.request.clone(),
+            reply: Arc::clone(&self.reply),
+        }
+    }
 }
 
 impl<Req: Event, Resp: Send + 'static> Event for Request<Req, Resp> {
@@ -118,7 +132,7 @@ impl<Req: Event, Resp: Send + 'static> SubscriberBuilder<'_, Request<Req, Resp>>
     {
         self.subscribe(move |request: &Request<Req, Resp>, ctx: &Context<'_>| {
             let response = handler(&request.request, ctx)?;
-            request.reply.answer(ctx.handler(), response);
+            request.answer(ctx.handler(), response);
             Ok(())
         })
     }

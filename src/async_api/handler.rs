@@ -1,0 +1,391 @@
+//! Async handlers: `subscribe_async` and `respond_async`, run on the tokio
+//! runtime given to [`crate::BusBuilder::runtime`].
+//!
+//! # How a run goes
+//!
+//! A worker calls an async subscription like any other, in stage order;
+//! the call clones the event into an `Arc`, holds the event open (see
+//! `reliability::completion`: `flush`, `shutdown`, `publish_and_wait` and
+//! dependents wait for the run) and hands a job to the subscription's
+//! [`Runner`]. The runner starts jobs on the runtime, at most `concurrency`
+//! at a time over all keys, and never two of one (tenant, key) at once:
+//! one key's jobs start in the order the worker handed them over, which is
+//! publish order, and each starts only when the previous one has ended,
+//! retries included. So an async subscription sees one key's events
+//! strictly in order, like a sync one with `strict_order`; different keys
+//! run concurrently.
+//!
+//! A job runs the handler, catching panics; a failure is retried after
+//! the subscription's [`crate::RetryPolicy`] pause (a deadline kept by the
+//! bus's workers, so the runtime needs no timer), and the last failure
+//! becomes a dead letter. Outcomes reach the metrics and any
+//! `publish_and_wait` report; the end of the job ends the hold.
+//!
+//! Later stages of the same event do not wait for an async handler's run,
+//! and `unsubscribe` stops new runs and retries, but a run in flight on
+//! the runtime finishes. The runtime must outlive the bus's last event:
+//! a job on a runtime that was shut down never ends, and neither does
+//! `flush`.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+
+use super::deadline::Deadline;
+use super::publish::Admit;
+use super::request::Request;
+use crate::bus::{Bus, Sent, SubscriberBuilder, WeakBus};
+use crate::context::Context;
+use crate::delivery::{RunFailure, Tracker};
+use crate::envelope::Envelope;
+use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
+use crate::event::{Event, EventId, Meta, Routing, TenantId};
+use crate::executor::panic_message;
+use crate::metrics::{Counts, RunOutcome};
+use crate::registry::{Subscriber, Subscription};
+use crate::reliability::dead_letter::DeadLetter;
+use crate::sync::lock;
+
+/// What an async handler knows about its run, and how it publishes
+/// follow-ups. Owned, so it can move into the handler's future.
+pub struct AsyncContext {
+    bus: Bus,
+    routing: Routing,
+    attempt: u32,
+    subscriber: Arc<Subscriber>,
+}
+
+impl AsyncContext {
+    /// The id of the event being handled.
+    pub fn event_id(&self) -> EventId {
+        self.routing.id
+    }
+
+    /// Its tenant.
+    pub fn tenant(&self) -> TenantId {
+        self.routing.tenant
+    }
+
+    /// Its ordering key.
+    pub fn key(&self) -> u64 {
+        self.routing.key
+    }
+
+    /// Which run of this handler for this event this is: 1 on the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The subscription's name.
+    pub fn handler(&self) -> &str {
+        &self.subscriber.name
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Publishes a follow-up, waiting for room like
+    /// [`Bus::publish_async`]. As with [`Context::publish`], it inherits
+    /// this event's tenant (unless it names its own), records this event as
+    /// its cause, and `flush` waits for it.
+    pub async fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
+        let tenant = event.tenant().unwrap_or(self.routing.tenant);
+        Admit::new(&self.bus, event, Meta::new().tenant(tenant), None)
+            .follow_up(self.routing)
+            .await
+            .map(Sent::id)
+    }
+}
+
+impl std::fmt::Debug for AsyncContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncContext")
+            .field("event_id", &self.routing.id)
+            .field("tenant", &self.routing.tenant)
+            .field("key", &self.routing.key)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+type BoxedRun = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+type AsyncFn<E> = dyn Fn(Arc<E>, AsyncContext) -> BoxedRun + Send + Sync;
+
+/// One run to make: the event, and what its end reports to.
+struct Job<E> {
+    event: Arc<E>,
+    routing: Routing,
+    tracker: Option<Arc<Tracker>>,
+    attempt: u32,
+    subscriber: Arc<Subscriber>,
+}
+
+/// See the module docs.
+struct Runner<E> {
+    bus: WeakBus,
+    runtime: tokio::runtime::Handle,
+    handler: Box<AsyncFn<E>>,
+    limit: usize,
+    queue: Mutex<Keyed<E>>,
+}
+
+/// The jobs of one subscription, by key. A key is present while one of
+/// its jobs runs or waits for a slot; its queue holds the jobs not yet
+/// started, in order. `ready` lists keys whose next job waits for a slot.
+struct Keyed<E> {
+    running: usize,
+    keys: HashMap<(TenantId, u64), VecDeque<Job<E>>>,
+    ready: VecDeque<(TenantId, u64)>,
+}
+
+impl<E: Event + Clone> Runner<E> {
+    fn submit(self: &Arc<Self>, job: Job<E>) {
+        let key = (job.routing.tenant, job.routing.key);
+        let mut queue = lock(&self.queue);
+        match queue.keys.get_mut(&key) {
+            Some(waiting) => waiting.push_back(job),
+            None => {
+                queue.keys.insert(key, VecDeque::from([job]));
+                queue.ready.push_back(key);
+                self.start_ready(&mut queue);
+            }
+        }
+    }
+
+    /// Starts the next job of ready keys while slots are free.
+    fn start_ready(self: &Arc<Self>, queue: &mut Keyed<E>) {
+        while queue.running < self.limit {
+            let Some(key) = queue.ready.pop_front() else {
+                return;
+            };
+            let Some(job) = queue.keys.get_mut(&key).and_then(VecDeque::pop_front) else {
+                continue;
+            };
+            queue.running += 1;
+            let runner = Arc::clone(self);
+            self.runtime.spawn(async move {
+                runner.run(job).await;
+                runner.ended(key);
+            });
+        }
+    }
+
+    /// A job of `key` ended: its next one, if any, waits for a slot.
+    fn ended(self: &Arc<Self>, key: (TenantId, u64)) {
+        let mut queue = lock(&self.queue);
+        queue.running -= 1;
+        if queue
+            .keys
+            .get(&key)
+            .is_some_and(|waiting| !waiting.is_empty())
+        {
+            queue.ready.push_back(key);
+        } else {
+            queue.keys.remove(&key);
+        }
+        self.start_ready(&mut queue);
+    }
+
+    /// Runs the handler until it succeeds, gives up, or is unsubscribed.
+    async fn run(&self, job: Job<E>) {
+        let Some(bus) = self.bus.upgrade() else {
+            return; // the bus is gone, and with it whoever waited
+        };
+        let executor = bus.executor();
+        let name = job.event.name();
+        let type_id = std::any::TypeId::of::<E>();
+        let tracker = job.tracker.as_deref();
+        let mut attempt = job.attempt;
+        loop {
+            let mut counts = Counts::default();
+            if attempt > 1 {
+                counts.retried();
+            }
+            let ctx = AsyncContext {
+                bus: bus.clone(),
+                routing: job.routing,
+                attempt,
+                subscriber: Arc::clone(&job.subscriber),
+            };
+            let failure = match CatchUnwind((self.handler)(Arc::clone(&job.event), ctx)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
+                Err(panic) => Some((format!("panicked: {}", panic_message(&*panic)), true, true)),
+            };
+            let Some((error, transient, panicked)) = failure else {
+                counts.ran(RunOutcome::Delivered);
+                if let Some(tracker) = tracker {
+                    tracker.succeeded();
+                }
+                executor.count_async_run(type_id, name, &counts);
+                break;
+            };
+            tracing::warn!(handler = %job.subscriber.name, event = name, id = %job.routing.id, attempt, %error, "async handler failed");
+            counts.ran(if panicked {
+                RunOutcome::Panicked
+            } else {
+                RunOutcome::Failed
+            });
+            executor.count_async_run(type_id, name, &counts);
+            let retry = transient
+                && job.subscriber.retry.allows_after(attempt)
+                && !job.subscriber.is_unsubscribed();
+            if let Some(tracker) = tracker {
+                tracker.failed(RunFailure {
+                    handler: job.subscriber.name.to_string(),
+                    attempt,
+                    error: error.clone(),
+                    dead_lettered: !retry,
+                });
+            }
+            if !retry {
+                let envelope =
+                    Envelope::new(job.routing, (*job.event).clone(), job.tracker.clone());
+                executor.dead_letters.record(DeadLetter {
+                    envelope: Arc::new(envelope),
+                    subscriber: Arc::clone(&job.subscriber),
+                    error,
+                    attempts: attempt,
+                });
+                break;
+            }
+            let pause = job
+                .subscriber
+                .retry
+                .pause_before(attempt + 1, job.routing.id.0 as u64);
+            let mut deadline = Deadline::after(Some(pause));
+            poll_fn(|cx| {
+                if deadline.passed(executor, cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            attempt += 1;
+        }
+        executor.async_run_ended(&job.routing);
+    }
+}
+
+/// Polls a handler's future, catching a panic as a failed run.
+struct CatchUnwind(BoxedRun);
+
+impl Future for CatchUnwind {
+    type Output = Result<HandlerResult, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let run = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+impl<E: Event + Clone> SubscriberBuilder<'_, E> {
+    /// Subscribes an async handler, run on the bus's runtime (see the
+    /// module docs), with these options and [`SubscriberBuilder::concurrency`].
+    /// Without [`crate::BusBuilder::runtime`]: [`ConfigError::NoRuntime`];
+    /// with a concurrency of 0: [`ConfigError::Concurrency`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use diana_bus::{AsyncContext, Bus, Event};
+    ///
+    /// #[derive(Clone)]
+    /// struct Reaction { user_id: u64 }
+    /// impl Event for Reaction {
+    ///     fn key(&self) -> Option<u64> { Some(self.user_id) }
+    /// }
+    ///
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let bus = Bus::builder().workers(1).runtime(runtime.handle().clone()).build()?;
+    /// let points = Arc::new(AtomicU64::new(0));
+    /// let p = points.clone();
+    /// bus.subscriber::<Reaction>().concurrency(4).subscribe_async(move |r: Arc<Reaction>, _ctx: AsyncContext| {
+    ///     let p = p.clone();
+    ///     async move {
+    ///         tokio::task::yield_now().await; // a database call, say
+    ///         p.fetch_add(r.user_id, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// })?;
+    /// bus.publish(Reaction { user_id: 5 })?;
+    /// bus.flush(); // waits for async runs too
+    /// assert_eq!(points.load(Ordering::Relaxed), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn subscribe_async<F, Fut>(self, handler: F) -> Result<Subscription, ConfigError>
+    where
+        F: Fn(Arc<E>, AsyncContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let (bus, limit) = self.async_parts();
+        let runtime = bus.runtime().ok_or(ConfigError::NoRuntime)?.clone();
+        if limit == 0 {
+            return Err(ConfigError::Concurrency(limit));
+        }
+        let runner = Arc::new(Runner {
+            bus: bus.downgrade(),
+            runtime,
+            handler: Box::new(move |event, ctx| Box::pin(handler(event, ctx))),
+            limit,
+            queue: Mutex::new(Keyed {
+                running: 0,
+                keys: HashMap::new(),
+                ready: VecDeque::new(),
+            }),
+        });
+        Ok(
+            self.subscribe_erased(true, move |event: &E, ctx: &Context<'_>| {
+                // Open until the run ends on the runtime.
+                ctx.executor.completion.hold(ctx.routing);
+                runner.submit(Job {
+                    event: Arc::new(event.clone()),
+                    routing: *ctx.routing,
+                    tracker: ctx.tracker.cloned(),
+                    attempt: ctx.attempt,
+                    subscriber: Arc::clone(ctx.subscriber),
+                });
+                Ok(())
+            }),
+        )
+    }
+}
+
+impl<Req, Resp> SubscriberBuilder<'_, Request<Req, Resp>>
+where
+    Req: Event + Clone,
+    Resp: Send + 'static,
+{
+    /// Subscribes an async responder (see
+    /// [`SubscriberBuilder::subscribe_async`] and
+    /// [`SubscriberBuilder::respond`]).
+    pub fn respond_async<F, Fut>(self, handler: F) -> Result<Subscription, ConfigError>
+    where
+        F: Fn(Arc<Req>, AsyncContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.subscribe_async(move |request: Arc<Request<Req, Resp>>, ctx: AsyncContext| {
+            let handler = Arc::clone(&handler);
+            async move {
+                let responder = ctx.handler().to_owned();
+                let response = handler(Arc::new(request.get().clone()), ctx).await?;
+                request.answer(&responder, response);
+                Ok(())
+            }
+        })
+    }
+}
