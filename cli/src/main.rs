@@ -53,7 +53,8 @@ struct DemoArgs {
     #[arg(long, value_name = "MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     deadline_ms: u64,
-    /// Users traced step by step; the others are only summarised.
+    /// Users traced step by step (and up to twice as many troubled
+    /// interactions of others); the rest is only summarised.
     #[arg(long, value_name = "N", default_value_t = 2)]
     trace: u64,
     /// diana-bus worker threads.

@@ -20,7 +20,7 @@ use super::observer::Observer;
 use super::trace::Trace;
 use super::user::Users;
 
-/// The services, in the order they are registered (the slow one last).
+/// The services, in the order they are registered.
 const SERVICES: [&str; 5] = ["gamification", "narrative", "user", "admin", "emotional"];
 /// The interfaces users ask for, in turn.
 const INTERFACES: [&str; 3] = ["main_menu", "profile", "story"];
@@ -47,7 +47,8 @@ pub struct Settings {
     pub deadline: Duration,
     /// Bus worker threads.
     pub workers: usize,
-    /// Users traced in full.
+    /// Users traced in full (and twice as many interactions of other
+    /// users where a service failed or timed out).
     pub traced: u64,
 }
 
@@ -132,21 +133,27 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
             "--tenants and --interactions must be at least 1".into(),
         ));
     }
-    let bus = Bus::builder()
-        .workers(settings.workers)
-        .shards(64)
-        .build()
-        .map_err(DemoError::Bus)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The users play on this thread (`block_on`); the async handlers run
+    // on the runtime's own worker, which keeps going while `flush` waits.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_time()
         .build()
         .map_err(DemoError::Runtime)?;
-    let trace = Arc::new(Trace::new(settings.tenants, settings.traced));
+    let bus = Bus::builder()
+        .workers(settings.workers)
+        .runtime(runtime.handle().clone())
+        .build()
+        .map_err(DemoError::Bus)?;
+    let trace = Arc::new(Trace::new(
+        settings.tenants,
+        settings.traced,
+        2 * settings.traced,
+    ));
     let deadline = settings.deadline;
 
     // Independent services: each registers its own handlers, none knows
-    // another. Admin is scoped to a tenant; emotional (sometimes slow, and
-    // sync) goes last, see `Emotional`.
+    // another. Admin is scoped to a tenant, so each tenant has its own.
     let gamification = Arc::new(Gamification::default());
     let narrative = Arc::new(Narrative::default());
     bus.register(gamification.clone());
@@ -155,7 +162,11 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
     for tenant in 1..=settings.tenants {
         bus.register(Arc::new(Admin::new(TenantId(tenant), vec![1])));
     }
-    bus.register(Arc::new(Emotional::new(SLOW_EVERY, deadline * 3 / 2)));
+    let emotional = Arc::new(Emotional::new(SLOW_EVERY, deadline * 3 / 2));
+    bus.register(emotional.clone());
+    if let Some(error) = emotional.registration_error() {
+        return Err(DemoError::Bus(error.clone()));
+    }
     let observer = Arc::new(Observer::new(trace.clone()));
     bus.register(observer.clone());
     let coordinator = Coordinator::new(&bus, deadline);
@@ -175,8 +186,10 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
         SERVICES.join(", ")
     ));
     trace.say(format_args!(
-        "tracing {} users in full; every user is in the summary\n",
-        settings.traced.min(settings.tenants * settings.users)
+        "tracing {} users in full, and up to {} troubled interactions of others; \
+         every user is in the summary\n",
+        settings.traced.min(settings.tenants * settings.users),
+        2 * settings.traced
     ));
 
     let started = Instant::now();
@@ -280,7 +293,8 @@ async fn play(
             .interact(request, meta)
             .await
             .map_err(DemoError::Interaction)?;
-        if trace.traced(tenant, user) {
+        let troubled = !outcome.failures.is_empty() || !outcome.completed.timed_out().is_empty();
+        if trace.traced(tenant, user) || (troubled && trace.notable()) {
             let lines = describe(
                 &outcome,
                 said,

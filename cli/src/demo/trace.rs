@@ -1,8 +1,10 @@
-//! The demo's trace: every step of a few users, one line each, and
-//! general lines; the other users appear only in the summary.
+//! The demo's trace: every step of a few users, one line each, the
+//! interactions of other users where something went wrong (a bounded
+//! number of them), and general lines; the rest is only in the summary.
 
 use std::fmt::Display;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use diana_bus::TenantId;
 
@@ -11,13 +13,29 @@ use diana_bus::TenantId;
 pub struct Trace {
     tenants: u64,
     traced: u64,
+    notable: AtomicU64,
 }
 
 impl Trace {
     /// Traces the first `traced` users, taking tenants in turn: user 1 of
-    /// tenants 1, 2, ..., then user 2 of each, and so on.
-    pub fn new(tenants: u64, traced: u64) -> Self {
-        Trace { tenants, traced }
+    /// tenants 1, 2, ..., then user 2 of each, and so on; and up to
+    /// `notable` interactions of other users (see [`Trace::notable`]).
+    pub fn new(tenants: u64, traced: u64, notable: u64) -> Self {
+        Trace {
+            tenants,
+            traced,
+            notable: AtomicU64::new(notable),
+        }
+    }
+
+    /// Whether an interaction of an untraced user, where something went
+    /// wrong, may be traced: true until the budget is spent.
+    pub fn notable(&self) -> bool {
+        self.notable
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     }
 
     /// Whether `user` of `tenant` is traced.
@@ -35,15 +53,13 @@ impl Trace {
         }
     }
 
-    /// Several lines about a user, kept together, if traced.
+    /// Several lines about a user, kept together.
     pub fn user_lines(&self, tenant: TenantId, user: i64, lines: &[String]) {
-        if self.traced(tenant, user) {
-            let mut out = std::io::stdout().lock();
-            for line in lines {
-                // A closed pipe (`diana-bus demo | head`) ends the trace,
-                // not the demo.
-                let _ = writeln!(out, "tenant {tenant} user {user} {line}");
-            }
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            // A closed pipe (`diana-bus demo | head`) ends the trace, not
+            // the demo.
+            let _ = writeln!(out, "tenant {tenant} user {user} {line}");
         }
     }
 
