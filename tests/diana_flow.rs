@@ -370,7 +370,12 @@ fn the_completion_is_published_exactly_once_per_interaction() {
 /// A service that records what it sees of each (tenant, user), on first
 /// runs: reactions as their message id, interactions as their id.
 #[derive(Clone, Default)]
-struct Observed(Arc<Mutex<HashMap<(TenantId, i64), Vec<(&'static str, i64)>>>>);
+struct Observed(Arc<Mutex<SeenByUser>>);
+
+/// What a service saw: ("reaction", message id) or ("interaction", id).
+type Seen = (&'static str, i64);
+/// What a service saw of each user, by (tenant, user).
+type SeenByUser = HashMap<(TenantId, i64), Vec<Seen>>;
 
 impl Observed {
     fn record(&self, ctx: &Context, user: i64, what: &'static str, id: i64) {
@@ -382,7 +387,7 @@ impl Observed {
         }
     }
 
-    fn of(&self, tenant: TenantId, user: i64) -> Vec<(&'static str, i64)> {
+    fn of(&self, tenant: TenantId, user: i64) -> Vec<Seen> {
         self.0.lock().unwrap()[&(tenant, user)].clone()
     }
 }
