@@ -19,7 +19,8 @@ use diana_bus::diana::{
     DianaInterfaceRequested, JsonObject, Outcome, ReactionAdded, ServiceResponse,
 };
 use diana_bus::{
-    Bus, Context, HandlerError, HandlerResult, Meta, RequestError, RetryPolicy, TenantId,
+    AsyncContext, Bus, Context, HandlerError, HandlerResult, Meta, RequestError, RetryPolicy,
+    TenantId,
 };
 use serde_json::{json, Value};
 
@@ -168,7 +169,7 @@ fn all_services_answer_and_one_completion_carries_their_answers() {
 }
 
 #[test]
-fn a_slow_service_runs_past_the_deadline_and_is_reported_timed_out() {
+fn a_slow_sync_service_runs_past_the_deadline_and_is_reported_timed_out() {
     within(30, || {
         let bus = Bus::builder().workers(2).build().unwrap();
         steady(&bus, "gamification", json!({"points": 1}));
@@ -212,6 +213,59 @@ fn a_slow_service_runs_past_the_deadline_and_is_reported_timed_out() {
         bus.flush();
         assert!(late.load(Ordering::SeqCst));
         assert_eq!(completions.all(), [(TenantId(0), outcome.completed)]);
+    });
+}
+
+#[test]
+fn a_slow_async_service_runs_past_the_deadline_on_the_runtime() {
+    within(30, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let bus = Bus::builder()
+            .workers(2)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        bus.responder::<DianaInteraction, ServiceResponse>()
+            .name("emotional")
+            .respond_async(move |i: Arc<DianaInteraction>, _: AsyncContext| {
+                let l = l.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    l.store(true, Ordering::SeqCst);
+                    reply(&i, "emotional", json!({"mood": "late"}))
+                }
+            })
+            .unwrap();
+        // Subscribed after the slow one: an async run holds no handler.
+        steady(&bus, "gamification", json!({"points": 1}));
+        let completions = Completions::subscribe(&bus);
+        let deadline = Duration::from_millis(50);
+        let coordinator = Coordinator::new(&bus, deadline);
+
+        let started = Instant::now();
+        let outcome = rt
+            .block_on(coordinator.interact(request(5, "menu"), tenant(2)))
+            .unwrap();
+        assert!(
+            started.elapsed() >= deadline,
+            "returned before the deadline"
+        );
+        assert!(
+            !late.load(Ordering::SeqCst),
+            "the slow service has not answered"
+        );
+        assert_eq!(outcome.completed.timed_out(), ["emotional"]);
+        assert!(outcome.completed.responses().contains_key("gamification"));
+
+        bus.flush(); // waits for the async run too
+        assert!(late.load(Ordering::SeqCst));
+        assert_eq!(completions.all(), [(TenantId(2), outcome.completed)]);
     });
 }
 
