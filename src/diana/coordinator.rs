@@ -1,64 +1,8 @@
 //! The Diana interaction coordinator: one [`DianaInterfaceRequested`] in,
 //! one [`DianaInteractionCompleted`] out, built from the answers of the
-//! services that respond to [`DianaInteraction`].
-//!
-//! # The four steps
-//!
-//! [`Coordinator::interact`] runs them in order:
-//!
-//! 1. **Publish to the relevant services.** It takes a fresh interaction id
-//!    and publishes a [`DianaInteraction`] as a request to every responder
-//!    of `DianaInteraction` answering [`ServiceResponse`] (see
-//!    [`Bus::responder`]) for the request's tenant, or to the services
-//!    named with [`Coordinator::expect`].
-//! 2. **Collect and aggregate their responses** until every expected
-//!    service has answered or failed for good, or the deadline passes:
-//!    answers by service, the services that failed (after their retries),
-//!    and those that had not answered in time.
-//! 3. **Coordinate the final response**: the [`DianaInteractionCompleted`]
-//!    (each service named once, see *Aggregation*) and the merged
-//!    [`Outcome::response`] a bot renders.
-//! 4. **Publish the completion event**, once, for the request's tenant and
-//!    keyed by the user, then return the [`Outcome`].
-//!
-//! # Aggregation
-//!
-//! A service is known by its subscription name (the name given to
-//! [`SubscriberBuilder::name`](crate::SubscriberBuilder::name)), which is
-//! also what `expect` and dead letters use; the `service` field of its
-//! [`ServiceResponse`] is not consulted. Each service lands in exactly one
-//! of the completion's three lists:
-//!
-//! - `responses` holds the `data` of each service that answered. If several
-//!   subscriptions share a name, the first answer counts.
-//! - `failed` lists, in the order their failures were final, the services
-//!   that gave up (a permanent error, or a transient one on the last
-//!   attempt of their retry policy) without any answer, and services that
-//!   answered for another interaction or user (a bug in the service, logged
-//!   as a warning).
-//! - `timed_out` lists the expected services that did neither before the
-//!   deadline, including any still waiting for a retry. A late answer is
-//!   dropped: the interaction is already complete.
-//!
-//! The merged [`Outcome::response`] is the services' `data` objects merged
-//! key by key, in service-name order; when two services set the same key,
-//! the first service in name order keeps it (the completion still holds
-//! every service's own data).
-//!
-//! # Ordering and tenants
-//!
-//! Every event of the flow is keyed by its user id, so one user's
-//! interactions reach each service in the order they were started, behind
-//! the user's earlier events, and different users run in parallel. The
-//! tenant comes from the [`Meta`] given to `interact`: the request goes to
-//! the responders of that tenant (and unscoped ones), and the completion is
-//! published for it.
-//!
-//! # Cancel safety
-//!
-//! Dropped while it waits for the services, an `interact` publishes no
-//! completion; the services still handle the interaction. The completion
-//! is published within one poll of the step that builds it.
+//! services that respond to [`DianaInteraction`]. The flow, its
+//! aggregation rules and its cancel safety are documented on
+//! [`Coordinator`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -80,8 +24,69 @@ static NEXT_INTERACTION: AtomicI64 = AtomicI64::new(1);
 
 /// Runs Diana interactions on a bus: fans each request out to the
 /// services, gathers their answers within a deadline, and publishes one
-/// [`DianaInteractionCompleted`] per interaction. See the module docs for
-/// the four steps and the aggregation rules.
+/// [`DianaInteractionCompleted`] per interaction. Cloning one is cheap
+/// (a bus handle and its settings); clones can run interactions at once.
+///
+/// # The four steps
+///
+/// [`Coordinator::interact`] runs them in order:
+///
+/// 1. **Publish to the relevant services.** It takes a fresh interaction id
+///    (from one counter for the whole process: ids are unique across
+///    coordinators and increase in the order interactions start) and
+///    publishes a [`DianaInteraction`] as a request to every responder
+///    of `DianaInteraction` answering [`ServiceResponse`] (see
+///    [`Bus::responder`]) for the request's tenant, or to the services
+///    named with [`Coordinator::expect`].
+/// 2. **Collect and aggregate their responses** until every expected
+///    service has answered or failed for good, or the deadline passes:
+///    answers by service, the services that failed (after their retries),
+///    and those that had not answered in time.
+/// 3. **Coordinate the final response**: the [`DianaInteractionCompleted`]
+///    (each service named once, see *Aggregation*) and the merged
+///    [`Outcome::response`] a bot renders.
+/// 4. **Publish the completion event**, once, for the request's tenant and
+///    keyed by the user, then return the [`Outcome`].
+///
+/// # Aggregation
+///
+/// A service is known by its subscription name (the name given to
+/// [`SubscriberBuilder::name`](crate::SubscriberBuilder::name)), which is
+/// also what `expect` and dead letters use; the `service` field of its
+/// [`ServiceResponse`] is not consulted. Each service lands in exactly one
+/// of the completion's three lists:
+///
+/// - `responses` holds the `data` of each service that answered. If several
+///   subscriptions share a name, the first answer counts.
+/// - `failed` lists, in the order their failures were final, the services
+///   that gave up (a permanent error, or a transient one on the last
+///   attempt of their retry policy) without any answer, and services that
+///   answered for another interaction or user (a bug in the service, logged
+///   as a warning).
+/// - `timed_out` lists the expected services that did neither before the
+///   deadline, including any still waiting for a retry. A late answer is
+///   dropped: the interaction is already complete.
+///
+/// The merged [`Outcome::response`] is the services' `data` objects merged
+/// key by key, in service-name order; when two services set the same key,
+/// the first service in name order keeps it (the completion still holds
+/// every service's own data).
+///
+/// # Ordering and tenants
+///
+/// Every event of the flow is keyed by its user id, so one user's
+/// interactions reach each service in the order they were started, behind
+/// the user's earlier events, and different users run in parallel. The
+/// tenant comes from the [`Meta`] given to `interact`: the request goes to
+/// the responders of that tenant (and unscoped ones), and the completion is
+/// published for it.
+///
+/// # Cancel safety
+///
+/// Dropped before it completes, an `interact` has published no
+/// completion (the services still handle the interaction); when it
+/// returns `Ok`, the completion was published exactly once: it is
+/// published in the same poll that returns.
 ///
 /// # Examples
 ///
@@ -125,7 +130,8 @@ pub struct Outcome {
     pub completed: DianaInteractionCompleted,
     /// The id the bus gave the published completion event.
     pub completion_id: EventId,
-    /// The services' data merged into one object (see the module docs).
+    /// The services' data merged into one object (see [`Coordinator`],
+    /// *Aggregation*).
     pub response: JsonObject,
     /// (service, last error) for each service in `completed.failed()`.
     pub failures: Vec<(String, String)>,
@@ -216,11 +222,11 @@ impl Coordinator {
         self.deadline
     }
 
-    /// Runs one interaction through the four steps (see the module docs)
+    /// Runs one interaction through the four steps (see [`Coordinator`])
     /// and returns its outcome, whose completion event has been published
     /// exactly once. `meta` may set the tenant and nothing else.
     ///
-    /// Cancel safety: dropped before it completes, it publishes no
+    /// Cancel safety: dropped before it completes, it has published no
     /// completion (the services still handle the interaction).
     pub async fn interact(
         &self,

@@ -215,7 +215,15 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
             outcomes.extend(played?);
         }
         Ok::<_, DemoError>(outcomes)
-    })?;
+    });
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            // Drain while the runtime still runs the async handlers.
+            bus.shutdown();
+            return Err(error);
+        }
+    };
     bus.flush();
     let elapsed = started.elapsed();
 

@@ -30,15 +30,22 @@ pub struct Observer {
 /// What the observer saw.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Observed {
+    /// Points awarded, over every user.
     pub points: i64,
+    /// `LevelUp` events.
     pub level_ups: u64,
+    /// `PieceUnlocked` events.
     pub pieces: u64,
+    /// `DianaInteractionCompleted` events.
     pub completions: u64,
+    /// Completions whose interaction id was seen before.
     pub duplicates: u64,
+    /// Completions that came before an earlier one of the same user.
     pub out_of_order: u64,
 }
 
 impl Observer {
+    /// An observer tracing to `trace`.
     pub fn new(trace: Arc<Trace>) -> Self {
         Observer {
             trace,
@@ -53,6 +60,7 @@ impl Observer {
         }
     }
 
+    /// What it saw so far.
     pub fn observed(&self) -> Observed {
         Observed {
             points: self.points.load(Ordering::Relaxed),
