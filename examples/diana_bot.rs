@@ -11,12 +11,18 @@
 //! The bot lives in `cli/src/demo/`; `diana-bus demo` runs the very same
 //! code (this package cannot depend on the CLI, which depends on it).
 
+// Async handlers (the emotional service's) are not built for loom.
+#[cfg(not(diana_bus_loom))]
 #[path = "../cli/src/demo/mod.rs"]
 mod demo;
 
-use std::process::ExitCode;
+#[cfg(diana_bus_loom)]
+fn main() {}
 
-fn main() -> ExitCode {
+#[cfg(not(diana_bus_loom))]
+fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+
     match demo::run(&demo::Settings::default()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
