@@ -1,18 +1,22 @@
 //! `diana-bus`: load profiles for diana-bus, side by side with
-//! crossbeam-channel.
+//! crossbeam-channel, and a demo of the Diana interaction flow.
 
 mod compare;
+mod demo;
 mod load;
 mod report;
 
 use std::process::ExitCode;
+
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use diana_bus::{Bus, BusBuilder};
 
 use load::{Profile, PROFILES};
 
-/// Load profiles for diana-bus, side by side with crossbeam-channel.
+/// Load profiles for diana-bus, side by side with crossbeam-channel, and
+/// a demo of the Diana interaction flow.
 #[derive(Debug, Parser)]
 #[command(name = "diana-bus", version, about)]
 struct Cli {
@@ -26,6 +30,49 @@ enum Command {
     Profiles,
     /// Run one profile on diana-bus, then on crossbeam-channel, and compare.
     Run(RunArgs),
+    /// Run a simulated Diana bot: five independent services, many users
+    /// and tenants, every interaction through the Diana flow, with a trace.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Users per tenant.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    users: u64,
+    /// Tenants (bots) sharing the bus.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    tenants: u64,
+    /// Interactions per user.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    interactions: u64,
+    /// How long an interaction waits for its services, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    deadline_ms: u64,
+    /// Users traced step by step (and up to twice as many troubled
+    /// interactions of others); the rest is only summarised.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    trace: u64,
+    /// diana-bus worker threads.
+    #[arg(long, value_name = "W", default_value_t = 4)]
+    workers: usize,
+}
+
+impl DemoArgs {
+    fn settings(&self) -> demo::Settings {
+        demo::Settings {
+            users: self.users,
+            tenants: self.tenants,
+            interactions: self.interactions,
+            deadline: Duration::from_millis(self.deadline_ms),
+            workers: self.workers,
+            traced: self.trace,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +131,13 @@ fn main() -> ExitCode {
             print!("{}", report::profiles(PROFILES));
             ExitCode::SUCCESS
         }
+        Command::Demo(args) => match demo::run(&args.settings()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(args) => {
             match compare::run(
                 args.profile,

@@ -1,6 +1,6 @@
 //! The `diana-bus` binary end to end: every profile runs on both
-//! implementations, and bad input gets a clear error and a non-zero exit,
-//! never a panic.
+//! implementations, the demo runs the Diana flow and prints its trace, and
+//! bad input gets a clear error and a non-zero exit, never a panic.
 
 use std::process::{Command, Output};
 
@@ -126,4 +126,70 @@ fn zero_events_is_refused() {
     let output = diana_bus(&["run", "--profile", "spsc", "--events", "0"]);
     assert!(!output.status.success());
     assert!(stderr(&output).contains("--events"));
+}
+
+#[test]
+fn demo_runs_the_diana_flow_and_prints_a_trace_and_a_summary() {
+    let output = diana_bus(&["demo"]);
+    let (stdout, stderr) = (stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // The traced users' steps, one line each.
+    for step in [
+        "tenant 1 user 1 #",
+        " main_menu requested",
+        " gamification -> {",
+        " narrative -> {",
+        " user -> {",
+        " emotional ",
+        "PointsAwarded +10 for ReactionAdded",
+        "published once -> {",
+    ] {
+        assert!(stdout.contains(step), "no {step:?} in\n{stdout}");
+    }
+    assert!(stdout.contains("tenant 2 user 1 #"), "{stdout}");
+    assert!(
+        stdout.contains("24 interactions in") && stdout.contains("24 completion events delivered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 reactions, chapters or completions out of order"));
+    for service in ["gamification", "narrative", "user", "admin", "emotional"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(service)),
+            "no summary row for {service} in\n{stdout}"
+        );
+    }
+    assert!(stdout.lines().count() < 200, "the trace is bounded");
+}
+
+#[test]
+fn demo_summarises_a_larger_workload_in_a_bounded_trace() {
+    let output = diana_bus(&[
+        "demo",
+        "--users",
+        "30",
+        "--tenants",
+        "3",
+        "--interactions",
+        "2",
+        "--trace",
+        "1",
+    ]);
+    let stdout = stdout(&output);
+    assert!(output.status.success(), "{stdout}\n{}", stderr(&output));
+    assert!(
+        stdout.contains("180 completion events delivered"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().count() < 80, "{stdout}");
+}
+
+#[test]
+fn demo_refuses_an_empty_workload() {
+    for flag in ["--users", "--tenants", "--interactions"] {
+        let output = diana_bus(&["demo", flag, "0"]);
+        assert!(!output.status.success(), "{flag} 0 was accepted");
+        let stderr = stderr(&output);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

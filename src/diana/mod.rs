@@ -12,6 +12,16 @@
 //!   to the services, one [`ServiceResponse`] per answering service, one
 //!   [`DianaInteractionCompleted`] per interaction.
 //!
+//! # The interaction flow
+//!
+//! A [`Coordinator`] runs the flow on a [`Bus`](crate::Bus) in four steps:
+//! it publishes a [`DianaInteraction`] to the services (responders of
+//! `DianaInteraction` answering [`ServiceResponse`]), collects and
+//! aggregates their answers within a deadline (who answered, who failed
+//! after its retries, who timed out), coordinates the final response, and
+//! publishes one [`DianaInteractionCompleted`]. See [`Coordinator`] and
+//! the `diana_bot` example, which `diana-bus demo` also runs.
+//!
 //! Every event is keyed by its user ([`Event::key`](crate::Event::key) is
 //! the user id), so one user's events are handled in publish order, and
 //! [`Event::name`](crate::Event::name) is the Python class name. Tenants
@@ -108,6 +118,7 @@ macro_rules! wire_event {
 }
 
 mod activity;
+mod coordinator;
 mod error;
 mod fields;
 mod interface;
@@ -117,6 +128,7 @@ mod user_id;
 mod wire;
 
 pub use activity::{CommandExecuted, ReactionAdded, UserMessage, UserStartedBot};
+pub use coordinator::{Coordinator, CoordinatorError, Outcome};
 pub use error::{DomainError, Rule};
 pub use fields::decode_fields;
 pub use interface::{
