@@ -89,9 +89,10 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..1000))]
     repeat: u64,
-    /// The peers to run beside diana-bus, comma-separated, or `none`
-    /// [default: all]: direct, crossbeam-channel, flume, tokio-mpsc,
-    /// tokio-broadcast, std-sync-channel, disruptor-spin, disruptor-yield.
+    /// The peers to run beside diana-bus, comma-separated, or `none`:
+    /// direct, crossbeam-channel, flume, tokio-mpsc, tokio-broadcast,
+    /// std-sync-channel, disruptor-spin, disruptor-yield [default: all but
+    /// disruptor-spin when its busy-spinning threads outnumber the cores].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_peer)]
     peers: Option<Vec<Option<&'static Peer>>>,
     /// Event types the events take in turn, each with its own subscription
@@ -141,9 +142,10 @@ impl RunArgs {
             (_, Some(duration)) => Length::Duration(duration),
             (events, None) => Length::Events(events.unwrap_or(self.profile.default_events)),
         };
-        let peers = match &self.peers {
-            None => PEERS.iter().collect(),
-            Some(peers) => peers.iter().flatten().copied().collect(),
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let (peers, skipped) = match &self.peers {
+            None => PEERS.iter().partition(|peer| peer.fits(&shape, cores)),
+            Some(peers) => (peers.iter().flatten().copied().collect(), Vec::new()),
         };
         Ok(Plan {
             profile: self.profile,
@@ -153,6 +155,8 @@ impl RunArgs {
             capacity: self.capacity,
             batch: self.batch,
             peers,
+            skipped,
+            cores,
         })
     }
 }

@@ -42,6 +42,11 @@ pub struct Plan {
     pub batch: Option<usize>,
     /// The peers beside diana-bus.
     pub peers: Vec<&'static Peer>,
+    /// The peers left out because their busy-spinning threads would
+    /// outnumber the cores.
+    pub skipped: Vec<&'static Peer>,
+    /// The machine's cores.
+    pub cores: usize,
 }
 
 /// Runs the plan on a bus built by `bus` and on each peer, alternating,
@@ -73,6 +78,15 @@ pub fn run(plan: &Plan, bus: BusBuilder) -> Result<Record, String> {
         "diana-bus: workers {workers}, shards {shards}, capacity {capacity}; peers: queues of {}",
         plan.capacity
     );
+    for peer in &plan.skipped {
+        println!(
+            "skipped {}: {} busy-spinning threads on {} cores would measure the scheduler \
+             (name it in --peers to run it anyway)",
+            peer.name,
+            peer.spinning_threads(&shape),
+            plan.cores
+        );
+    }
 
     let events = match plan.length {
         Length::Events(events) => vec![events; runners.len()],

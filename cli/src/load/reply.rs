@@ -16,10 +16,14 @@ use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
-/// Re-reads of `answered` before the publisher parks: a few microseconds,
-/// about what a reply takes when both sides are running.
-const SPINS: u32 = 2_000;
+/// How long the publisher re-reads `answered` before it parks: about what a
+/// reply takes when both sides are running. A time, not a count of spins,
+/// because a spin hint costs from a few to over a hundred cycles depending
+/// on the processor; spinning longer steals the core the reply needs when
+/// threads outnumber cores.
+const SPIN_FOR: Duration = Duration::from_micros(3);
 
 /// Where the reply to the last ping lands.
 #[derive(Debug, Default)]
@@ -48,7 +52,8 @@ impl Reply {
 
     /// The publisher's side: returns once `id` is answered.
     pub fn wait(&self, id: u64) {
-        for _ in 0..SPINS {
+        let spinning = Instant::now();
+        while spinning.elapsed() < SPIN_FOR {
             if self.answered.load(Ordering::Acquire) == id {
                 return;
             }

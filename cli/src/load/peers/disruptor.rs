@@ -58,6 +58,18 @@ impl Waiting for Spin {
     }
 }
 
+impl Spin {
+    /// Threads that spin: every consumer and every publisher of a stream;
+    /// the ping and pong consumers and the publisher of a round trip (which
+    /// spins briefly before it parks, but does while the others spin).
+    pub fn spinning_threads(shape: &Shape) -> usize {
+        match shape.pattern {
+            Pattern::Stream => shape.handlers + shape.publishers,
+            Pattern::RoundTrip => 3,
+        }
+    }
+}
+
 /// Yields the core whenever there is nothing to do.
 #[derive(Clone, Copy, Debug)]
 pub struct Yield;
