@@ -97,6 +97,9 @@ impl Waiting for Yield {
     }
 }
 
+/// The smallest ring the crate's multi producer accepts (it panics below).
+const MULTI_PRODUCER_SLOTS: usize = 64;
+
 /// Builds a fresh disruptor for every run (one can only be used once);
 /// building it, and starting its consumer threads, happens before the clock
 /// starts.
@@ -104,7 +107,8 @@ impl Waiting for Yield {
 pub struct DisruptorRunner<W> {
     shape: Shape,
     /// The ring's size: the capacity rounded up to a power of two, as the
-    /// crate requires.
+    /// crate requires, and to its minimum of [`MULTI_PRODUCER_SLOTS`] for
+    /// several publishers.
     size: usize,
     handlers: Arc<Handlers>,
     reply: Arc<Reply>,
@@ -116,7 +120,10 @@ impl<W: Waiting> DisruptorRunner<W> {
     pub fn new(shape: Shape, capacity: usize) -> Self {
         Self {
             shape,
-            size: capacity.max(1).next_power_of_two(),
+            size: match shape.publishers {
+                1 => capacity.max(1).next_power_of_two(),
+                _ => capacity.next_power_of_two().max(MULTI_PRODUCER_SLOTS),
+            },
             handlers: Arc::new(Handlers::new(shape.handlers)),
             reply: Arc::new(Reply::default()),
             waiting: PhantomData,
