@@ -69,6 +69,22 @@ fn implementations(runs: &[(String, Record)]) -> Vec<String> {
     names
 }
 
+/// "profile spsc", or "profiles spsc, mpsc" for runs of several.
+fn profiles(runs: &[(String, Record)]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, record) in runs {
+        if !names.contains(&record.profile.as_str()) {
+            names.push(&record.profile);
+        }
+    }
+    let noun = if names.len() == 1 {
+        "profile"
+    } else {
+        "profiles"
+    };
+    format!("{noun} {}", names.join(", "))
+}
+
 /// The measurements of implementation `name` in `record`.
 fn find<'a>(record: &'a Record, name: &str) -> Option<&'a Measured> {
     record.results.iter().find(|m| m.implementation == name)
@@ -131,15 +147,14 @@ fn throughput(
         .flat_map(|(_, record)| record.results.iter().map(|m| m.deliveries_per_s))
         .filter(|rate| rate.is_finite())
         .fold(0.0, f64::max);
+    // Headroom above the bars for the legend: a line per run.
+    let top = highest * (1.2 + 0.08 * runs.len() as f64);
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("deliveries/s (profile {})", runs[0].1.profile),
-            (FONT, 22),
-        )
+        .caption(format!("deliveries/s ({})", profiles(runs)), (FONT, 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d(x_axis(names), 0.0..(highest * 1.1).max(1.0))?;
+        .build_cartesian_2d(x_axis(names), 0.0..top.max(1.0))?;
     let name_of = label(names);
     chart
         .configure_mesh()
@@ -193,9 +208,10 @@ fn latency(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
+        // Headroom for the legend, which takes more of a log scale per run.
         .build_cartesian_2d(
             x_axis(names),
-            ((lowest / 2.0).max(1.0)..highest * 2.0).log_scale(),
+            ((lowest / 2.0).max(1.0)..highest * 4f64.powi(1 + runs.len() as i32)).log_scale(),
         )?;
     let name_of = label(names);
     chart

@@ -174,11 +174,15 @@ fn describe(shape: &Shape) -> String {
     if shape.keys > 0 {
         line += &format!(", {} keys", shape.keys);
     }
-    if shape.types > 0 {
-        line += &format!(", {} event types", shape.types);
+    match shape.types {
+        0 => {}
+        1 => line += ", 1 event type",
+        types => line += &format!(", {types} event types"),
     }
-    if shape.tenants > 0 {
-        line += &format!(", {} tenants (tenant 1 takes half)", shape.tenants);
+    match shape.tenants {
+        0 => {}
+        1 => line += ", 1 tenant",
+        tenants => line += &format!(", {tenants} tenants (tenant 1 takes half)"),
     }
     line
 }
