@@ -1,22 +1,33 @@
-//! `diana-bus`: load profiles for diana-bus, side by side with
-//! crossbeam-channel, and a demo of the Diana interaction flow.
+//! `diana-bus`: load profiles for diana-bus, side by side with its peers,
+//! the tools to compare and plot the runs, and a demo of the Diana
+//! interaction flow.
 
+mod alloc_count;
 mod compare;
 mod demo;
 mod load;
+mod plot;
+mod progress;
+mod record;
 mod report;
+mod run;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use diana_bus::{Bus, BusBuilder};
 
-use load::{Profile, PROFILES};
+use load::{Pattern, Peer, Profile, MAX_TYPES, PEERS, PROFILES};
+use record::Record;
+use run::{Length, Plan};
 
-/// Load profiles for diana-bus, side by side with crossbeam-channel, and
-/// a demo of the Diana interaction flow.
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+
+/// Load profiles for diana-bus, side by side with its peers, and a demo
+/// of the Diana interaction flow.
 #[derive(Debug, Parser)]
 #[command(name = "diana-bus", version, about)]
 struct Cli {
@@ -28,11 +39,29 @@ struct Cli {
 enum Command {
     /// List the load profiles.
     Profiles,
-    /// Run one profile on diana-bus, then on crossbeam-channel, and compare.
+    /// Run one profile on diana-bus and on its peers, alternately, and
+    /// print a summary of the medians.
     Run(RunArgs),
     /// Run a simulated Diana bot: five independent services, many users
     /// and tenants, every interaction through the Diana flow, with a trace.
     Demo(DemoArgs),
+    /// Print the ratios B/A between two runs saved with `run --json`.
+    Compare {
+        /// The first run (the denominator).
+        a: PathBuf,
+        /// The second run.
+        b: PathBuf,
+    },
+    /// Draw throughput and latency percentiles of runs saved with `run
+    /// --json` into an SVG file.
+    Plot {
+        /// The runs, one series each.
+        #[arg(required = true, value_name = "RUN.json")]
+        runs: Vec<PathBuf>,
+        /// The SVG file to write.
+        #[arg(short, long, value_name = "FILE.svg")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -80,17 +109,22 @@ struct RunArgs {
     /// The load profile (see `diana-bus profiles`).
     #[arg(long, value_name = "NAME", value_parser = parse_profile)]
     profile: &'static Profile,
-    /// Events to publish.
-    #[arg(long, value_name = "N", default_value_t = 2_000_000,
+    /// Events per run [default: the profile's, 2,000,000 (100,000 round
+    /// trips for latency)].
+    #[arg(long, value_name = "N", conflicts_with = "duration",
           value_parser = clap::value_parser!(u64).range(1..))]
-    events: u64,
+    events: Option<u64>,
+    /// Seconds per run instead of a number of events: each implementation's
+    /// events are sized by a calibration run.
+    #[arg(long, value_name = "S", value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// diana-bus worker threads.
     #[arg(long, value_name = "W", default_value_t = 2)]
     workers: usize,
     /// diana-bus shards [default: 4 per worker].
     #[arg(long, value_name = "S")]
     shards: Option<usize>,
-    /// Slots per diana-bus shard, and per crossbeam channel.
+    /// Slots per diana-bus shard, and per peer queue.
     #[arg(long, value_name = "C", default_value_t = 1024)]
     capacity: usize,
     /// Most events a diana-bus worker takes from a shard at once [default:
@@ -101,6 +135,24 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..1000))]
     repeat: u64,
+    /// The peers to run beside diana-bus, comma-separated, or `none`:
+    /// direct, crossbeam-channel, flume, tokio-mpsc, tokio-broadcast,
+    /// std-sync-channel, disruptor-spin, disruptor-yield [default: all but
+    /// disruptor-spin when its busy-spinning threads outnumber the cores].
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_peer)]
+    peers: Option<Vec<Option<&'static Peer>>>,
+    /// Event types the events take in turn, each with its own subscription
+    /// (1 to 1,000) [default: 1,000 for the types profile].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TYPES as u64))]
+    types: Option<u64>,
+    /// Tenants the events spread over, tenant 1 taking half [default:
+    /// 10,000 for the tenants profile].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    tenants: Option<u64>,
+    /// Also write the results to this JSON file (for `compare` and `plot`).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -116,6 +168,43 @@ impl RunArgs {
             None => builder,
         }
     }
+
+    /// What to run.
+    fn plan(&self) -> Result<Plan, String> {
+        let mut shape = self.profile.shape;
+        if shape.pattern == Pattern::RoundTrip && (self.types.is_some() || self.tenants.is_some()) {
+            return Err(format!(
+                "--types and --tenants do not apply to the {} profile",
+                self.profile.name
+            ));
+        }
+        if let Some(types) = self.types {
+            shape.types = types as usize;
+        }
+        if let Some(tenants) = self.tenants {
+            shape.tenants = tenants;
+        }
+        let length = match (self.events, self.duration) {
+            (_, Some(duration)) => Length::Duration(duration),
+            (events, None) => Length::Events(events.unwrap_or(self.profile.default_events)),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let (peers, skipped) = match &self.peers {
+            None => PEERS.iter().partition(|peer| peer.fits(&shape, cores)),
+            Some(peers) => (peers.iter().flatten().copied().collect(), Vec::new()),
+        };
+        Ok(Plan {
+            profile: self.profile,
+            shape,
+            length,
+            repeat: self.repeat,
+            capacity: self.capacity,
+            batch: self.batch,
+            peers,
+            skipped,
+            cores,
+        })
+    }
 }
 
 fn parse_profile(name: &str) -> Result<&'static Profile, String> {
@@ -125,33 +214,67 @@ fn parse_profile(name: &str) -> Result<&'static Profile, String> {
     })
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
+/// A peer by name; `none` for no peer at all.
+fn parse_peer(name: &str) -> Result<Option<&'static Peer>, String> {
+    if name == "none" {
+        return Ok(None);
+    }
+    Peer::find(name).map(Some).ok_or_else(|| {
+        let known: Vec<_> = PEERS.iter().map(|peer| peer.name).collect();
+        format!("unknown peer; known peers: {}, or none", known.join(", "))
+    })
+}
+
+fn parse_duration(seconds: &str) -> Result<Duration, String> {
+    let seconds: f64 = seconds
+        .parse()
+        .map_err(|_| "not a number of seconds".to_owned())?;
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err("must be above 0 and at most 3600 seconds".to_owned());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn execute(command: Command) -> Result<(), String> {
+    match command {
         Command::Profiles => {
             print!("{}", report::profiles(PROFILES));
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Command::Demo(args) => match demo::run(&args.settings()) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Demo(args) => demo::run(&args.settings())
+            .map(|_| ())
+            .map_err(|error| error.to_string()),
         Command::Run(args) => {
-            match compare::run(
-                args.profile,
-                args.events,
-                args.bus(),
-                args.capacity,
-                args.repeat as usize,
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
+            let record = run::run(&args.plan()?, args.bus())?;
+            match &args.json {
+                Some(path) => record.write(path),
+                None => Ok(()),
             }
+        }
+        Command::Compare { a, b } => {
+            let (first, second) = (Record::read(&a)?, Record::read(&b)?);
+            let (a, b) = (a.display().to_string(), b.display().to_string());
+            print!("{}", compare::render(&a, &first, &b, &second));
+            Ok(())
+        }
+        Command::Plot { runs, output } => {
+            let runs = runs
+                .iter()
+                .map(|path| Ok((path.display().to_string(), Record::read(path)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            plot::plot(&runs, &output)?;
+            println!("wrote {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match execute(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,28 +1,12 @@
-//! Plain-text output: the profile list and the comparison table.
+//! Plain-text output: the profile list and the summary table.
 
 use std::fmt::Write;
-use std::time::Duration;
 
 use crate::load::Profile;
+use crate::record::Measured;
 
-/// One implementation's figures for one run.
-#[derive(Clone, Copy, Debug)]
-pub struct Row {
-    /// The implementation's name.
-    pub implementation: &'static str,
-    /// From the first publish to the last delivery.
-    pub elapsed: Duration,
-    /// Events published.
-    pub events: u64,
-    /// Handler runs.
-    pub deliveries: u64,
-}
-
-impl Row {
-    fn per_second(&self, count: u64) -> f64 {
-        count as f64 / self.elapsed.as_secs_f64()
-    }
-}
+/// The implementation the last column compares every row with.
+const BASELINE: &str = "diana-bus";
 
 /// One line per profile: its name and description, aligned.
 pub fn profiles(profiles: &[Profile]) -> String {
@@ -34,41 +18,64 @@ pub fn profiles(profiles: &[Profile]) -> String {
 }
 
 /// An aligned table of `rows`, and a line saying what its last column is:
-/// each row's deliveries/s over the last row's (the baseline).
-pub fn table(rows: &[Row]) -> String {
-    let Some(baseline) = rows.last() else {
-        return String::new();
-    };
+/// diana-bus's deliveries/s over each row's.
+pub fn table(rows: &[Measured]) -> String {
+    let baseline = rows.iter().find(|row| row.implementation == BASELINE);
     let header = [
-        "implementation".to_owned(),
-        "elapsed".to_owned(),
-        "events/s".to_owned(),
-        "deliveries/s".to_owned(),
-        "ratio".to_owned(),
-    ];
-    let mut lines = vec![header];
+        "implementation",
+        "events/s",
+        "deliveries/s",
+        "p50",
+        "p99",
+        "p99.9",
+        "allocs/event",
+        "CPU s",
+        "diana-bus/this",
+    ]
+    .map(str::to_owned);
+    let mut lines = vec![header.to_vec()];
     lines.extend(rows.iter().map(|row| {
-        [
-            row.implementation.to_owned(),
-            format!("{:.1} ms", row.elapsed.as_secs_f64() * 1e3),
-            grouped(row.per_second(row.events)),
-            grouped(row.per_second(row.deliveries)),
-            format!(
-                "{:.2}x",
-                row.per_second(row.deliveries) / baseline.per_second(baseline.deliveries)
-            ),
+        let latency = |ns| match row.latency_samples {
+            0 => "-".to_owned(),
+            _ => nanos(ns),
+        };
+        vec![
+            row.implementation.clone(),
+            grouped(row.events_per_s),
+            grouped(row.deliveries_per_s),
+            latency(row.latency_ns.p50),
+            latency(row.latency_ns.p99),
+            latency(row.latency_ns.p999),
+            format!("{:.3}", row.allocations_per_event),
+            format!("{:.3}", row.cpu_seconds),
+            baseline.map_or("-".to_owned(), |baseline| {
+                format!("{:.2}x", baseline.deliveries_per_s / row.deliveries_per_s)
+            }),
         ]
     }));
-    let widths: Vec<usize> = (0..lines[0].len())
+    let mut out = aligned(&lines);
+    let _ = writeln!(
+        out,
+        "diana-bus/this: {BASELINE}'s deliveries/s over the row's (above 1.00x, diana-bus is faster)"
+    );
+    out
+}
+
+/// `lines` as columns: the first left-aligned, the others right-aligned,
+/// two spaces apart.
+pub fn aligned(lines: &[Vec<String>]) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
         .map(|column| {
             lines
                 .iter()
-                .map(|line| line[column].len())
+                .filter_map(|line| line.get(column))
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
-    let mut out = lines.iter().fold(String::new(), |mut out, line| {
+    lines.iter().fold(String::new(), |mut out, line| {
         for (column, (cell, &width)) in line.iter().zip(&widths).enumerate() {
             // The name column reads left to right, figures line up on the right.
             let _ = match column {
@@ -78,17 +85,14 @@ pub fn table(rows: &[Row]) -> String {
         }
         out.push('\n');
         out
-    });
-    let _ = writeln!(
-        out,
-        "ratio: deliveries/s over {}'s deliveries/s",
-        baseline.implementation
-    );
-    out
+    })
 }
 
 /// `rate` rounded, with thousands separated: `12,345,678`.
-fn grouped(rate: f64) -> String {
+pub fn grouped(rate: f64) -> String {
+    if !rate.is_finite() {
+        return "-".to_owned();
+    }
     let digits = format!("{:.0}", rate);
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, digit) in digits.chars().enumerate() {
@@ -100,9 +104,22 @@ fn grouped(rate: f64) -> String {
     out
 }
 
+/// A duration in nanoseconds, in the unit that keeps it short: `850 ns`,
+/// `1.25 µs`, `3.4 ms`.
+pub fn nanos(ns: u64) -> String {
+    let ns = ns as f64;
+    match ns {
+        _ if ns < 1e3 => format!("{ns:.0} ns"),
+        _ if ns < 1e6 => format!("{:.2} µs", ns / 1e3),
+        _ if ns < 1e9 => format!("{:.2} ms", ns / 1e6),
+        _ => format!("{:.2} s", ns / 1e9),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Params, Percentiles};
 
     #[test]
     fn groups_thousands() {
@@ -110,21 +127,52 @@ mod tests {
         assert_eq!(grouped(999.0), "999");
         assert_eq!(grouped(1000.0), "1,000");
         assert_eq!(grouped(12_345_678.0), "12,345,678");
+        assert_eq!(grouped(f64::INFINITY), "-");
     }
 
     #[test]
-    fn table_is_aligned_with_the_last_row_as_baseline() {
-        let row = |implementation, millis| Row {
-            implementation,
-            elapsed: Duration::from_millis(millis),
+    fn durations_pick_their_unit() {
+        assert_eq!(nanos(850), "850 ns");
+        assert_eq!(nanos(1_250), "1.25 µs");
+        assert_eq!(nanos(3_400_000), "3.40 ms");
+        assert_eq!(nanos(2_000_000_000), "2.00 s");
+    }
+
+    fn row(implementation: &str, deliveries_per_s: f64) -> Measured {
+        Measured {
+            implementation: implementation.to_owned(),
+            profile: "p".to_owned(),
+            params: Params {
+                pattern: "stream".to_owned(),
+                publishers: 1,
+                handlers: 1,
+                keys: 0,
+                types: 0,
+                tenants: 0,
+            },
             events: 1000,
-            deliveries: 4000,
-        };
-        let table = table(&[row("fast", 1), row("baseline-impl", 2)]);
+            events_per_s: deliveries_per_s,
+            deliveries_per_s,
+            latency_ns: Percentiles {
+                p50: 1_500,
+                p99: 20_000,
+                p999: 1_000_000,
+            },
+            latency_samples: 10,
+            allocations_per_event: 0.0,
+            cpu_seconds: 0.5,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned_with_diana_bus_as_baseline() {
+        let table = table(&[row("diana-bus", 4000.0), row("slow-peer", 1000.0)]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert!(lines[..3].iter().all(|line| line.len() == lines[0].len()));
-        assert!(lines[1].starts_with("fast ") && lines[1].ends_with("2.00x"));
-        assert!(lines[2].ends_with("1.00x"));
+        let width = |line: &str| line.chars().count();
+        assert!(lines[..3].iter().all(|line| width(line) == width(lines[0])));
+        assert!(lines[1].starts_with("diana-bus ") && lines[1].ends_with("1.00x"));
+        assert!(lines[2].starts_with("slow-peer ") && lines[2].ends_with("4.00x"));
+        assert!(lines[2].contains("1.50 µs") && lines[2].contains("1.00 ms"));
     }
 }

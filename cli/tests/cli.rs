@@ -1,10 +1,26 @@
-//! The `diana-bus` binary end to end: every profile runs on both
-//! implementations, the demo runs the Diana flow and prints its trace, and
-//! bad input gets a clear error and a non-zero exit, never a panic.
+//! The `diana-bus` binary end to end: every profile runs on diana-bus and
+//! every peer, `--json` writes what `compare` and `plot` read, the demo runs
+//! the Diana flow and prints its trace, and bad input gets a clear error and
+//! a non-zero exit, never a panic.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const PROFILES: [&str; 3] = ["spsc", "mpsc", "fanout4"];
+use serde_json::Value;
+
+const PROFILES: [&str; 6] = ["spsc", "mpsc", "fanout4", "latency", "types", "tenants"];
+
+/// Every implementation a run may show; disruptor-spin only where its
+/// spinning threads fit the machine's cores.
+const PEERS: [&str; 7] = [
+    "direct",
+    "crossbeam-channel",
+    "flume",
+    "tokio-mpsc",
+    "tokio-broadcast",
+    "std-sync-channel",
+    "disruptor-yield",
+];
 
 fn diana_bus(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diana-bus"))
@@ -21,15 +37,32 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Asserts a successful run whose table has a row for each implementation.
-fn assert_compared(args: &[&str]) {
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A fresh path in cargo's temporary directory for integration tests.
+fn scratch(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Runs `args` and asserts success, a row for each of `implementations`,
+/// and a clean stderr (no progress bar when stderr is not a terminal).
+fn assert_runs(args: &[&str], implementations: &[&str]) -> String {
     let output = diana_bus(args);
     let (stdout, stderr) = (stdout(&output), stderr(&output));
     assert!(
         output.status.success(),
         "{args:?} failed:\n{stdout}\n{stderr}"
     );
-    for implementation in ["diana-bus", "crossbeam-channel"] {
+    assert_eq!(stderr, "", "{args:?}: stderr is not a terminal, so no bar");
+    for implementation in implementations {
         assert!(
             stdout
                 .lines()
@@ -37,6 +70,21 @@ fn assert_compared(args: &[&str]) {
             "{args:?}: no {implementation} row in\n{stdout}"
         );
     }
+    stdout
+}
+
+/// Asserts a failure with exit code 1 or 2 (clap's usage errors), a
+/// message containing `expected`, and no panic.
+fn assert_fails(args: &[&str], expected: &str) {
+    let output = diana_bus(args);
+    let stderr = stderr(&output);
+    assert!(
+        matches!(output.status.code(), Some(1 | 2)),
+        "{args:?}: {:?}\n{stderr}",
+        output.status
+    );
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
 }
 
 #[test]
@@ -58,30 +106,290 @@ fn profiles_lists_every_profile_with_a_description() {
 }
 
 #[test]
-fn every_profile_runs_on_both_implementations() {
+fn every_profile_runs_on_diana_bus_and_every_peer() {
+    let mut expected = vec!["diana-bus"];
+    expected.extend(PEERS);
     for profile in PROFILES {
-        assert_compared(&["run", "--profile", profile, "--events", "5000"]);
+        let events = if profile == "latency" { "300" } else { "3000" };
+        let stdout = assert_runs(
+            &[
+                "run",
+                "--profile",
+                profile,
+                "--events",
+                events,
+                "--repeat",
+                "1",
+            ],
+            &expected,
+        );
+        assert!(stdout.contains("p99.9") && stdout.contains("allocs/event"));
+    }
+}
+
+#[test]
+fn busy_spin_runs_when_asked_for() {
+    for profile in ["spsc", "fanout4", "latency"] {
+        assert_runs(
+            &[
+                "run",
+                "--profile",
+                profile,
+                "--events",
+                "300",
+                "--repeat",
+                "1",
+            ]
+            .into_iter()
+            .chain(["--peers", "disruptor-spin"])
+            .collect::<Vec<_>>(),
+            &["diana-bus", "disruptor-spin"],
+        );
     }
 }
 
 #[test]
 fn tiny_rings_exercise_backpressure() {
     for profile in PROFILES {
-        assert_compared(&[
+        assert_runs(
+            &[
+                "run",
+                "--profile",
+                profile,
+                "--events",
+                "1000",
+                "--repeat",
+                "1",
+                "--workers",
+                "1",
+                "--shards",
+                "2",
+                "--capacity",
+                "2",
+                "--batch",
+                "1",
+            ],
+            &["diana-bus", "crossbeam-channel", "tokio-broadcast"],
+        );
+    }
+}
+
+#[test]
+fn peers_narrow_the_run() {
+    let stdout = assert_runs(
+        &[
             "run",
             "--profile",
-            profile,
+            "mpsc",
             "--events",
-            "3000",
-            "--workers",
+            "2000",
+            "--repeat",
             "1",
-            "--shards",
-            "2",
-            "--capacity",
-            "2",
-            "--batch",
+            "--peers",
+            "flume,direct",
+        ],
+        &["diana-bus", "flume", "direct"],
+    );
+    assert!(!stdout.contains("crossbeam-channel "), "{stdout}");
+    let stdout = assert_runs(
+        &[
+            "run",
+            "--profile",
+            "spsc",
+            "--events",
+            "2000",
+            "--peers",
+            "none",
+        ],
+        &["diana-bus"],
+    );
+    let rows = stdout.lines().filter(|line| line.ends_with('x')).count();
+    assert_eq!(rows, 1, "{stdout}");
+}
+
+#[test]
+fn types_tenants_and_duration_are_taken() {
+    let stdout = assert_runs(
+        &[
+            "run",
+            "--profile",
+            "types",
+            "--types",
+            "7",
+            "--events",
+            "2000",
+            "--repeat",
             "1",
-        ]);
+            "--peers",
+            "crossbeam-channel",
+        ],
+        &["diana-bus", "crossbeam-channel"],
+    );
+    assert!(stdout.contains("7 event types"), "{stdout}");
+    let stdout = assert_runs(
+        &[
+            "run",
+            "--profile",
+            "spsc",
+            "--tenants",
+            "3",
+            "--duration",
+            "0.02",
+            "--repeat",
+            "1",
+            "--peers",
+            "none",
+        ],
+        &["diana-bus"],
+    );
+    assert!(stdout.contains("3 tenants"), "{stdout}");
+}
+
+#[test]
+fn json_records_every_implementation_with_the_documented_fields() {
+    let path = scratch("run.json");
+    let path_arg = path.display().to_string();
+    assert_runs(
+        &[
+            "run",
+            "--profile",
+            "fanout4",
+            "--events",
+            "4000",
+            "--repeat",
+            "2",
+            "--peers",
+            "crossbeam-channel,direct",
+            "--json",
+            &path_arg,
+        ],
+        &["diana-bus"],
+    );
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["format"], 1);
+    assert_eq!(json["profile"], "fanout4");
+    let settings = &json["settings"];
+    assert_eq!(settings["events"], 4000);
+    assert_eq!(settings["repeat"], 2);
+    assert_eq!(settings["capacity"], 1024);
+    for field in ["workers", "shards", "sample_every"] {
+        assert!(settings[field].as_u64().unwrap() > 0, "{field}: {settings}");
+    }
+    let results = json["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["implementation"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["diana-bus", "crossbeam-channel", "direct"]);
+    for result in results {
+        assert_eq!(result["profile"], "fanout4");
+        assert_eq!(result["params"]["handlers"], 4);
+        assert_eq!(result["params"]["keys"], 64);
+        assert_eq!(result["params"]["pattern"], "stream");
+        assert_eq!(result["events"], 4000);
+        let events = result["events_per_s"].as_f64().unwrap();
+        let deliveries = result["deliveries_per_s"].as_f64().unwrap();
+        assert!(
+            events > 0.0 && (deliveries / events - 4.0).abs() < 1e-9,
+            "{result}"
+        );
+        let latency = &result["latency_ns"];
+        let (p50, p99, p999) = (
+            latency["p50"].as_u64().unwrap(),
+            latency["p99"].as_u64().unwrap(),
+            latency["p999"].as_u64().unwrap(),
+        );
+        assert!(0 < p50 && p50 <= p99 && p99 <= p999, "{result}");
+        // 4,000 events, 1 in 64 sampled, 4 handlers, 2 runs.
+        assert_eq!(result["latency_samples"], 62 * 4 * 2, "{result}");
+        assert!(result["allocations_per_event"].as_f64().unwrap() >= 0.0);
+        assert!(result["cpu_seconds"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn compare_prints_ratios_b_over_a() {
+    let output = diana_bus(&["compare", &fixture("spsc-a.json"), &fixture("spsc-b.json")]);
+    let stdout = stdout(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    let cells = |implementation: &str| -> Vec<String> {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("{implementation} ")))
+            .unwrap_or_else(|| panic!("no {implementation} row in\n{stdout}"));
+        line.split_whitespace().skip(1).map(str::to_owned).collect()
+    };
+    // events/s, deliveries/s, p50, p99, p99.9 of B over A, by hand from the
+    // fixtures: diana-bus 25 M/10 M, 500/1000, 4000/4000, 40000/10000 ns.
+    assert_eq!(
+        cells("diana-bus"),
+        ["2.50x", "2.50x", "0.50x", "1.00x", "4.00x"]
+    );
+    assert_eq!(
+        cells("crossbeam-channel"),
+        ["0.50x", "0.50x", "1.00x", "2.00x", "1.00x"]
+    );
+    assert!(stdout.contains("only in A: flume"), "{stdout}");
+    assert!(stdout.contains("only in B: tokio-mpsc"), "{stdout}");
+    assert!(stdout.contains("differs: workers 2 -> 4"), "{stdout}");
+}
+
+#[test]
+fn compare_reads_what_run_writes() {
+    let (a, b) = (scratch("compare-a.json"), scratch("compare-b.json"));
+    for (path, types) in [(&a, "1"), (&b, "10")] {
+        let path = path.display().to_string();
+        assert_runs(
+            &[
+                "run",
+                "--profile",
+                "types",
+                "--types",
+                types,
+                "--events",
+                "2000",
+                "--repeat",
+                "1",
+                "--peers",
+                "direct",
+                "--json",
+                &path,
+            ],
+            &["diana-bus"],
+        );
+    }
+    let output = diana_bus(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let stdout = stdout(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    assert!(stdout.contains("differs: types 1 -> 10"), "{stdout}");
+    assert!(
+        stdout.lines().any(|line| line.starts_with("direct ")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn plot_draws_an_svg() {
+    let svg = scratch("plot.svg");
+    let output = diana_bus(&[
+        "plot",
+        &fixture("spsc-a.json"),
+        &fixture("spsc-b.json"),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(text.starts_with("<svg"), "{}", &text[..text.len().min(200)]);
+    assert!(text.trim_end().ends_with("</svg>"));
+    for label in [
+        "deliveries/s",
+        "latency",
+        "diana-bus",
+        "tokio-mpsc",
+        "spsc-b.json",
+    ] {
+        assert!(text.contains(label), "no {label} in the SVG");
     }
 }
 
@@ -122,10 +430,43 @@ fn bad_bus_settings_fail_without_a_panic() {
 }
 
 #[test]
-fn zero_events_is_refused() {
-    let output = diana_bus(&["run", "--profile", "spsc", "--events", "0"]);
-    assert!(!output.status.success());
-    assert!(stderr(&output).contains("--events"));
+fn bad_run_arguments_are_refused() {
+    let run = |extra: &[&'static str]| {
+        let mut args = vec!["run", "--profile", "spsc"];
+        args.extend(extra);
+        args
+    };
+    assert_fails(&run(&["--events", "0"]), "--events");
+    assert_fails(&run(&["--duration", "0"]), "--duration");
+    assert_fails(
+        &run(&["--events", "10", "--duration", "1"]),
+        "cannot be used with",
+    );
+    assert_fails(&run(&["--peers", "zeromq"]), "unknown peer");
+    assert_fails(&run(&["--types", "1001"]), "--types");
+    assert_fails(&run(&["--tenants", "0"]), "--tenants");
+    assert_fails(
+        &["run", "--profile", "latency", "--types", "3"],
+        "do not apply to the latency profile",
+    );
+}
+
+#[test]
+fn malformed_or_missing_records_are_refused() {
+    let malformed = fixture("malformed.json");
+    let good = fixture("spsc-a.json");
+    assert_fails(
+        &["compare", &good, &malformed],
+        "not a diana-bus run record",
+    );
+    assert_fails(&["compare", &malformed, &good], "malformed.json");
+    let svg = scratch("never.svg");
+    assert_fails(
+        &["plot", &malformed, "-o", svg.to_str().unwrap()],
+        "not a diana-bus run record",
+    );
+    assert!(!svg.exists(), "no SVG for a bad record");
+    assert_fails(&["compare", &good, "/nonexistent/b.json"], "cannot read");
 }
 
 #[test]

@@ -1,28 +1,46 @@
-//! Load profiles and the runners that drive them, on diana-bus and on
-//! crossbeam-channel.
+//! Load profiles and the runners that drive them: diana-bus, its peers
+//! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
+//! sync_channel, the disruptor crate) and the direct-call floor.
 //!
-//! A run publishes ids `1..=events` from the profile's publisher threads;
-//! every handler folds each id it sees into its own checksum, and the run
-//! only counts if each checksum is the sum of all ids. The clock runs from
-//! the moment the publishers are released to the moment every delivery is
-//! done.
+//! A streaming run publishes ids `1..=events` from the profile's publisher
+//! threads; every handler folds each id it sees into its own checksum, and
+//! the run only counts if each checksum is the sum of all ids. The clock
+//! runs from the moment the publishers are released to the moment every
+//! delivery is done. One event in [`SAMPLE_EVERY`] carries its publish time,
+//! and its handler records the latency. A round-trip run times every ping
+//! from its publish to the arrival of its pong.
 //!
-//! This module needs nothing but `diana_bus` and `crossbeam_channel`: the
+//! This module needs nothing but `diana_bus` and the peer crates: the
 //! criterion bench (`benches/profiles.rs`) includes it with `#[path]`, so
 //! the CLI and the bench drive the very same code. Its files refer to each
 //! other through `super::`, never `crate::`, for that reason.
 
-mod crossbeam;
+mod clock;
 mod diana;
+mod direct;
+mod dispatch;
+mod handlers;
+mod latency;
 mod message;
+pub mod meter;
+mod peers;
 mod profile;
 mod publishers;
+mod reply;
+mod round_trip;
 mod runner;
 mod tally;
+mod typed;
 
-pub use crossbeam::CrossbeamRunner;
 pub use diana::DianaRunner;
-pub use message::Message;
-pub use profile::{Profile, Shape, PROFILES};
-pub use runner::{RunError, Runner};
+pub use direct::DirectRunner;
+pub use dispatch::Dispatch;
+pub use handlers::Handlers;
+pub use latency::{histogram, merge, Latencies};
+pub use message::{Message, Pong, SAMPLE_EVERY};
+pub use peers::{Peer, PEERS};
+pub use profile::{Pattern, Profile, Shape, PROFILES};
+pub use reply::Reply;
+pub use runner::{RunError, Runner, Sample};
 pub use tally::{Mismatch, Tally};
+pub use typed::MAX_TYPES;

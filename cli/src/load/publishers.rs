@@ -1,46 +1,44 @@
-//! The timed part of every run, the same for every implementation:
-//! publisher threads released together, then a wait for the last delivery.
+//! The timed part of every streaming run, the same for every
+//! implementation: publisher threads released together, then a wait for
+//! the last delivery.
 
 use std::ops::RangeInclusive;
 use std::panic::resume_unwind;
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
 
-use super::Message;
+use super::latency;
+use super::meter::Reading;
+use super::runner::Timed;
+use super::Shape;
 
-/// What one timed run did.
-#[derive(Clone, Copy, Debug)]
-pub struct Timed {
-    /// From the publishers' release to the return of `settle`.
-    pub elapsed: Duration,
-    /// Events `send` accepted.
-    pub accepted: u64,
-}
-
-/// Publishes the ids `1..=events` from `publishers` threads, each a
-/// contiguous share of them, through `send`, which returns false when it
-/// refuses an event (that thread then stops). `send` is dropped once every
-/// publisher is done, then `settle` waits until every delivery is done.
+/// Publishes the ids `1..=events` of `shape` from one thread per sender,
+/// each a contiguous share of them, through its sender, which returns false
+/// when it refuses an event (that thread then stops). Each sender is
+/// dropped when its thread is done (closing the channels it owns), then
+/// `settle` waits until every delivery is done.
 ///
 /// The threads start before the clock does and wait at a barrier; the clock
 /// starts when the barrier releases them and stops when `settle` returns.
-pub fn run<S, F>(publishers: usize, events: u64, keys: u64, send: S, settle: F) -> Timed
+pub fn run<S, F>(shape: &Shape, events: u64, senders: Vec<S>, settle: F) -> Timed
 where
-    S: Fn(Message) -> bool + Sync,
+    S: FnMut(super::Message) -> bool + Send,
     F: FnOnce(),
 {
+    let publishers = senders.len();
     let barrier = Barrier::new(publishers + 1);
     let (start, accepted) = thread::scope(|scope| {
-        let threads: Vec<_> = (0..publishers)
-            .map(|publisher| {
+        let threads: Vec<_> = senders
+            .into_iter()
+            .enumerate()
+            .map(|(publisher, mut send)| {
                 let ids = share(events, publishers, publisher);
-                let (send, barrier) = (&send, &barrier);
+                let barrier = &barrier;
                 scope.spawn(move || {
                     barrier.wait();
                     let mut accepted = 0;
                     for id in ids {
-                        if !send(Message::new(id, keys)) {
+                        if !send(shape.message(id)) {
                             break;
                         }
                         accepted += 1;
@@ -50,19 +48,18 @@ where
             })
             .collect();
         barrier.wait();
-        let start = Instant::now();
+        let start = Reading::now();
         let accepted: u64 = threads
             .into_iter()
             .map(|thread| thread.join().unwrap_or_else(|panic| resume_unwind(panic)))
             .sum();
         (start, accepted)
     });
-    // Closes the channels a `send` may own, so their consumers can finish.
-    drop(send);
     settle();
     Timed {
-        elapsed: start.elapsed(),
+        window: start.window(),
         accepted,
+        latency: latency::histogram(),
     }
 }
 

@@ -3,24 +3,56 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::publishers::Timed;
-use super::{Mismatch, Tally};
+use hdrhistogram::Histogram;
+
+use super::latency;
+use super::meter::Window;
+use super::{Handlers, Mismatch};
 
 /// An implementation set up for one [`super::Shape`].
 pub trait Runner {
     /// Its name in reports and benchmark ids.
     fn name(&self) -> &'static str;
 
-    /// Moves `events` events through the shape once, and returns the wall
-    /// clock from the first publish to the last delivery, after checking
-    /// that every handler saw every event exactly once.
-    fn run(&mut self, events: u64) -> Result<Duration, RunError>;
+    /// Moves `events` events through the shape once, and returns what the
+    /// run took, after checking that every handler saw every event exactly
+    /// once.
+    fn run(&mut self, events: u64) -> Result<Sample, RunError>;
+}
+
+/// What one checked run took.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// Process CPU time over the same window.
+    pub cpu: Duration,
+    /// Process heap allocations over the same window (0 unless the host
+    /// counts them: see [`super::meter::ALLOCATIONS`]).
+    pub allocations: u64,
+    /// Nanoseconds from publish to handler for the sampled events of a
+    /// stream, or of every round trip.
+    pub latency: Histogram<u64>,
+}
+
+/// The timed part of a run, before its verdict.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    /// Wall clock, CPU and allocations from the first publish to the last
+    /// delivery.
+    pub window: Window,
+    /// Events the implementation accepted (or, for round trips, answered).
+    pub accepted: u64,
+    /// Latencies the publisher recorded (round trips); the handlers' own
+    /// samples are added by [`verdict`].
+    pub latency: Histogram<u64>,
 }
 
 /// Why a run does not count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunError {
-    /// The implementation refused events (a closed bus, a vanished consumer).
+    /// The implementation refused events (a closed bus, a vanished consumer)
+    /// or a round trip got no right answer.
     Refused {
         /// Events it accepted.
         accepted: u64,
@@ -61,10 +93,10 @@ impl fmt::Display for RunError {
 impl std::error::Error for RunError {}
 
 /// The verdict on one timed run: every event accepted and every handler's
-/// checksum right. Settling also zeroes the checksums for the next run, so
+/// checksum right. Settling also empties the handlers for the next run, so
 /// it happens whatever the outcome.
-pub fn verdict(timed: Timed, events: u64, tally: &Tally) -> Result<Duration, RunError> {
-    let checksums = tally.settle(events);
+pub fn verdict(timed: Timed, events: u64, handlers: &Handlers) -> Result<Sample, RunError> {
+    let (checksums, sampled) = handlers.settle(events);
     if timed.accepted != events {
         return Err(RunError::Refused {
             accepted: timed.accepted,
@@ -72,5 +104,12 @@ pub fn verdict(timed: Timed, events: u64, tally: &Tally) -> Result<Duration, Run
         });
     }
     checksums?;
-    Ok(timed.elapsed)
+    let mut latency = timed.latency;
+    latency::merge(&mut latency, &sampled);
+    Ok(Sample {
+        elapsed: timed.window.elapsed,
+        cpu: timed.window.cpu,
+        allocations: timed.window.allocations,
+        latency,
+    })
 }

@@ -1,0 +1,99 @@
+//! The publisher's side of a round trip on an implementation without a
+//! receive call of its own (diana-bus handlers, the disruptor's consumer
+//! closures): a slot the replying handler writes the answered id into, and
+//! that the publisher waits on, spinning briefly and then parking, because
+//! on a machine with fewer cores than threads pure spinning collapses.
+//!
+//! Protocol: the publisher announces sleep (`asleep = true`) and then
+//! re-reads `answered`; the replier writes `answered` and then swaps
+//! `asleep` to false, unparking the publisher if it was set. Both pairs are
+//! SeqCst, so in their single total order either the publisher's re-read
+//! sees the answer or the replier's swap sees the announcement: no lost
+//! wake-up. A stale unpark only makes a later park return early, and every
+//! park is in a loop that re-reads `answered`.
+
+use std::hint;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+/// How long the publisher re-reads `answered` before it parks: about what a
+/// reply takes when both sides are running. A time, not a count of spins,
+/// because a spin hint costs from a few to over a hundred cycles depending
+/// on the processor; spinning longer steals the core the reply needs when
+/// threads outnumber cores.
+const SPIN_FOR: Duration = Duration::from_micros(3);
+
+/// Where the reply to the last ping lands.
+#[derive(Debug, Default)]
+pub struct Reply {
+    answered: AtomicU64,
+    asleep: AtomicBool,
+    waiter: Mutex<Option<Thread>>,
+}
+
+impl Reply {
+    /// The calling thread becomes the one [`Reply::wait`] may park and
+    /// [`Reply::answer`] unparks; call it before waiting on a new thread.
+    pub fn wait_on_this_thread(&self) {
+        *self.waiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread::current());
+    }
+
+    /// The replier's side: `id` is answered.
+    pub fn answer(&self, id: u64) {
+        self.answered.store(id, Ordering::SeqCst);
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            if let Some(waiter) = &*self.waiter.lock().unwrap_or_else(|p| p.into_inner()) {
+                waiter.unpark();
+            }
+        }
+    }
+
+    /// The publisher's side: returns once `id` is answered.
+    pub fn wait(&self, id: u64) {
+        let spinning = Instant::now();
+        while spinning.elapsed() < SPIN_FOR {
+            if self.answered.load(Ordering::Acquire) == id {
+                return;
+            }
+            hint::spin_loop();
+        }
+        loop {
+            self.asleep.store(true, Ordering::SeqCst);
+            if self.answered.load(Ordering::SeqCst) == id {
+                self.asleep.store(false, Ordering::Relaxed);
+                return;
+            }
+            thread::park();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_answer_wakes_the_waiter() {
+        let reply = std::sync::Arc::new(super::Reply::default());
+        reply.wait_on_this_thread();
+        let (asks, answers) = std::sync::mpsc::channel::<u64>();
+        let replier = {
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                for id in answers {
+                    if id % 7 == 0 {
+                        // Late enough that the waiter has parked.
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    reply.answer(id);
+                }
+            })
+        };
+        for id in 1..=200 {
+            asks.send(id).unwrap();
+            reply.wait(id);
+        }
+        drop(asks);
+        replier.join().unwrap();
+    }
+}

@@ -1,0 +1,128 @@
+//! The JSON file `run --json` writes and `compare` and `plot` read: the
+//! run's settings (only those that do not depend on the machine) and, per
+//! implementation, what it measured.
+
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this layout; files of another version are refused.
+pub const FORMAT: u32 = 1;
+
+/// One `diana-bus run`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The profile run.
+    pub profile: String,
+    /// How it was run.
+    pub settings: Settings,
+    /// One entry per implementation, diana-bus first.
+    pub results: Vec<Measured>,
+}
+
+/// The settings of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Events per run, when given with `--events` (else `duration_s`).
+    pub events: Option<u64>,
+    /// Target seconds per run, when given with `--duration`.
+    pub duration_s: Option<f64>,
+    /// Runs of each implementation; the figures are medians over them.
+    pub repeat: u64,
+    /// diana-bus worker threads.
+    pub workers: usize,
+    /// diana-bus shards.
+    pub shards: usize,
+    /// Slots per diana-bus shard, and per peer queue.
+    pub capacity: usize,
+    /// `--batch`, if given.
+    pub batch: Option<usize>,
+    /// One event in this many is timed from publish to handler.
+    pub sample_every: u64,
+}
+
+/// The load's shape, as run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// "stream" or "round-trip".
+    pub pattern: String,
+    /// Publisher threads.
+    pub publishers: usize,
+    /// Handlers that see every event.
+    pub handlers: usize,
+    /// Ordering keys (0: unkeyed).
+    pub keys: u64,
+    /// Event types (0: one plain type).
+    pub types: usize,
+    /// Tenants (0: none).
+    pub tenants: u64,
+}
+
+/// What one implementation measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Its name (see `diana-bus run --help` for `--peers`).
+    pub implementation: String,
+    /// The profile.
+    pub profile: String,
+    /// The profile's shape with the overrides of the command line.
+    pub params: Params,
+    /// Events per run.
+    pub events: u64,
+    /// Median events per second (round trips per second for `latency`).
+    pub events_per_s: f64,
+    /// Median handler runs per second.
+    pub deliveries_per_s: f64,
+    /// Latency percentiles over every run's samples.
+    pub latency_ns: Percentiles,
+    /// Latencies recorded, over every run.
+    pub latency_samples: u64,
+    /// Heap allocations in the whole process during the timed part of the
+    /// runs, per event.
+    pub allocations_per_event: f64,
+    /// Median process CPU time (user + system) of one run's timed part.
+    pub cpu_seconds: f64,
+}
+
+/// Latency percentiles, in nanoseconds (0 when nothing was sampled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+impl Record {
+    /// Writes the record to `path` as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let json = serde_json::to_string_pretty(self).expect("a record serializes");
+        fs::write(path, json + "\n")
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))
+    }
+
+    /// Reads a record written by [`Record::write`].
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let record: Record = serde_json::from_str(&text).map_err(|error| {
+            format!(
+                "{} is not a diana-bus run record (written by `diana-bus run --json`): {error}",
+                path.display()
+            )
+        })?;
+        if record.format != FORMAT {
+            return Err(format!(
+                "{} has record format {}, this diana-bus reads format {FORMAT}",
+                path.display(),
+                record.format
+            ));
+        }
+        Ok(record)
+    }
+}
