@@ -20,7 +20,7 @@ use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
 use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::Payload;
-use crate::registry::{SubscriberOptions, Subscription};
+use crate::registry::{AsyncStart, SubscriberOptions, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
 use crate::reliability::quota::{Over, TenantQuota};
 use crate::reliability::retry::RetryPolicy;
@@ -689,7 +689,7 @@ impl<E: Event> SubscriberBuilder<'_, E> {
     where
         F: Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
     {
-        self.subscribe_erased(false, move |event, ctx| handler(event, ctx))
+        self.subscribe_erased(None, move |event, ctx| handler(event, ctx))
     }
 
     /// The options' concurrency limit, and the bus.
@@ -698,11 +698,11 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         (self.bus, self.concurrency)
     }
 
-    /// Files `handler` under `E`'s TypeId with these options; `deferred`
-    /// for an async handler, whose run ends after the call returns.
+    /// Files `handler` under `E`'s TypeId with these options; an async
+    /// handler comes as `start` instead (and a `handler` never called).
     pub(crate) fn subscribe_erased(
         self,
-        deferred: bool,
+        start: Option<AsyncStart>,
         handler: impl Fn(&E, &Context<'_>) -> HandlerResult + Send + Sync + 'static,
     ) -> Subscription {
         let options = SubscriberOptions {
@@ -713,7 +713,7 @@ impl<E: Event> SubscriberBuilder<'_, E> {
             stage: self.stage,
             retry: self.retry,
             strict_order: self.strict_order,
-            deferred,
+            start,
         };
         // The registry files this handler under `E`'s TypeId, so the
         // downcast always succeeds.

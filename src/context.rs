@@ -1,7 +1,6 @@
 //! What a handler knows about the event it handles, and how it publishes
 //! follow-ups.
 
-use crate::delivery::Tracker;
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
 use crate::executor::Executor;
 use crate::registry::Subscriber;
@@ -14,9 +13,6 @@ pub struct Context<'a> {
     pub(crate) routing: &'a Routing,
     pub(crate) attempt: u32,
     pub(crate) subscriber: &'a Arc<Subscriber>,
-    /// For async handlers (not built under loom, which lacks `Weak`).
-    #[cfg_attr(diana_bus_loom, allow(dead_code))]
-    pub(crate) tracker: Option<&'a Arc<Tracker>>,
 }
 
 impl Context<'_> {

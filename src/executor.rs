@@ -63,7 +63,7 @@ use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
 use crate::place::{next_bus_tag, Place};
-use crate::registry::{Registry, Subscriber, TableCache};
+use crate::registry::{AsyncRun, Registry, Subscriber, TableCache};
 use crate::reliability::completion::{Completion, Waiter};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
@@ -199,20 +199,13 @@ struct Local {
     deferred_keys: Vec<(TenantId, u64)>,
 }
 
-/// How a handler call that did not fail went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ran {
-    /// The handler ran and succeeded.
-    Delivered,
-    /// An async handler's run started; it ends on the runtime.
-    Started,
-}
-
-/// How a handler run failed.
+/// How a handler run failed, or (`started`) that an async handler's run
+/// is to start: it, too, ends later, and holds what waits for it.
 struct Failure {
     message: String,
     retryable: bool,
     panicked: bool,
+    started: bool,
 }
 
 /// A failed run within a batch: the envelope's index in it, and who failed.
@@ -637,6 +630,7 @@ impl Executor {
                 Task::Retry(retry) => self.run_retry(index, retry, local),
                 Task::Release(envelope) => self.run_release(index, envelope, local),
                 Task::Wake(waker) => waker.wake(),
+                Task::Continue(envelope, then) => self.run_continue(index, envelope, then, local),
             }
             worked = true;
         }
@@ -949,9 +943,54 @@ impl Executor {
 
     /// An async handler's run (started on a worker, which held the event
     /// open) has ended on the runtime: its counts, and the end of the hold.
+    /// Hands an async handler's run to its runner; the event stays open
+    /// until [`Executor::async_run_ended`].
+    fn start_async(
+        &self,
+        envelope: Arc<Envelope>,
+        subscriber: Arc<Subscriber>,
+        attempt: u32,
+        then: Option<Arc<Continuation>>,
+    ) {
+        self.completion.hold(&envelope.routing);
+        if let Some(start) = &subscriber.start {
+            start(AsyncRun {
+                envelope: Arc::clone(&envelope),
+                subscriber: Arc::clone(&subscriber),
+                attempt,
+                then,
+            });
+        }
+    }
+
+    /// An async handler's run (succeeded, dead-lettered, or cut short by
+    /// `unsubscribe`) has ended on the runtime: what waited for it goes on
+    /// (on a worker: later stages are sync handlers), and its hold ends.
     #[cfg_attr(diana_bus_loom, allow(dead_code))]
-    pub(crate) fn async_run_ended(&self, routing: &Routing) {
-        self.finish(routing);
+    pub(crate) fn async_run_ended(&self, run: AsyncRun) {
+        let AsyncRun { envelope, then, .. } = run;
+        let routing = envelope.routing;
+        if let Some(then) = then.filter(|then| then.resolve()) {
+            self.run_soon(Task::Continue(envelope, then));
+        }
+        self.finish(&routing);
+        fence(Ordering::SeqCst);
+        self.settled.notify();
+    }
+
+    /// Runs what an event held back for an async run, on this worker.
+    fn run_continue(
+        &self,
+        worker: usize,
+        envelope: Arc<Envelope>,
+        then: Arc<Continuation>,
+        local: &mut Local,
+    ) {
+        let seq = self.begin_batch(worker);
+        let routing = envelope.routing;
+        self.go_on(worker, envelope, &then.rest, &mut local.counts);
+        self.end_batch(worker, seq, &mut local.counts);
+        self.finish(&routing);
         fence(Ordering::SeqCst);
         self.settled.notify();
     }
@@ -1096,6 +1135,10 @@ impl Executor {
         failure: Failure,
         then: Option<Arc<Continuation>>,
     ) -> Option<Arc<Continuation>> {
+        if failure.started {
+            self.start_async(envelope, subscriber, attempt, then);
+            return None;
+        }
         let retry = failure.will_retry(&subscriber, attempt);
         if let Some(tracker) = &envelope.tracker {
             tracker.failed(RunFailure {
@@ -1170,14 +1213,14 @@ impl Executor {
         {
             counts.retried();
             match self.call(worker, &envelope, &subscriber, attempt, name) {
-                Ok(ran) => {
-                    if ran == Ran::Delivered {
-                        counts.ran(RunOutcome::Delivered);
-                    }
+                Ok(()) => {
+                    counts.ran(RunOutcome::Delivered);
                     then
                 }
                 Err(failure) => {
-                    counts.ran(failure.outcome());
+                    if let Some(outcome) = failure.outcome() {
+                        counts.ran(outcome);
+                    }
                     self.after_failure(Arc::clone(&envelope), subscriber, attempt, failure, then)
                 }
             }
@@ -1253,10 +1296,11 @@ impl Executor {
                 continue;
             }
             match self.call(worker, envelope, subscriber, 1, name) {
-                Ok(Ran::Delivered) => counts.ran(RunOutcome::Delivered),
-                Ok(Ran::Started) => {}
+                Ok(()) => counts.ran(RunOutcome::Delivered),
                 Err(failure) => {
-                    counts.ran(failure.outcome());
+                    if let Some(outcome) = failure.outcome() {
+                        counts.ran(outcome);
+                    }
                     let holds = failure.will_retry(subscriber, 1)
                         && (subscriber.strict_order || subscriber.stage < last_stage);
                     if holds && holding_stage.is_none() {
@@ -1278,7 +1322,11 @@ impl Executor {
         subscriber: &Arc<Subscriber>,
         attempt: u32,
         name: &'static str,
-    ) -> Result<Ran, Failure> {
+    ) -> Result<(), Failure> {
+        if subscriber.start.is_some() {
+            // Started when the batch settles, where the event is shared.
+            return Err(Failure::started());
+        }
         let routing = &envelope.routing;
         let ctx = Context {
             executor: self,
@@ -1286,18 +1334,15 @@ impl Executor {
             routing,
             attempt,
             subscriber,
-            tracker: envelope.tracker.as_ref(),
         };
         match catch_unwind(AssertUnwindSafe(|| {
             (subscriber.handler)(&envelope.payload, &ctx)
         })) {
-            // An async handler's call only started its run.
-            Ok(Ok(())) if subscriber.deferred => Ok(Ran::Started),
             Ok(Ok(())) => {
                 if let Some(tracker) = &envelope.tracker {
                     tracker.succeeded();
                 }
-                Ok(Ran::Delivered)
+                Ok(())
             }
             Ok(Err(error)) => {
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
@@ -1305,6 +1350,7 @@ impl Executor {
                     message: error.message().to_owned(),
                     retryable: error.is_transient(),
                     panicked: false,
+                    started: false,
                 })
             }
             Err(panic) => {
@@ -1314,6 +1360,7 @@ impl Executor {
                     message: format!("panicked: {message}"),
                     retryable: true,
                     panicked: true,
+                    started: false,
                 })
             }
         }
@@ -1321,17 +1368,27 @@ impl Executor {
 }
 
 impl Failure {
-    /// Whether this failure of `subscriber`'s run number `attempt` will be
-    /// retried.
-    fn will_retry(&self, subscriber: &Subscriber, attempt: u32) -> bool {
-        self.retryable && subscriber.retry.allows_after(attempt)
+    fn started() -> Failure {
+        Failure {
+            message: String::new(),
+            retryable: false,
+            panicked: false,
+            started: true,
+        }
     }
 
-    fn outcome(&self) -> RunOutcome {
-        if self.panicked {
-            RunOutcome::Panicked
-        } else {
-            RunOutcome::Failed
+    /// Whether this failure of `subscriber`'s run number `attempt` will be
+    /// retried (an async start: whether the run is still to come).
+    fn will_retry(&self, subscriber: &Subscriber, attempt: u32) -> bool {
+        self.started || (self.retryable && subscriber.retry.allows_after(attempt))
+    }
+
+    /// What the metrics count now: nothing for an async start.
+    fn outcome(&self) -> Option<RunOutcome> {
+        match self {
+            Failure { started: true, .. } => None,
+            Failure { panicked: true, .. } => Some(RunOutcome::Panicked),
+            _ => Some(RunOutcome::Failed),
         }
     }
 }

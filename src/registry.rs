@@ -26,10 +26,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use smallvec::SmallVec;
 
 use crate::context::Context;
+use crate::envelope::Envelope;
 use crate::error::HandlerResult;
 use crate::event::TenantId;
 use crate::payload::Payload;
 use crate::reliability::retry::RetryPolicy;
+use crate::reliability::schedule::Continuation;
 use crate::sync::{lock, Arc, ArcCell, AtomicBool, AtomicU64, Mutex, Ordering, Snapshot};
 
 #[cfg(not(diana_bus_loom))]
@@ -40,6 +42,20 @@ const TABLE_SHARDS: usize = 2;
 /// A type-erased handler: downcasts the payload and calls the user's code.
 pub(crate) type ErasedHandler = Box<dyn Fn(&Payload, &Context<'_>) -> HandlerResult + Send + Sync>;
 
+/// Starts an async handler's run on the runtime.
+pub(crate) type AsyncStart = Box<dyn Fn(AsyncRun) + Send + Sync>;
+
+/// One run of an async handler, as a worker hands it over: the event (held
+/// open until the run ends), which attempt, and what waits for its end.
+// The loom build leaves out async handlers, which read it.
+#[cfg_attr(diana_bus_loom, allow(dead_code))]
+pub(crate) struct AsyncRun {
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) subscriber: Arc<Subscriber>,
+    pub(crate) attempt: u32,
+    pub(crate) then: Option<Arc<Continuation>>,
+}
+
 /// One subscription as the workers see it.
 pub struct Subscriber {
     pub(crate) id: u64,
@@ -48,9 +64,9 @@ pub struct Subscriber {
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
     pub(crate) strict_order: bool,
-    /// An async handler: a call starts a run that ends later, on the
-    /// runtime (see `async_api::handler`).
-    pub(crate) deferred: bool,
+    /// An async handler's start: the workers hand it the run instead of
+    /// calling `handler` (see `async_api::handler`).
+    pub(crate) start: Option<AsyncStart>,
     unsubscribed: AtomicBool,
     pub(crate) handler: ErasedHandler,
 }
@@ -192,7 +208,7 @@ pub(crate) struct SubscriberOptions {
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
     pub(crate) strict_order: bool,
-    pub(crate) deferred: bool,
+    pub(crate) start: Option<AsyncStart>,
 }
 
 impl Registry {
@@ -214,7 +230,7 @@ impl Registry {
             stage: options.stage,
             retry: options.retry,
             strict_order: options.strict_order,
-            deferred: options.deferred,
+            start: options.start,
             unsubscribed: AtomicBool::new(false),
             handler,
         });

@@ -628,3 +628,58 @@ fn async_follow_ups_are_flushed_with_their_cause() {
         assert_eq!(*causes.lock().unwrap(), [(Some(parent), TenantId(4))]);
     });
 }
+
+#[test]
+fn later_stages_wait_for_an_async_run_and_its_retries() {
+    within(30, || {
+        let rt = runtime_with_threads(2);
+        let bus = Bus::builder()
+            .workers(2)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = log.clone();
+        bus.subscriber::<Keyed>()
+            .stage(0)
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(5)))
+            .subscribe_async(move |k: Arc<Keyed>, ctx: diana_bus::AsyncContext| {
+                let l = l.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    l.lock()
+                        .unwrap()
+                        .push(format!("async {} try {}", k.seq, ctx.attempt()));
+                    match k.seq {
+                        1 => Err(HandlerError::transient("always")),
+                        _ => Ok(()),
+                    }
+                }
+            })
+            .unwrap();
+        let l = log.clone();
+        bus.subscriber::<Keyed>().stage(1).subscribe(
+            move |k: &Keyed, _: &Context| -> HandlerResult {
+                l.lock().unwrap().push(format!("sync {}", k.seq));
+                Ok(())
+            },
+        );
+        for seq in 0..3 {
+            bus.publish(Keyed { key: 7, seq }).unwrap();
+        }
+        bus.flush();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "async 0 try 1",
+                "sync 0",
+                "async 1 try 1",
+                "async 1 try 2",
+                "sync 1",
+                "async 2 try 1",
+                "sync 2"
+            ]
+        );
+        assert_eq!(bus.dead_letters().len(), 1);
+    });
+}

@@ -40,13 +40,12 @@ use super::publish::Admit;
 use super::request::Request;
 use crate::bus::{Bus, Sent, SubscriberBuilder, WeakBus};
 use crate::context::Context;
-use crate::delivery::{RunFailure, Tracker};
-use crate::envelope::Envelope;
+use crate::delivery::RunFailure;
 use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
 use crate::executor::panic_message;
 use crate::metrics::{Counts, RunOutcome};
-use crate::registry::{Subscriber, Subscription};
+use crate::registry::{AsyncRun, AsyncStart, Subscriber, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
 use crate::sync::lock;
 
@@ -117,13 +116,11 @@ impl std::fmt::Debug for AsyncContext {
 type BoxedRun = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type AsyncFn<E> = dyn Fn(Arc<E>, AsyncContext) -> BoxedRun + Send + Sync;
 
-/// One run to make: the event, and what its end reports to.
+/// One run to make: the typed event, and the run as a worker handed it
+/// over.
 struct Job<E> {
     event: Arc<E>,
-    routing: Routing,
-    tracker: Option<Arc<Tracker>>,
-    attempt: u32,
-    subscriber: Arc<Subscriber>,
+    run: AsyncRun,
 }
 
 /// See the module docs.
@@ -146,7 +143,8 @@ struct Keyed<E> {
 
 impl<E: Event + Clone> Runner<E> {
     fn submit(self: &Arc<Self>, job: Job<E>) {
-        let key = (job.routing.tenant, job.routing.key);
+        let routing = &job.run.envelope.routing;
+        let key = (routing.tenant, routing.key);
         let mut queue = lock(&self.queue);
         match queue.keys.get_mut(&key) {
             Some(waiting) => waiting.push_back(job),
@@ -198,22 +196,25 @@ impl<E: Event + Clone> Runner<E> {
             return; // the bus is gone, and with it whoever waited
         };
         let executor = bus.executor();
-        let name = job.event.name();
+        let Job { event, run } = job;
+        let routing = run.envelope.routing;
+        let subscriber = &run.subscriber;
+        let name = event.name();
         let type_id = std::any::TypeId::of::<E>();
-        let tracker = job.tracker.as_deref();
-        let mut attempt = job.attempt;
-        loop {
+        let tracker = run.envelope.tracker.as_deref();
+        let mut attempt = run.attempt;
+        while !subscriber.is_unsubscribed() {
             let mut counts = Counts::default();
             if attempt > 1 {
                 counts.retried();
             }
             let ctx = AsyncContext {
                 bus: bus.clone(),
-                routing: job.routing,
+                routing,
                 attempt,
-                subscriber: Arc::clone(&job.subscriber),
+                subscriber: Arc::clone(subscriber),
             };
-            let failure = match CatchUnwind((self.handler)(Arc::clone(&job.event), ctx)).await {
+            let failure = match CatchUnwind((self.handler)(Arc::clone(&event), ctx)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
                 Err(panic) => Some((format!("panicked: {}", panic_message(&*panic)), true, true)),
@@ -226,39 +227,34 @@ impl<E: Event + Clone> Runner<E> {
                 executor.count_async_run(type_id, name, &counts);
                 break;
             };
-            tracing::warn!(handler = %job.subscriber.name, event = name, id = %job.routing.id, attempt, %error, "async handler failed");
+            tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "async handler failed");
             counts.ran(if panicked {
                 RunOutcome::Panicked
             } else {
                 RunOutcome::Failed
             });
             executor.count_async_run(type_id, name, &counts);
-            let retry = transient
-                && job.subscriber.retry.allows_after(attempt)
-                && !job.subscriber.is_unsubscribed();
+            let retry = transient && subscriber.retry.allows_after(attempt);
             if let Some(tracker) = tracker {
                 tracker.failed(RunFailure {
-                    handler: job.subscriber.name.to_string(),
+                    handler: subscriber.name.to_string(),
                     attempt,
                     error: error.clone(),
                     dead_lettered: !retry,
                 });
             }
             if !retry {
-                let envelope =
-                    Envelope::new(job.routing, (*job.event).clone(), job.tracker.clone());
                 executor.dead_letters.record(DeadLetter {
-                    envelope: Arc::new(envelope),
-                    subscriber: Arc::clone(&job.subscriber),
+                    envelope: Arc::clone(&run.envelope),
+                    subscriber: Arc::clone(subscriber),
                     error,
                     attempts: attempt,
                 });
                 break;
             }
-            let pause = job
-                .subscriber
+            let pause = subscriber
                 .retry
-                .pause_before(attempt + 1, job.routing.id.0 as u64);
+                .pause_before(attempt + 1, routing.id.0 as u64);
             let mut deadline = Deadline::after(Some(pause));
             poll_fn(|cx| {
                 if deadline.passed(executor, cx) {
@@ -270,7 +266,7 @@ impl<E: Event + Clone> Runner<E> {
             .await;
             attempt += 1;
         }
-        executor.async_run_ended(&job.routing);
+        executor.async_run_ended(run);
     }
 }
 
@@ -347,20 +343,15 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
                 ready: VecDeque::new(),
             }),
         });
-        Ok(
-            self.subscribe_erased(true, move |event: &E, ctx: &Context<'_>| {
-                // Open until the run ends on the runtime.
-                ctx.executor.completion.hold(ctx.routing);
-                runner.submit(Job {
-                    event: Arc::new(event.clone()),
-                    routing: *ctx.routing,
-                    tracker: ctx.tracker.cloned(),
-                    attempt: ctx.attempt,
-                    subscriber: Arc::clone(ctx.subscriber),
-                });
-                Ok(())
-            }),
-        )
+        let start: AsyncStart = Box::new(move |run: AsyncRun| {
+            // Filed under `E`'s TypeId: the downcast always succeeds.
+            if let Some(event) = run.envelope.payload.downcast_ref::<E>() {
+                let event = Arc::new(event.clone());
+                runner.submit(Job { event, run });
+            }
+        });
+        // The workers start runs through `start`; the handler is never called.
+        Ok(self.subscribe_erased(Some(start), |_: &E, _: &Context<'_>| Ok(())))
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) enum Task {
     Release(Arc<Envelope>),
     /// A deadline of an async wait (`request`, `gather`): wakes its task.
     Wake(Waker),
+    /// An async run ended: the later stages it held back, and the key.
+    Continue(Arc<Envelope>, Arc<Continuation>),
 }
 
 impl Task {
@@ -36,7 +38,7 @@ impl Task {
     pub(crate) fn envelope(&self) -> Option<&Envelope> {
         match self {
             Task::Retry(retry) => Some(&retry.envelope),
-            Task::Release(envelope) => Some(envelope),
+            Task::Release(envelope) | Task::Continue(envelope, _) => Some(envelope),
             Task::Wake(_) => None,
         }
     }
