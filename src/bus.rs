@@ -461,7 +461,9 @@ impl Bus {
                 });
             }
         }
-        let pushed = executor.push((routing, event, tracker), on_full);
+        let pushed = executor
+            .push((routing, Payload::new(event), tracker), on_full)
+            .map_err(|refused| refused.map(Payload::into_inner::<E>));
         if pushed.is_err() {
             if explicit {
                 executor.dedup.release(tenant, id);

@@ -2,7 +2,7 @@
 //! publisher that waits for its outcome.
 
 use crate::delivery::Tracker;
-use crate::event::{Event, Routing};
+use crate::event::Routing;
 use crate::payload::Payload;
 use crate::sync::Arc;
 
@@ -18,16 +18,12 @@ pub struct Envelope {
 
 impl Envelope {
     /// Wraps `event`.
-    #[inline(always)]
-    pub(crate) fn new<E: Event>(
-        routing: Routing,
-        event: E,
-        tracker: Option<Arc<Tracker>>,
-    ) -> Envelope {
+    #[cfg(test)]
+    pub(crate) fn new<E: crate::event::Event>(routing: Routing, event: E) -> Envelope {
         Envelope {
             routing,
             payload: Payload::new(event),
-            tracker,
+            tracker: None,
         }
     }
 }

@@ -19,6 +19,15 @@ pub enum PublishError<E> {
 }
 
 impl<E> PublishError<E> {
+    /// The same refusal, with the event turned into something else.
+    pub(crate) fn map<F>(self, f: impl FnOnce(E) -> F) -> PublishError<F> {
+        match self {
+            PublishError::Full(e) => PublishError::Full(f(e)),
+            PublishError::Closed(e) => PublishError::Closed(f(e)),
+            PublishError::QuotaExceeded(e) => PublishError::QuotaExceeded(f(e)),
+        }
+    }
+
     /// The event that was not published.
     pub fn into_inner(self) -> E {
         match self {

@@ -62,6 +62,7 @@ use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
+use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
 use crate::registry::{AsyncRun, Registry, Subscriber, TableCache};
 use crate::reliability::completion::{Completion, Waiter};
@@ -105,7 +106,7 @@ thread_local! {
 
 /// What a publish brings to its shard: routing, event, and the tracker of
 /// a publisher that waits for the outcome.
-pub(crate) type Seed<E> = (Routing, E, Option<Arc<Tracker>>);
+pub(crate) type Seed = (Routing, Payload, Option<Arc<Tracker>>);
 
 /// Where an accepted publish went.
 #[derive(Clone, Copy, Debug)]
@@ -310,9 +311,9 @@ impl Executor {
     /// overflow entry: gives it its place, and a generated id or a record
     /// of its explicit one. Tells where it went through `accepted`.
     #[inline(always)]
-    fn envelope<E: Event>(
+    fn envelope(
         &self,
-        (mut routing, event, tracker): Seed<E>,
+        (mut routing, payload, tracker): Seed,
         place: Place,
         accepted: &Cell<Accepted>,
     ) -> Envelope {
@@ -326,19 +327,26 @@ impl Executor {
             id: routing.id,
             place,
         });
-        Envelope::new(routing, event, tracker)
+        Envelope {
+            routing,
+            payload,
+            tracker,
+        }
     }
 
     /// Pushes a root publish, building its envelope in the claimed slot.
     /// On a full ring, does what `on_full` says (a worker thread never
     /// waits: there the envelope goes to the shard's overflow). A refusal
     /// gives the event back.
-    #[inline]
-    pub(crate) fn push<E: Event>(
+    ///
+    /// Not generic, so every event type shares one copy of the push: with
+    /// many types, a copy per type would crowd the instruction cache (and
+    /// the compiler).
+    pub(crate) fn push(
         &self,
-        seed: Seed<E>,
+        seed: Seed,
         on_full: OnFull,
-    ) -> Result<Accepted, PublishError<E>> {
+    ) -> Result<Accepted, PublishError<Payload>> {
         let index = self.shard_of(&seed.0);
         let shard = &self.shards[index];
         let accepted = Cell::new(Accepted::NONE);
@@ -379,12 +387,12 @@ impl Executor {
     }
 
     #[cold]
-    fn push_blocking<E: Event>(
+    fn push_blocking(
         &self,
         shard: &Shard,
-        seed: Seed<E>,
+        seed: Seed,
         accepted: &Cell<Accepted>,
-    ) -> Result<(), PublishError<E>> {
+    ) -> Result<(), PublishError<Payload>> {
         if self.current_worker().is_some() {
             shard.push_from_worker(seed, |seed, place| self.envelope(seed, place, accepted));
             return Ok(());
@@ -435,9 +443,9 @@ impl Executor {
         }
         let index = self.shard_of(&routing);
         let accepted = Cell::new(Accepted::NONE);
-        self.shards[index].push_from_worker((routing, event, None), |seed, place| {
-            self.envelope(seed, place, &accepted)
-        });
+        let seed = (routing, Payload::new(event), None);
+        self.shards[index]
+            .push_from_worker(seed, |seed, place| self.envelope(seed, place, &accepted));
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {

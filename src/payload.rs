@@ -147,6 +147,28 @@ impl Payload {
         unsafe { (self.vtable.name)(self.storage.ptr()) }
     }
 
+    /// Gives the event back, as the `E` it was made from.
+    ///
+    /// # Panics
+    /// If it is not an `E`: only the code that made the payload from an `E`
+    /// takes it back, so that is a bug in this crate.
+    pub fn into_inner<E: Event>(self) -> E {
+        assert!(
+            self.type_id == TypeId::of::<E>(),
+            "a payload taken back as another type"
+        );
+        let this = std::mem::ManuallyDrop::new(self);
+        let storage = this.storage.ptr();
+        if stored_inline::<E>() {
+            // SAFETY: the type ids match, so `storage` holds a live inline
+            // `E`; `ManuallyDrop` keeps `Drop` from dropping it again.
+            unsafe { storage.cast::<E>().read() }
+        } else {
+            // SAFETY: as above, for the `Box<E>` of a boxed `E`.
+            *unsafe { storage.cast::<Box<E>>().read() }
+        }
+    }
+
     /// The event, if it is an `E`.
     #[inline(always)]
     pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
@@ -202,6 +224,17 @@ mod tests {
     #[repr(align(32))]
     struct OverAligned(u8);
     impl Event for OverAligned {}
+
+    #[test]
+    fn into_inner_gives_the_value_back_and_drops_it_once() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let small = Payload::new(Small(7, drops.clone())).into_inner::<Small>();
+        let large = Payload::new(Large([3; 16], drops.clone())).into_inner::<Large>();
+        assert_eq!((small.0, large.0[15]), (7, 3));
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        drop((small, large));
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn small_events_are_inline_and_large_ones_boxed() {

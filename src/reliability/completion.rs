@@ -221,11 +221,11 @@ mod tests {
         let routing = explicit(3, 4);
         completion.hold(&routing);
         completion.hold(&routing);
-        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any, None)));
+        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any)));
         assert!(completion.wait_if_open(routing.place, waiter).is_ok());
         assert!(completion.finished(&routing).is_empty());
         assert_eq!(completion.finished(&routing).len(), 1);
-        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any, None)));
+        let waiter = Waiter::Release(Arc::new(Envelope::new(routing, Any)));
         assert!(completion.wait_if_open(routing.place, waiter).is_err());
     }
 }
