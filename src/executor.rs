@@ -295,10 +295,11 @@ impl Executor {
                 .get(place.shard as usize)
                 .is_some_and(|shard| shard.has_accepted(place.seq))
         });
-        generated
-            .filter(|&place| !self.is_done(place))
-            .or_else(|| self.completion.place_of_explicit(id))
-            .filter(|&place| !self.is_done(place))
+        generated.filter(|&place| !self.is_done(place)).or_else(|| {
+            self.completion
+                .place_of_explicit(id)
+                .filter(|&place| !self.is_done(place))
+        })
     }
 
     /// Whether the event at `place` is fully handled (see `completion`).
@@ -981,9 +982,7 @@ impl Executor {
         if let Some(then) = then.filter(|then| then.resolve()) {
             self.run_soon(Task::Continue(envelope, then));
         }
-        self.finish(&routing);
-        fence(Ordering::SeqCst);
-        self.settled.notify();
+        self.finish_and_notify(&routing);
     }
 
     /// Runs what an event held back for an async run, on this worker.
@@ -998,9 +997,7 @@ impl Executor {
         let routing = envelope.routing;
         self.go_on(worker, envelope, &then.rest, &mut local.counts);
         self.end_batch(worker, seq, &mut local.counts);
-        self.finish(&routing);
-        fence(Ordering::SeqCst);
-        self.settled.notify();
+        self.finish_and_notify(&routing);
     }
 
     /// Counts one run of an async handler.
@@ -1017,6 +1014,14 @@ impl Executor {
     /// Completes `tracker` once the event at `place` is fully handled.
     pub(crate) fn watch(&self, place: Place, tracker: Arc<Tracker>) {
         self.wait_for(place, Waiter::Notify(tracker));
+    }
+
+    /// [`Executor::finish`] off the batch path, where nothing else tells
+    /// `flush` that something settled: fences and notifies it.
+    fn finish_and_notify(&self, routing: &Routing) {
+        self.finish(routing);
+        fence(Ordering::SeqCst);
+        self.settled.notify();
     }
 
     /// Ends one hold of `routing`'s event; hands on its waiters if it is
@@ -1243,9 +1248,7 @@ impl Executor {
         // Last: after any reschedule above (so the pending count never dips
         // to 0) and after the counts are merged (so a flush that sees it
         // finished also sees its counts).
-        self.finish(&routing);
-        fence(Ordering::SeqCst);
-        self.settled.notify();
+        self.finish_and_notify(&routing);
     }
 
     /// Runs an event's handlers; returns where the held-back ones start
