@@ -149,7 +149,9 @@ pub(crate) struct Config {
 
 #[derive(Debug, Default)]
 struct Worker {
-    sleeper: Sleeper,
+    /// Read by every publish to this worker's shards (P3): on a line of
+    /// its own, away from the counters the worker writes per batch.
+    sleeper: CachePadded<Sleeper>,
     batch_seq: AtomicU64,
     descendants: AtomicU64,
     counts: Mutex<WorkerCounts>,
@@ -220,7 +222,7 @@ impl Executor {
     pub(crate) fn new(config: Config) -> Self {
         Executor {
             shards: (0..config.shards)
-                .map(|index| Shard::new(index, config.capacity))
+                .map(|index| Shard::new(index, index % config.workers, config.capacity))
                 .collect(),
             workers: (0..config.workers)
                 .map(|_| CachePadded(Worker::default()))
@@ -272,7 +274,7 @@ impl Executor {
 
     #[inline]
     fn owner(&self, shard: usize) -> usize {
-        shard % self.workers.len()
+        self.shards[shard].owner
     }
 
     /// The routing of a publish: `meta` over the event's own, and the
@@ -689,7 +691,14 @@ impl Executor {
                 self.hand_on(shard.take_due());
             }
             self.settled.notify();
-            shard.space.notify();
+            // Publishers blocked on the full ring come back once half of it
+            // is free, not after every batch: a wake-up costs both sides a
+            // system call, and the half still queued keeps this worker busy
+            // while they wake. The ring drains until empty, so the wake-up
+            // comes (by the batch that empties it, at the latest).
+            if shard.ring.len() <= shard.ring.capacity() / 2 {
+                shard.space.notify();
+            }
         }
         shard.release();
         let owner = self.owner(index);
@@ -710,18 +719,20 @@ impl Executor {
         let tables = TableCache::new(&self.registry);
         // Consecutive events of one type share the handler lookup and the
         // counters.
-        let mut run: Option<TypeRun<'_>> = None;
+        let mut run: Option<TypeRun<'_, '_>> = None;
         for (index, envelope) in local.batch.iter().enumerate() {
             let type_id = envelope.payload.type_id();
             let current = match &mut run {
                 Some(current) if current.type_id == type_id => current,
                 slot => {
                     if let Some(done) = slot.take() {
-                        local.counts.add(done.type_id, done.name, &done.counts);
+                        local
+                            .counts
+                            .add(done.type_id, || done.first.name(), &done.counts);
                     }
                     slot.insert(TypeRun {
                         type_id,
-                        name: envelope.payload.name(),
+                        first: &envelope.payload,
                         handlers: tables.handlers(type_id),
                         counts: Counts::default(),
                     })
@@ -756,7 +767,9 @@ impl Executor {
             }
         }
         if let Some(done) = run {
-            local.counts.add(done.type_id, done.name, &done.counts);
+            local
+                .counts
+                .add(done.type_id, || done.first.name(), &done.counts);
         }
         drop(tables);
         if let Some(quota) = &self.quota {
@@ -1120,13 +1133,12 @@ impl Executor {
         handlers: &[Arc<Subscriber>],
         counts: &mut BatchCounts,
     ) -> bool {
-        let name = envelope.payload.name();
         let mut run = Counts::default();
         let mut failures = Vec::new();
-        let holding = self.run_stages(worker, envelope, handlers, name, &mut run, |s, f| {
+        let holding = self.run_stages(worker, envelope, handlers, &mut run, |s, f| {
             failures.push((Arc::clone(s), f));
         });
-        counts.add(envelope.payload.type_id(), name, &run);
+        counts.add(envelope.payload.type_id(), || envelope.payload.name(), &run);
         if holding.is_some() {
             shard.hold(envelope.routing.tenant, envelope.routing.key);
         }
@@ -1219,13 +1231,12 @@ impl Executor {
             then,
         } = task;
         let routing = envelope.routing;
-        let name = envelope.payload.name();
         let mut counts = Counts::default();
         // What this run's series held back, if the series ends here.
         let ended = if subscriber.accepts(envelope.routing.tenant) && !subscriber.is_unsubscribed()
         {
             counts.retried();
-            match self.call(worker, &envelope, &subscriber, attempt, name) {
+            match self.call(worker, &envelope, &subscriber, attempt) {
                 Ok(()) => {
                     counts.ran(RunOutcome::Delivered);
                     then
@@ -1243,7 +1254,11 @@ impl Executor {
         if let Some(then) = ended.filter(|then| then.resolve()) {
             self.go_on(worker, Arc::clone(&envelope), &then.rest, &mut local.counts);
         }
-        local.counts.add(envelope.payload.type_id(), name, &counts);
+        local.counts.add(
+            envelope.payload.type_id(),
+            || envelope.payload.name(),
+            &counts,
+        );
         self.end_batch(worker, seq, &mut local.counts);
         // Last: after any reschedule above (so the pending count never dips
         // to 0) and after the counts are merged (so a flush that sees it
@@ -1259,19 +1274,19 @@ impl Executor {
         worker: usize,
         index: usize,
         envelope: &Envelope,
-        run: &mut TypeRun<'_>,
+        run: &mut TypeRun<'_, '_>,
         failures: &mut Vec<BatchFailure>,
         trace: bool,
     ) -> Option<usize> {
         run.counts.dispatched();
         let _span = trace.then(|| {
-            tracing::trace_span!("event", id = %envelope.routing.id, name = run.name).entered()
+            let name = envelope.payload.name();
+            tracing::trace_span!("event", id = %envelope.routing.id, name).entered()
         });
         self.run_stages(
             worker,
             envelope,
             run.handlers,
-            run.name,
             &mut run.counts,
             |subscriber, failure| {
                 failures.push(BatchFailure {
@@ -1293,7 +1308,6 @@ impl Executor {
         worker: usize,
         envelope: &Envelope,
         handlers: &[Arc<Subscriber>],
-        name: &'static str,
         counts: &mut Counts,
         mut failed: impl FnMut(&Arc<Subscriber>, Failure),
     ) -> Option<usize> {
@@ -1306,7 +1320,7 @@ impl Executor {
             if !subscriber.accepts(envelope.routing.tenant) || subscriber.is_unsubscribed() {
                 continue;
             }
-            match self.call(worker, envelope, subscriber, 1, name) {
+            match self.call(worker, envelope, subscriber, 1) {
                 Ok(()) => counts.ran(RunOutcome::Delivered),
                 Err(failure) => {
                     if let Some(outcome) = failure.outcome() {
@@ -1332,7 +1346,6 @@ impl Executor {
         envelope: &Envelope,
         subscriber: &Arc<Subscriber>,
         attempt: u32,
-        name: &'static str,
     ) -> Result<(), Failure> {
         if subscriber.start.is_some() {
             // Started when the batch settles, where the event is shared.
@@ -1356,6 +1369,7 @@ impl Executor {
                 Ok(())
             }
             Ok(Err(error)) => {
+                let name = envelope.payload.name();
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
                 Err(Failure {
                     message: error.message().to_owned(),
@@ -1366,6 +1380,7 @@ impl Executor {
             }
             Err(panic) => {
                 let message = panic_message(&*panic);
+                let name = envelope.payload.name();
                 tracing::error!(handler = %subscriber.name, event = name, id = %routing.id, attempt, panic = message, "handler panicked");
                 Err(Failure {
                     message: format!("panicked: {message}"),
@@ -1405,9 +1420,10 @@ impl Failure {
 }
 
 /// A stretch of consecutive events of one type within a batch.
-struct TypeRun<'t> {
+struct TypeRun<'t, 'b> {
     type_id: std::any::TypeId,
-    name: &'static str,
+    /// The stretch's first event, which names the type in the metrics.
+    first: &'b Payload,
     handlers: &'t [Arc<Subscriber>],
     counts: Counts,
 }

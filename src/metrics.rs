@@ -115,26 +115,63 @@ pub(crate) enum RunOutcome {
     Panicked,
 }
 
-/// A worker's counts for the batch it is running, per type;
-/// allocation-free once its map has seen the batch's types.
+/// A worker's counts for the batch it is running, per type.
+///
+/// Its rows outlive the batch, so a type's name is asked for once per
+/// worker (a default [`Event::name`](crate::Event::name) searches the
+/// type's path), and `touched` lists the rows this batch counted into, so
+/// a merge costs what the batch touched, not every type ever seen.
+/// Allocation-free once it has seen the batch's types.
 #[derive(Default, Debug)]
 pub(crate) struct BatchCounts {
-    per_type: TypeMap<(&'static str, Counts)>,
+    rows: Vec<Row>,
+    index: TypeMap<usize>,
+    touched: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Row {
+    type_id: TypeId,
+    name: &'static str,
+    counts: Counts,
+    touched: bool,
 }
 
 impl BatchCounts {
-    /// Adds the counts of a run of events of one type.
+    /// Adds the counts of a run of events of one type; `name` is asked for
+    /// only the first time this worker meets the type.
     #[inline]
-    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
-        add_counts(&mut self.per_type, type_id, name, counts);
+    pub(crate) fn add(
+        &mut self,
+        type_id: TypeId,
+        name: impl FnOnce() -> &'static str,
+        counts: &Counts,
+    ) {
+        let rows = &mut self.rows;
+        let at = *self.index.entry(type_id).or_insert_with(|| {
+            rows.push(Row {
+                type_id,
+                name: name(),
+                counts: Counts::default(),
+                touched: false,
+            });
+            rows.len() - 1
+        });
+        let row = &mut rows[at];
+        if !row.touched {
+            row.touched = true;
+            self.touched.push(at);
+        }
+        row.counts.add(counts);
     }
 
-    /// Adds this batch to the worker's totals and starts afresh (keeping
-    /// the map's capacity).
+    /// Adds this batch to the worker's totals and starts afresh.
     pub(crate) fn merge_into(&mut self, worker: &mut WorkerCounts) {
-        for (type_id, (name, counts)) in self.per_type.iter_mut() {
-            worker.add(*type_id, name, counts);
-            *counts = Counts::default();
+        for at in self.touched.drain(..) {
+            let row = &mut self.rows[at];
+            worker.add(row.type_id, row.name, &row.counts);
+            row.counts = Counts::default();
+            row.touched = false;
         }
     }
 }
@@ -148,7 +185,11 @@ pub(crate) struct WorkerCounts {
 impl WorkerCounts {
     /// Adds the counts of runs of one type.
     pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
-        add_counts(&mut self.per_type, type_id, name, counts);
+        self.per_type
+            .entry(type_id)
+            .or_insert_with(|| (name, Counts::default()))
+            .1
+            .add(counts);
     }
 
     /// Adds these totals to `snapshot`.
@@ -176,19 +217,6 @@ impl WorkerCounts {
     }
 }
 
-fn add_counts(
-    per_type: &mut TypeMap<(&'static str, Counts)>,
-    type_id: TypeId,
-    name: &'static str,
-    counts: &Counts,
-) {
-    per_type
-        .entry(type_id)
-        .or_insert_with(|| (name, Counts::default()))
-        .1
-        .add(counts);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,11 +231,11 @@ mod tests {
             run_a.dispatched();
             run_a.ran(RunOutcome::Delivered);
             run_a.ran(RunOutcome::Panicked);
-            batch.add(a, "A", &run_a);
+            batch.add(a, || "A", &run_a);
             let mut run_b = Counts::default();
             run_b.dispatched();
             run_b.ran(RunOutcome::Failed);
-            batch.add(b, "B", &run_b);
+            batch.add(b, || "B", &run_b);
             batch.merge_into(&mut worker);
         }
         let mut snapshot = MetricsSnapshot::default();

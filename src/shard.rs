@@ -71,6 +71,9 @@ use crate::sync::{
 #[derive(Debug)]
 pub struct Shard {
     index: usize,
+    /// The worker woken for this shard's events (shard number modulo the
+    /// workers, worked out once: publishes look it up).
+    pub(crate) owner: usize,
     pub(crate) ring: Ring<Envelope>,
     claimed: CachePadded<AtomicBool>,
     overflow: Mutex<VecDeque<(usize, Envelope)>>,
@@ -99,10 +102,11 @@ pub(crate) struct Progress {
 }
 
 impl Shard {
-    /// Shard number `index` of its bus.
-    pub(crate) fn new(index: usize, capacity: usize) -> Self {
+    /// Shard number `index` of its bus, woken on worker `owner`.
+    pub(crate) fn new(index: usize, owner: usize, capacity: usize) -> Self {
         Shard {
             index,
+            owner,
             ring: Ring::new(capacity),
             claimed: CachePadded(AtomicBool::new(false)),
             overflow: Mutex::new(VecDeque::new()),
