@@ -226,18 +226,25 @@ impl<T> Ring<T> {
                 Err(current) => head = current,
             }
         };
-        for pos in head..head + count {
+        // Each value is copied once, straight into `out`'s spare room (a
+        // read into a local and a push would copy it two or three times).
+        let spare = &mut out.spare_capacity_mut()[..count];
+        for (pos, to) in (head..head + count).zip(spare) {
             let slot = &self.slots[pos & self.mask];
             debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
             // SAFETY: the stamp said full (checked with Acquire above) and the
             // CAS on `head` made `pos` ours alone, so the value is
             // initialised and nobody else reads or writes it until the store
-            // below hands the slot back to producers.
-            let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
-            // Release: the read above completes before a producer reuses it.
+            // below hands the slot back to producers; `to` is spare room,
+            // which nothing else points into.
+            slot.value
+                .with(|v| unsafe { std::ptr::copy_nonoverlapping((*v).as_ptr(), to.as_mut_ptr(), 1) });
+            // Release: the copy above completes before a producer reuses it.
             slot.stamp.store(pos + self.capacity(), Ordering::Release);
-            out.push(value);
         }
+        // SAFETY: the loop initialised the `count` values after the old
+        // length (the reserve above made room for them).
+        unsafe { out.set_len(out.len() + count) };
         count
     }
 
