@@ -1,12 +1,13 @@
 //! Criterion benches of the load profiles: one group per profile, with
 //! diana-bus, the direct-call floor and every peer that runs the profile
 //! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
-//! sync_channel, the disruptor crate spinning and yielding) side by side
-//! in each, as `BenchmarkId::new(implementation, parameter)`. The
-//! parameter is the number of event types for `types` (1, 10, 100, 1000),
-//! of tenants for `tenants` (1, 100, 10000), and the events (interactions
-//! for `diana`) per iteration otherwise. The throughput is in deliveries:
-//! handler runs, or for `diana` the services' answers.
+//! sync_channel, the disruptor crate spinning and yielding; tokio tasks
+//! for the Diana flow of `diana`) side by side in each, as
+//! `BenchmarkId::new(implementation, parameter)`. The parameter is the
+//! number of event types for `types` (1, 10, 100, 1000), of tenants for
+//! `tenants` (1, 100, 10000), and the events (interactions for `diana`)
+//! per iteration otherwise. The throughput is in deliveries: handler runs,
+//! or for `diana` the services' answers.
 //!
 //! The runners are the CLI's own (`cli/src/load/`), included with `#[path]`:
 //! the CLI package depends on this one, so this package cannot depend on it

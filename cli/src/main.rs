@@ -138,8 +138,9 @@ struct RunArgs {
     /// The peers to run beside diana-bus, comma-separated, or `none`:
     /// direct, crossbeam-channel, flume, tokio-mpsc, tokio-broadcast,
     /// std-sync-channel, disruptor-spin, disruptor-yield, and for the diana
-    /// profile only direct [default: all that run the profile, but
-    /// disruptor-spin when its busy-spinning threads outnumber the cores].
+    /// profile only direct and tokio-tasks [default: all that run the
+    /// profile, but disruptor-spin when its busy-spinning threads
+    /// outnumber the cores].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_peer)]
     peers: Option<Vec<Option<&'static Peer>>>,
     /// Event types the events take in turn, each with its own subscription

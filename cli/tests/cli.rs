@@ -25,7 +25,7 @@ const PEERS: [&str; 7] = [
 ];
 
 /// The peers that run the Diana flow of the diana profile.
-const FLOW_PEERS: [&str; 1] = ["direct"];
+const FLOW_PEERS: [&str; 2] = ["direct", "tokio-tasks"];
 
 /// diana-bus and the peers a run of `profile` shows by default.
 fn implementations(profile: &str) -> Vec<&'static str> {
@@ -141,15 +141,15 @@ fn every_profile_runs_on_diana_bus_and_every_peer() {
             &implementations(profile),
         );
         assert!(stdout.contains("p99.9") && stdout.contains("allocs/event"));
-        // A queue has no flow.
-        if profile == "diana" {
-            assert!(
-                !stdout
-                    .lines()
-                    .any(|line| line.starts_with("crossbeam-channel ")),
-                "{stdout}"
-            );
-        }
+        // A queue has no flow, and tokio tasks run only the flow.
+        let elsewhere = match profile {
+            "diana" => "crossbeam-channel ",
+            _ => "tokio-tasks ",
+        };
+        assert!(
+            !stdout.lines().any(|line| line.starts_with(elsewhere)),
+            "{stdout}"
+        );
     }
 }
 
@@ -386,14 +386,14 @@ fn diana_runs_the_flow_on_diana_bus_and_its_peers_into_json_compare_and_plot() {
     let stdout = stdout(&output);
     assert!(output.status.success(), "{stdout}{}", stderr(&output));
     assert!(
-        stdout.lines().any(|line| line.starts_with("direct ")),
+        stdout.lines().any(|line| line.starts_with("tokio-tasks ")),
         "{stdout}"
     );
     let svg = scratch("diana.svg");
     let output = diana_bus(&["plot", &path_arg, "-o", svg.to_str().unwrap()]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = std::fs::read_to_string(&svg).expect("the SVG was written");
-    assert!(text.contains("direct") && text.contains("profile diana"));
+    assert!(text.contains("tokio-tasks") && text.contains("profile diana"));
 }
 
 #[test]
@@ -544,7 +544,11 @@ fn bad_run_arguments_are_refused() {
     );
     assert_fails(
         &["run", "--profile", "diana", "--peers", "direct,flume"],
-        "flume cannot run the diana profile; the peers that can: direct",
+        "flume cannot run the diana profile; the peers that can: direct, tokio-tasks",
+    );
+    assert_fails(
+        &["run", "--profile", "spsc", "--peers", "tokio-tasks"],
+        "tokio-tasks cannot run the spsc profile",
     );
 }
 

@@ -67,6 +67,8 @@ pub enum Answer {
     Answered(ServiceResponse),
     /// It gave up without answering.
     Failed,
+    /// It had not answered by the deadline.
+    TimedOut,
 }
 
 /// The completion of `interaction` from the answers of [`SERVICES`], in
@@ -77,13 +79,14 @@ pub fn completion(
     answers: impl IntoIterator<Item = Answer>,
 ) -> Result<DianaInteractionCompleted, DomainError> {
     let mut responses = BTreeMap::new();
-    let mut failed = Vec::new();
+    let (mut failed, mut timed_out) = (Vec::new(), Vec::new());
     for (service, answer) in SERVICES.into_iter().zip(answers) {
         match answer {
             Answer::Answered(response) => {
                 responses.insert(service.to_owned(), response.data().clone());
             }
             Answer::Failed => failed.push(service.to_owned()),
+            Answer::TimedOut => timed_out.push(service.to_owned()),
         }
     }
     DianaInteractionCompleted::new(
@@ -92,7 +95,7 @@ pub fn completion(
         interaction.interface_type(),
         responses,
         failed,
-        Vec::new(),
+        timed_out,
     )
 }
 
@@ -224,8 +227,9 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_service_makes_the_run_an_error() {
+    fn a_failed_or_late_service_makes_the_run_an_error() {
         let error = run(1..=4, |service, response| match service {
+            0 => super::Answer::TimedOut,
             1 => super::Answer::Failed,
             _ => super::Answer::Answered(response),
         })

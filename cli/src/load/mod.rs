@@ -1,6 +1,7 @@
 //! Load profiles and the runners that drive them: diana-bus, its peers
 //! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
-//! sync_channel, the disruptor crate) and the direct-call floor.
+//! sync_channel, the disruptor crate, and for the Diana flow tokio tasks)
+//! and the direct-call floor.
 //!
 //! A streaming run publishes ids `1..=events` from the profile's publisher
 //! threads; every handler folds each id it sees into its own checksum, and

@@ -2,8 +2,8 @@
 //! users write it, and the direct-call floor. `--peers` picks from
 //! [`PEERS`] by name; without it, `run` takes every peer that
 //! [`Peer::runs`] the profile and [`Peer::fits`] the machine. A queue runs
-//! streams and round trips but has no Diana flow; the direct calls run
-//! everything.
+//! streams and round trips but has no Diana flow; tokio tasks run only the
+//! flow; the direct calls run everything.
 
 mod channel;
 mod crossbeam;
@@ -12,9 +12,11 @@ mod flume;
 mod std_sync;
 mod tokio_broadcast;
 mod tokio_mpsc;
+mod tokio_tasks;
 
 pub use channel::{Channel, ChannelRunner, Fanout, PerHandler};
 pub use disruptor::{DisruptorRunner, Spin, Waiting, Yield};
+pub use tokio_tasks::TokioTasksRunner;
 
 use super::{DirectRunner, Pattern, Runner, Shape};
 
@@ -82,6 +84,10 @@ fn disruptor<W: Waiting>(shape: Shape, capacity: usize) -> Box<dyn Runner> {
     Box::new(DisruptorRunner::<W>::new(shape, capacity))
 }
 
+fn tokio_tasks(shape: Shape, capacity: usize) -> Box<dyn Runner> {
+    Box::new(TokioTasksRunner::new(shape, capacity))
+}
+
 /// Every peer, in the order reports list them.
 pub const PEERS: &[Peer] = &[
     // The handlers called in a loop on the publishing thread: the floor.
@@ -139,6 +145,14 @@ pub const PEERS: &[Peer] = &[
         name: Yield::NAME,
         patterns: QUEUE,
         build: disruptor::<Yield>,
+        spinning: none_spinning,
+    },
+    // The Diana flow on tokio without a bus: a task per service, mpsc and
+    // oneshot channels, a deadline by tokio::time::timeout_at.
+    Peer {
+        name: TokioTasksRunner::NAME,
+        patterns: &[Pattern::Flow],
+        build: tokio_tasks,
         spinning: none_spinning,
     },
 ];
