@@ -1,10 +1,13 @@
 //! Criterion benches of the load profiles: one group per profile, with
-//! diana-bus, the direct-call floor and every peer (crossbeam-channel,
-//! flume, tokio's mpsc and broadcast, std's sync_channel, the disruptor
-//! crate spinning and yielding) side by side in each, as
+//! diana-bus, the direct-call floor and every peer that runs the profile
+//! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
+//! sync_channel, the disruptor crate spinning and yielding; tokio tasks
+//! for the Diana flow of `diana`) side by side in each, as
 //! `BenchmarkId::new(implementation, parameter)`. The parameter is the
 //! number of event types for `types` (1, 10, 100, 1000), of tenants for
-//! `tenants` (1, 100, 10000), and the events per iteration otherwise.
+//! `tenants` (1, 100, 10000), and the events (interactions for `diana`)
+//! per iteration otherwise. The throughput is in deliveries: handler runs,
+//! or for `diana` the services' answers.
 //!
 //! The runners are the CLI's own (`cli/src/load/`), included with `#[path]`:
 //! the CLI package depends on this one, so this package cannot depend on it
@@ -12,7 +15,8 @@
 //! iteration is one whole run, timed by the runner itself from the first
 //! publish to the last delivery (`iter_custom`), with every handler's
 //! checksum checked; the bus is built once per benchmark, the peers'
-//! queues and consumer threads once per iteration, outside the timed part.
+//! queues and consumer threads (a flow's runtime and tasks) once per
+//! iteration, outside the timed part.
 //!
 //! The disruptor's busy-spin peer burns a core per consumer thread: on a
 //! machine with fewer cores than its threads (fanout4, latency on two
@@ -38,6 +42,8 @@ use load::{DianaRunner, Pattern, Runner, Shape, PEERS, PROFILES};
 const EVENTS: u64 = 100_000;
 /// Round trips per iteration of the latency profile.
 const ROUND_TRIPS: u64 = 2_000;
+/// Interactions per iteration of the diana profile.
+const INTERACTIONS: u64 = 5_000;
 /// The `types` profile's sweep.
 const TYPES: [usize; 4] = [1, 10, 100, 1000];
 /// The `tenants` profile's sweep.
@@ -70,6 +76,7 @@ fn profiles(c: &mut Criterion) {
                 let events = match shape.pattern {
                     Pattern::Stream => EVENTS,
                     Pattern::RoundTrip => ROUND_TRIPS,
+                    Pattern::Flow => INTERACTIONS,
                 };
                 bench_shape(&mut group, shape, events, events);
             }
@@ -91,7 +98,7 @@ fn bench_shape(
     let diana = DianaRunner::new(shape, bus).expect("the bench's bus settings are valid");
     // Each runner is dropped (the bus shut down) before the next starts.
     bench(group, Box::new(diana), events, parameter);
-    for peer in PEERS {
+    for peer in PEERS.iter().filter(|peer| peer.runs(&shape)) {
         bench(group, peer.build(shape, CAPACITY), events, parameter);
     }
 }

@@ -110,7 +110,7 @@ struct RunArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_profile)]
     profile: &'static Profile,
     /// Events per run [default: the profile's, 2,000,000 (100,000 round
-    /// trips for latency)].
+    /// trips for latency, 100,000 interactions for diana)].
     #[arg(long, value_name = "N", conflicts_with = "duration",
           value_parser = clap::value_parser!(u64).range(1..))]
     events: Option<u64>,
@@ -137,8 +137,10 @@ struct RunArgs {
     repeat: u64,
     /// The peers to run beside diana-bus, comma-separated, or `none`:
     /// direct, crossbeam-channel, flume, tokio-mpsc, tokio-broadcast,
-    /// std-sync-channel, disruptor-spin, disruptor-yield [default: all but
-    /// disruptor-spin when its busy-spinning threads outnumber the cores].
+    /// std-sync-channel, disruptor-spin, disruptor-yield, and for the diana
+    /// profile only direct and tokio-tasks [default: all that run the
+    /// profile, but disruptor-spin when its busy-spinning threads
+    /// outnumber the cores].
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_peer)]
     peers: Option<Vec<Option<&'static Peer>>>,
     /// Event types the events take in turn, each with its own subscription
@@ -172,7 +174,7 @@ impl RunArgs {
     /// What to run.
     fn plan(&self) -> Result<Plan, String> {
         let mut shape = self.profile.shape;
-        if shape.pattern == Pattern::RoundTrip && (self.types.is_some() || self.tenants.is_some()) {
+        if shape.pattern != Pattern::Stream && (self.types.is_some() || self.tenants.is_some()) {
             return Err(format!(
                 "--types and --tenants do not apply to the {} profile",
                 self.profile.name
@@ -190,8 +192,27 @@ impl RunArgs {
         };
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
         let (peers, skipped) = match &self.peers {
-            None => PEERS.iter().partition(|peer| peer.fits(&shape, cores)),
-            Some(peers) => (peers.iter().flatten().copied().collect(), Vec::new()),
+            None => PEERS
+                .iter()
+                .filter(|peer| peer.runs(&shape))
+                .partition(|peer| peer.fits(&shape, cores)),
+            Some(peers) => {
+                let peers: Vec<&Peer> = peers.iter().flatten().copied().collect();
+                if let Some(peer) = peers.iter().find(|peer| !peer.runs(&shape)) {
+                    let able: Vec<_> = PEERS
+                        .iter()
+                        .filter(|peer| peer.runs(&shape))
+                        .map(|peer| peer.name)
+                        .collect();
+                    return Err(format!(
+                        "{} cannot run the {} profile; the peers that can: {}",
+                        peer.name,
+                        self.profile.name,
+                        able.join(", ")
+                    ));
+                }
+                (peers, Vec::new())
+            }
         };
         Ok(Plan {
             profile: self.profile,

@@ -47,11 +47,11 @@ pub struct Settings {
 /// The load's shape, as run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
-    /// "stream" or "round-trip".
+    /// "stream", "round-trip" or "flow".
     pub pattern: String,
-    /// Publisher threads.
+    /// Publisher threads (a flow's users).
     pub publishers: usize,
-    /// Handlers that see every event.
+    /// Handlers that see every event (a flow's services).
     pub handlers: usize,
     /// Ordering keys (0: unkeyed).
     pub keys: u64,
@@ -72,9 +72,10 @@ pub struct Measured {
     pub params: Params,
     /// Events per run.
     pub events: u64,
-    /// Median events per second (round trips per second for `latency`).
+    /// Median events per second (round trips per second for `latency`,
+    /// interactions per second for `diana`).
     pub events_per_s: f64,
-    /// Median handler runs per second.
+    /// Median handler runs per second (service answers for `diana`).
     pub deliveries_per_s: f64,
     /// Latency percentiles over every run's samples.
     pub latency_ns: Percentiles,

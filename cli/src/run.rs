@@ -170,6 +170,14 @@ fn describe(shape: &Shape) -> String {
             shape.publishers, shape.handlers
         ),
         Pattern::RoundTrip => "round trips: ping -> handler -> pong -> publisher".to_owned(),
+        Pattern::Flow => {
+            return format!(
+                "Diana interactions: {} users of {} tenant(s), one interaction at a time each: \
+                 request -> {} services -> completion; events = interactions, \
+                 deliveries = service answers",
+                shape.publishers, shape.tenants, shape.handlers
+            )
+        }
     };
     if shape.keys > 0 {
         line += &format!(", {} keys", shape.keys);
@@ -221,11 +229,7 @@ pub fn summarize(
 
 fn params(shape: &Shape) -> Params {
     Params {
-        pattern: match shape.pattern {
-            Pattern::Stream => "stream",
-            Pattern::RoundTrip => "round-trip",
-        }
-        .to_owned(),
+        pattern: shape.pattern.name().to_owned(),
         publishers: shape.publishers,
         handlers: shape.handlers,
         keys: shape.keys,

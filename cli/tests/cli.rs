@@ -1,17 +1,19 @@
 //! The `diana-bus` binary end to end: every profile runs on diana-bus and
-//! every peer, `--json` writes what `compare` and `plot` read, the demo runs
-//! the Diana flow and prints its trace, and bad input gets a clear error and
-//! a non-zero exit, never a panic.
+//! every peer that runs it, `--json` writes what `compare` and `plot` read,
+//! the demo runs the Diana flow and prints its trace, and bad input gets a
+//! clear error and a non-zero exit, never a panic.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const PROFILES: [&str; 6] = ["spsc", "mpsc", "fanout4", "latency", "types", "tenants"];
+const PROFILES: [&str; 7] = [
+    "spsc", "mpsc", "fanout4", "latency", "types", "tenants", "diana",
+];
 
-/// Every implementation a run may show; disruptor-spin only where its
-/// spinning threads fit the machine's cores.
+/// Every implementation a run of a queue profile (all but diana) may show;
+/// disruptor-spin only where its spinning threads fit the machine's cores.
 const PEERS: [&str; 7] = [
     "direct",
     "crossbeam-channel",
@@ -21,6 +23,20 @@ const PEERS: [&str; 7] = [
     "std-sync-channel",
     "disruptor-yield",
 ];
+
+/// The peers that run the Diana flow of the diana profile.
+const FLOW_PEERS: [&str; 2] = ["direct", "tokio-tasks"];
+
+/// diana-bus and the peers a run of `profile` shows by default.
+fn implementations(profile: &str) -> Vec<&'static str> {
+    let peers: &[&str] = match profile {
+        "diana" => &FLOW_PEERS,
+        _ => &PEERS,
+    };
+    std::iter::once("diana-bus")
+        .chain(peers.iter().copied())
+        .collect()
+}
 
 fn diana_bus(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diana-bus"))
@@ -107,10 +123,11 @@ fn profiles_lists_every_profile_with_a_description() {
 
 #[test]
 fn every_profile_runs_on_diana_bus_and_every_peer() {
-    let mut expected = vec!["diana-bus"];
-    expected.extend(PEERS);
     for profile in PROFILES {
-        let events = if profile == "latency" { "300" } else { "3000" };
+        let events = match profile {
+            "latency" | "diana" => "300",
+            _ => "3000",
+        };
         let stdout = assert_runs(
             &[
                 "run",
@@ -121,9 +138,18 @@ fn every_profile_runs_on_diana_bus_and_every_peer() {
                 "--repeat",
                 "1",
             ],
-            &expected,
+            &implementations(profile),
         );
         assert!(stdout.contains("p99.9") && stdout.contains("allocs/event"));
+        // A queue has no flow, and tokio tasks run only the flow.
+        let elsewhere = match profile {
+            "diana" => "crossbeam-channel ",
+            _ => "tokio-tasks ",
+        };
+        assert!(
+            !stdout.lines().any(|line| line.starts_with(elsewhere)),
+            "{stdout}"
+        );
     }
 }
 
@@ -169,7 +195,7 @@ fn tiny_rings_exercise_backpressure() {
                 "--batch",
                 "1",
             ],
-            &["diana-bus", "crossbeam-channel", "tokio-broadcast"],
+            &implementations(profile),
         );
     }
 }
@@ -305,6 +331,69 @@ fn json_records_every_implementation_with_the_documented_fields() {
         assert!(result["allocations_per_event"].as_f64().unwrap() >= 0.0);
         assert!(result["cpu_seconds"].as_f64().unwrap() >= 0.0);
     }
+}
+
+#[test]
+fn diana_runs_the_flow_on_diana_bus_and_its_peers_into_json_compare_and_plot() {
+    let path = scratch("diana.json");
+    let path_arg = path.display().to_string();
+    let summary = assert_runs(
+        &[
+            "run",
+            "--profile",
+            "diana",
+            "--events",
+            "500",
+            "--repeat",
+            "2",
+            "--json",
+            &path_arg,
+        ],
+        &implementations("diana"),
+    );
+    assert!(summary.contains("64 users of 4 tenant(s)"), "{summary}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(json["profile"], "diana");
+    let results = json["results"].as_array().unwrap();
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["implementation"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, implementations("diana"));
+    for result in results {
+        let params = &result["params"];
+        assert_eq!(params["pattern"], "flow");
+        assert_eq!(
+            (
+                &params["publishers"],
+                &params["handlers"],
+                &params["tenants"]
+            ),
+            (&Value::from(64), &Value::from(4), &Value::from(4))
+        );
+        // One answer per service per interaction.
+        let events = result["events_per_s"].as_f64().unwrap();
+        let deliveries = result["deliveries_per_s"].as_f64().unwrap();
+        assert!(
+            events > 0.0 && (deliveries / events - 4.0).abs() < 1e-9,
+            "{result}"
+        );
+        // Every interaction of both runs is timed.
+        assert_eq!(result["latency_samples"], 500 * 2, "{result}");
+    }
+
+    let output = diana_bus(&["compare", &path_arg, &path_arg]);
+    let stdout = stdout(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.lines().any(|line| line.starts_with("tokio-tasks ")),
+        "{stdout}"
+    );
+    let svg = scratch("diana.svg");
+    let output = diana_bus(&["plot", &path_arg, "-o", svg.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&svg).expect("the SVG was written");
+    assert!(text.contains("tokio-tasks") && text.contains("profile diana"));
 }
 
 #[test]
@@ -448,6 +537,18 @@ fn bad_run_arguments_are_refused() {
     assert_fails(
         &["run", "--profile", "latency", "--types", "3"],
         "do not apply to the latency profile",
+    );
+    assert_fails(
+        &["run", "--profile", "diana", "--tenants", "3"],
+        "do not apply to the diana profile",
+    );
+    assert_fails(
+        &["run", "--profile", "diana", "--peers", "direct,flume"],
+        "flume cannot run the diana profile; the peers that can: direct, tokio-tasks",
+    );
+    assert_fails(
+        &["run", "--profile", "spsc", "--peers", "tokio-tasks"],
+        "tokio-tasks cannot run the spsc profile",
     );
 }
 

@@ -5,15 +5,28 @@
 //! plain subscriptions: the ping's handler publishes a [`Pong`] through its
 //! context, and the pong's handler hands it to the waiting publisher
 //! ([`Reply`]: spin briefly, then park).
+//!
+//! A flow is the library's own: each service a responder of
+//! `DianaInteraction` under its name, a subscription to
+//! `DianaInteractionCompleted`, and the users' interactions run by a
+//! `Coordinator` with the flow's deadline, awaited on a current-thread
+//! tokio runtime made for each run: the services run on the bus's workers,
+//! so the users need no more than the calling thread (a multi-thread
+//! runtime was no faster on two cores).
 
 use std::sync::Arc;
 
-use diana_bus::{Bus, BusBuilder, ConfigError, Context, HandlerResult, Meta, TenantId};
+use diana_bus::diana::{Coordinator, DianaInteraction, DianaInteractionCompleted, ServiceResponse};
+use diana_bus::{
+    Bus, BusBuilder, ConfigError, Context, HandlerError, HandlerResult, Meta, TenantId,
+};
+use tokio::runtime::Builder;
 
+use super::flow::{self, DEADLINE};
 use super::runner::{verdict, Timed};
 use super::{
-    publishers, round_trip, typed, Handlers, Message, Pattern, Pong, Reply, RunError, Runner,
-    Sample, Shape,
+    publishers, round_trip, typed, users, Flow, Handlers, Message, Pattern, Pong, Reply, RunError,
+    Runner, Sample, Shape, User, SERVICES,
 };
 
 /// A bus with the shape's subscriptions.
@@ -23,6 +36,7 @@ pub struct DianaRunner {
     shape: Shape,
     handlers: Arc<Handlers>,
     reply: Arc<Reply>,
+    flow: Arc<Flow>,
 }
 
 impl DianaRunner {
@@ -31,15 +45,18 @@ impl DianaRunner {
         let bus = builder.build()?;
         let handlers = Arc::new(Handlers::new(shape.handlers));
         let reply = Arc::new(Reply::default());
+        let flow = Arc::new(Flow::default());
         match shape.pattern {
             Pattern::Stream => subscribe_stream(&bus, &shape, &handlers),
             Pattern::RoundTrip => subscribe_round_trip(&bus, &handlers, &reply),
+            Pattern::Flow => subscribe_flow(&bus, &flow),
         }
         Ok(Self {
             bus,
             shape,
             handlers,
             reply,
+            flow,
         })
     }
 
@@ -76,6 +93,24 @@ impl DianaRunner {
         };
         round_trip::run(&self.shape, events, ask, || bus.flush())
     }
+
+    fn interactions(&self, events: u64) -> Result<Timed, RunError> {
+        let runtime = users::runtime(&mut Builder::new_current_thread())?;
+        let coordinator = Coordinator::new(&self.bus, DEADLINE);
+        let interact = move |user: User, id| {
+            let coordinator = coordinator.clone();
+            async move {
+                let Ok(request) = flow::request(user, id) else {
+                    return false;
+                };
+                let meta = Meta::new().tenant(TenantId(user.tenant));
+                coordinator.interact(request, meta).await.is_ok()
+            }
+        };
+        Ok(users::run(&self.shape, events, &runtime, interact, || {
+            self.bus.flush()
+        }))
+    }
 }
 
 fn subscribe_stream(bus: &Bus, shape: &Shape, handlers: &Arc<Handlers>) {
@@ -108,6 +143,25 @@ fn subscribe_round_trip(bus: &Bus, handlers: &Arc<Handlers>, reply: &Arc<Reply>)
     });
 }
 
+fn subscribe_flow(bus: &Bus, flow: &Arc<Flow>) {
+    for (service, name) in SERVICES.into_iter().enumerate() {
+        let flow = Arc::clone(flow);
+        bus.responder::<DianaInteraction, ServiceResponse>()
+            .name(name)
+            .respond(move |interaction: &DianaInteraction, _: &Context<'_>| {
+                flow.answer(service, interaction)
+                    .map_err(|error| HandlerError::permanent(error.to_string()))
+            });
+    }
+    let flow = Arc::clone(flow);
+    bus.subscribe(
+        move |completed: &DianaInteractionCompleted, _: &Context<'_>| -> HandlerResult {
+            flow.complete(completed);
+            Ok(())
+        },
+    );
+}
+
 impl Runner for DianaRunner {
     fn name(&self) -> &'static str {
         "diana-bus"
@@ -115,12 +169,22 @@ impl Runner for DianaRunner {
 
     fn run(&mut self, events: u64) -> Result<Sample, RunError> {
         let delivered_before = self.bus.metrics().delivered;
-        let (timed, expected) = match self.shape.pattern {
-            Pattern::Stream => (self.stream(events), self.shape.deliveries(events)),
+        let (sample, expected) = match self.shape.pattern {
+            Pattern::Stream => (
+                verdict(self.stream(events), events, &self.handlers)?,
+                self.shape.deliveries(events),
+            ),
             // The ping's handler and the pong's.
-            Pattern::RoundTrip => (self.round_trip(events), 2 * events),
+            Pattern::RoundTrip => (
+                verdict(self.round_trip(events), events, &self.handlers)?,
+                2 * events,
+            ),
+            // The services' answers and the completion's handler.
+            Pattern::Flow => (
+                self.flow.verdict(self.interactions(events)?, events)?,
+                self.shape.deliveries(events) + events,
+            ),
         };
-        let sample = verdict(timed, events, &self.handlers)?;
         let counted = self.bus.metrics().delivered - delivered_before;
         if counted != expected {
             return Err(RunError::Deliveries { expected, counted });

@@ -1,11 +1,20 @@
 //! The floor: the same handlers called in a loop on the publishing thread,
 //! with nothing between publish and handler. Whatever the shape's
 //! publisher count, one thread calls every handler for every event (a
-//! round trip is one call of the ping's handler).
+//! round trip is one call of the ping's handler). A flow's interaction is
+//! the four services and the completion's handler called in turn; its
+//! users are tasks on a current-thread runtime, each of which runs all its
+//! interactions in one poll, as none ever waits.
 
+use std::sync::Arc;
+
+use tokio::runtime::Builder;
+
+use super::flow::{self, Answer};
 use super::runner::{verdict, Timed};
 use super::{
-    publishers, round_trip, Dispatch, Handlers, Message, Pattern, RunError, Runner, Sample, Shape,
+    publishers, round_trip, users, Dispatch, Flow, Handlers, Message, Pattern, RunError, Runner,
+    Sample, Shape, User, SERVICES,
 };
 
 /// Direct calls, no queue and no other thread.
@@ -13,6 +22,7 @@ use super::{
 pub struct DirectRunner {
     shape: Shape,
     handlers: Handlers,
+    flow: Arc<Flow>,
 }
 
 impl DirectRunner {
@@ -21,17 +31,18 @@ impl DirectRunner {
         Self {
             shape,
             handlers: Handlers::new(shape.handlers),
+            flow: Arc::new(Flow::default()),
         }
     }
 
-    fn timed(&self, events: u64) -> Timed {
+    fn timed(&self, events: u64) -> Result<Timed, RunError> {
         let (handlers, dispatch) = (&self.handlers, Dispatch::new(self.shape.types));
         let call = move |message: Message| {
             for handler in 0..self.shape.handlers {
                 dispatch.call(handlers, handler, &message);
             }
         };
-        match self.shape.pattern {
+        Ok(match self.shape.pattern {
             Pattern::Stream => {
                 let send = |message| {
                     call(message);
@@ -46,7 +57,36 @@ impl DirectRunner {
                 };
                 round_trip::run(&self.shape, events, ask, || {})
             }
+            Pattern::Flow => {
+                let runtime = users::runtime(&mut Builder::new_current_thread())?;
+                let flow = Arc::clone(&self.flow);
+                let interact = move |user, id| {
+                    let completed = interact_inline(&flow, user, id);
+                    async move { completed }
+                };
+                users::run(&self.shape, events, &runtime, interact, || {})
+            }
+        })
+    }
+}
+
+/// Interaction `id` of `user`, every step called in turn; whether it
+/// completed.
+fn interact_inline(flow: &Flow, user: User, id: u64) -> bool {
+    let Ok(interaction) = flow::request(user, id).and_then(|request| flow.interaction(&request))
+    else {
+        return false;
+    };
+    let answers = (0..SERVICES.len()).map(|service| match flow.answer(service, &interaction) {
+        Ok(response) => Answer::Answered(response),
+        Err(_) => Answer::Failed,
+    });
+    match flow::completion(&interaction, answers) {
+        Ok(completed) => {
+            flow.complete(&completed);
+            true
         }
+        Err(_) => false,
     }
 }
 
@@ -56,7 +96,10 @@ impl Runner for DirectRunner {
     }
 
     fn run(&mut self, events: u64) -> Result<Sample, RunError> {
-        let timed = self.timed(events);
-        verdict(timed, events, &self.handlers)
+        let timed = self.timed(events)?;
+        match self.shape.pattern {
+            Pattern::Flow => self.flow.verdict(timed, events),
+            Pattern::Stream | Pattern::RoundTrip => verdict(timed, events, &self.handlers),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Latency histograms: one per handler, written only for sampled events
-//! (so the lock is rare and almost never contended), merged at the end.
+//! (so the lock is rare and almost never contended), or one per user of a
+//! flow, written by that user alone; merged at the end.
 
 use std::sync::Mutex;
 
@@ -14,7 +15,7 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST_NS, 3).expect("static bounds are valid")
 }
 
-/// One histogram per handler.
+/// One histogram per handler (or user).
 #[derive(Debug)]
 pub struct Latencies {
     handlers: Box<[Slot]>,

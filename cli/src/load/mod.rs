@@ -1,6 +1,7 @@
 //! Load profiles and the runners that drive them: diana-bus, its peers
 //! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
-//! sync_channel, the disruptor crate) and the direct-call floor.
+//! sync_channel, the disruptor crate, and for the Diana flow tokio tasks)
+//! and the direct-call floor.
 //!
 //! A streaming run publishes ids `1..=events` from the profile's publisher
 //! threads; every handler folds each id it sees into its own checksum, and
@@ -8,7 +9,11 @@
 //! runs from the moment the publishers are released to the moment every
 //! delivery is done. One event in [`SAMPLE_EVERY`] carries its publish time,
 //! and its handler records the latency. A round-trip run times every ping
-//! from its publish to the arrival of its pong.
+//! from its publish to the arrival of its pong. A flow run has users run
+//! Diana interactions ids `1..=events`, each through four services and
+//! one completion, and times every interaction from its request to its
+//! completion; it only counts if every service answered every interaction
+//! once and every interaction completed once (see [`flow`]).
 //!
 //! This module needs nothing but `diana_bus` and the peer crates: the
 //! criterion bench (`benches/profiles.rs`) includes it with `#[path]`, so
@@ -19,6 +24,7 @@ mod clock;
 mod diana;
 mod direct;
 mod dispatch;
+mod flow;
 mod handlers;
 mod latency;
 mod message;
@@ -31,10 +37,12 @@ mod round_trip;
 mod runner;
 mod tally;
 mod typed;
+mod users;
 
 pub use diana::DianaRunner;
 pub use direct::DirectRunner;
 pub use dispatch::Dispatch;
+pub use flow::{Flow, SERVICES};
 pub use handlers::Handlers;
 pub use latency::{histogram, merge, Latencies};
 pub use message::{Message, Pong, SAMPLE_EVERY};
@@ -44,3 +52,4 @@ pub use reply::Reply;
 pub use runner::{RunError, Runner, Sample};
 pub use tally::{Mismatch, Tally};
 pub use typed::MAX_TYPES;
+pub use users::User;

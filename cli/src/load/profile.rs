@@ -1,8 +1,10 @@
 //! The load profiles: how many threads publish, how many handlers see each
 //! event, over how many keys, event types and tenants the events spread, and
-//! whether the publisher streams events or waits for each reply.
+//! whether the publisher streams events, waits for each reply, or runs the
+//! Diana flow.
 
 use super::message::{self, Message};
+use super::SERVICES;
 
 /// How the publishers drive the handlers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,25 +15,44 @@ pub enum Pattern {
     /// One publisher sends a ping, waits for the pong, then sends the next:
     /// every round trip is timed.
     RoundTrip,
+    /// Users run Diana interactions, each one after the other: a request
+    /// fanned out to the services, their answers gathered into one
+    /// completion (see [`super::flow`]). Every interaction is timed.
+    Flow,
+}
+
+impl Pattern {
+    /// Its name in records and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Stream => "stream",
+            Pattern::RoundTrip => "round-trip",
+            Pattern::Flow => "flow",
+        }
+    }
 }
 
 /// The shape of a load, the same for every implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
-    /// Streaming or ping-pong.
+    /// Streaming, ping-pong or the Diana flow.
     pub pattern: Pattern,
-    /// Publisher threads; they split the events between them.
+    /// Publisher threads; they split the events between them. A flow's
+    /// users, tasks that split the interactions between them.
     pub publishers: usize,
-    /// Handlers; every one sees every event.
+    /// Handlers; every one sees every event. A flow's services, each of
+    /// which answers every interaction.
     pub handlers: usize,
     /// Ordering keys the events spread over (see [`Message::keys`]); 0
-    /// leaves them unkeyed, so diana-bus routes them all to one shard.
+    /// leaves them unkeyed, so diana-bus routes them all to one shard. A
+    /// flow's events are keyed by their user, so it has one key per user.
     pub keys: u64,
     /// Distinct event types the events take in turn (`id % types`), each
     /// with its own subscription; 0 sends the one plain [`Message`] type.
     pub types: usize,
     /// Tenants the events spread over, one of them hot (see
-    /// [`message::tenant_of`]); 0 publishes without a tenant.
+    /// [`message::tenant_of`]); 0 publishes without a tenant. A flow's
+    /// users take the tenants in turn.
     pub tenants: u64,
 }
 
@@ -49,8 +70,22 @@ impl Shape {
         }
     }
 
+    /// The Diana flow for `users` users spread over `tenants` tenants, each
+    /// interaction answered by every service of [`SERVICES`].
+    pub const fn flow(users: usize, tenants: u64) -> Self {
+        Self {
+            pattern: Pattern::Flow,
+            publishers: users,
+            handlers: SERVICES.len(),
+            keys: users as u64,
+            types: 0,
+            tenants,
+        }
+    }
+
     /// Handler runs for `events` published events (a round trip counts its
-    /// ping's handler, not the reply).
+    /// ping's handler, not the reply; a flow, its services' answers to
+    /// `events` interactions, not the completion's handler).
     pub fn deliveries(&self, events: u64) -> u64 {
         events * self.handlers as u64
     }
@@ -133,6 +168,19 @@ pub const PROFILES: &[Profile] = &[
             ..Shape::stream(1, 1)
         },
         default_events: 2_000_000,
+    },
+    // 64 users, because a user waits for four answers between two steps:
+    // a few users would leave the bus's workers idle, while 64 feed every
+    // shard (8 with the default 2 workers) with several users each, as a
+    // bot with many users chatting at once does. With 64 in flight, an
+    // interaction's latency is mostly its wait behind the others (about
+    // users / rate). 4 tenants of 16 users each route the requests and the
+    // completions per tenant, as on a bus several bots share.
+    Profile {
+        name: "diana",
+        description: "Diana flow: 64 users of 4 tenants, one interaction at a time each -> 4 services -> 1 completion",
+        shape: Shape::flow(64, 4),
+        default_events: 100_000,
     },
 ];
 

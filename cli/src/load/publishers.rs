@@ -65,7 +65,7 @@ where
 
 /// The ids publisher `index` of `publishers` sends: shares of `1..=events`
 /// that differ by at most one id.
-fn share(events: u64, publishers: usize, index: usize) -> RangeInclusive<u64> {
+pub fn share(events: u64, publishers: usize, index: usize) -> RangeInclusive<u64> {
     let bound = |i: usize| (u128::from(events) * i as u128 / publishers as u128) as u64;
     bound(index) + 1..=bound(index + 1)
 }

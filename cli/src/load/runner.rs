@@ -7,16 +7,16 @@ use hdrhistogram::Histogram;
 
 use super::latency;
 use super::meter::Window;
-use super::{Handlers, Mismatch};
+use super::{Handlers, Mismatch, Pattern};
 
 /// An implementation set up for one [`super::Shape`].
 pub trait Runner {
     /// Its name in reports and benchmark ids.
     fn name(&self) -> &'static str;
 
-    /// Moves `events` events through the shape once, and returns what the
-    /// run took, after checking that every handler saw every event exactly
-    /// once.
+    /// Moves `events` events (a flow's interactions) through the shape
+    /// once, and returns what the run took, after checking that every
+    /// handler saw every event exactly once.
     fn run(&mut self, events: u64) -> Result<Sample, RunError>;
 }
 
@@ -31,7 +31,8 @@ pub struct Sample {
     /// counts them: see [`super::meter::ALLOCATIONS`]).
     pub allocations: u64,
     /// Nanoseconds from publish to handler for the sampled events of a
-    /// stream, or of every round trip.
+    /// stream, or of every round trip, or from request to completion of
+    /// every interaction of a flow.
     pub latency: Histogram<u64>,
 }
 
@@ -41,10 +42,11 @@ pub struct Timed {
     /// Wall clock, CPU and allocations from the first publish to the last
     /// delivery.
     pub window: Window,
-    /// Events the implementation accepted (or, for round trips, answered).
+    /// Events the implementation accepted (or, for round trips, answered;
+    /// for flows, completed).
     pub accepted: u64,
-    /// Latencies the publisher recorded (round trips); the handlers' own
-    /// samples are added by [`verdict`].
+    /// Latencies the publisher recorded (round trips, interactions); the
+    /// handlers' own samples are added by [`verdict`].
     pub latency: Histogram<u64>,
 }
 
@@ -68,6 +70,24 @@ pub enum RunError {
         /// Handler runs the implementation counted.
         counted: u64,
     },
+    /// Interactions of a flow completed without an answer from every
+    /// service (one failed, or missed the deadline).
+    Incomplete {
+        /// Interactions completed without every answer.
+        interactions: u64,
+        /// Interactions run.
+        events: u64,
+    },
+    /// The async runtime that drives a flow's users did not start.
+    Runtime(String),
+    /// The implementation has no way to run this pattern (a bare queue has
+    /// no flow); `diana-bus run` never asks it to.
+    Unsupported {
+        /// The implementation.
+        implementation: &'static str,
+        /// The pattern asked for.
+        pattern: Pattern,
+    },
 }
 
 impl From<Mismatch> for RunError {
@@ -86,6 +106,18 @@ impl fmt::Display for RunError {
             RunError::Deliveries { expected, counted } => {
                 write!(f, "{counted} deliveries counted, expected {expected}")
             }
+            RunError::Incomplete {
+                interactions,
+                events,
+            } => write!(
+                f,
+                "{interactions} of {events} interactions completed without every service's answer"
+            ),
+            RunError::Runtime(error) => write!(f, "the async runtime did not start: {error}"),
+            RunError::Unsupported {
+                implementation,
+                pattern,
+            } => write!(f, "{implementation} cannot run a {} load", pattern.name()),
         }
     }
 }

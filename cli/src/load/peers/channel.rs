@@ -167,6 +167,12 @@ impl<F: Fanout> Runner for ChannelRunner<F> {
         let timed = match self.shape.pattern {
             Pattern::Stream => self.stream(events),
             Pattern::RoundTrip => self.round_trip(events),
+            Pattern::Flow => {
+                return Err(RunError::Unsupported {
+                    implementation: F::NAME,
+                    pattern: Pattern::Flow,
+                })
+            }
         };
         verdict(timed, events, &self.handlers)
     }

@@ -61,11 +61,13 @@ impl Waiting for Spin {
 impl Spin {
     /// Threads that spin: every consumer and every publisher of a stream;
     /// the ping and pong consumers and the publisher of a round trip (which
-    /// spins briefly before it parks, but does while the others spin).
+    /// spins briefly before it parks, but does while the others spin); none
+    /// for a flow, which it does not run.
     pub fn spinning_threads(shape: &Shape) -> usize {
         match shape.pattern {
             Pattern::Stream => shape.handlers + shape.publishers,
             Pattern::RoundTrip => 3,
+            Pattern::Flow => 0,
         }
     }
 }
@@ -221,6 +223,12 @@ impl<W: Waiting> Runner for DisruptorRunner<W> {
         let timed = match self.shape.pattern {
             Pattern::Stream => self.stream(events),
             Pattern::RoundTrip => self.round_trip(events),
+            Pattern::Flow => {
+                return Err(RunError::Unsupported {
+                    implementation: W::NAME,
+                    pattern: Pattern::Flow,
+                })
+            }
         };
         verdict(timed, events, &self.handlers)
     }
