@@ -69,7 +69,7 @@ use crate::reliability::completion::{Completion, Waiter};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
 use crate::reliability::quota::TenantQuota;
-use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask, Task};
+use crate::reliability::schedule::{Continuation, Queued, RetrySchedule, RetryTask, Task, TaskKey};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
@@ -944,23 +944,35 @@ impl Executor {
     }
 
     /// Schedules `task`; its event stays open until the task is finished.
-    fn schedule(&self, task: Task, pause: Duration) {
+    fn schedule(&self, task: Task, pause: Duration) -> Queued {
         if let Some(envelope) = task.envelope() {
             self.completion.hold(&envelope.routing);
         }
-        self.retries.schedule(task, pause);
+        self.retries.schedule(task, pause)
     }
 
-    /// Wakes `waker` at `deadline` (an async wait's timeout).
-    pub(crate) fn wake_at(&self, deadline: std::time::Instant, waker: Waker) {
+    /// Wakes `waker` at `deadline` (an async wait's timeout), unless
+    /// [`Executor::cancel_wake`] takes it back first.
+    pub(crate) fn wake_at(&self, deadline: std::time::Instant, waker: Waker) -> TaskKey {
         let pause = deadline.saturating_duration_since(std::time::Instant::now());
-        self.schedule(Task::Wake(waker), pause);
-        // A parked worker sleeps until the earliest task at most; this
-        // one may be earlier than what it saw.
-        fence(Ordering::SeqCst);
-        for worker in self.workers.iter() {
-            worker.sleeper.wake_if_sleeping();
+        let queued = self.schedule(Task::Wake(waker), pause);
+        if queued.first {
+            // A parked worker sleeps until the first due task at most
+            // (read after it announced sleep): this one is earlier than
+            // what it may have seen. Behind another task, it is not.
+            fence(Ordering::SeqCst);
+            for worker in self.workers.iter() {
+                worker.sleeper.wake_if_sleeping();
+            }
         }
+        queued.key
+    }
+
+    /// Takes back a wake-up of [`Executor::wake_at`] whose wait ended
+    /// first, so that it neither wakes a finished task nor lingers in the
+    /// schedule until its time.
+    pub(crate) fn cancel_wake(&self, key: TaskKey) {
+        self.retries.cancel(key);
     }
 
     /// An async handler's run (started on a worker, which held the event

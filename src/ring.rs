@@ -237,8 +237,9 @@ impl<T> Ring<T> {
             // initialised and nobody else reads or writes it until the store
             // below hands the slot back to producers; `to` is spare room,
             // which nothing else points into.
-            slot.value
-                .with(|v| unsafe { std::ptr::copy_nonoverlapping((*v).as_ptr(), to.as_mut_ptr(), 1) });
+            slot.value.with(|v| unsafe {
+                std::ptr::copy_nonoverlapping((*v).as_ptr(), to.as_mut_ptr(), 1)
+            });
             // Release: the copy above completes before a producer reuses it.
             slot.stamp.store(pos + self.capacity(), Ordering::Release);
         }

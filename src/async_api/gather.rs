@@ -142,7 +142,7 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             // A duplicate of a request already handled: nothing will answer.
             tracker.complete();
         }
-        let mut deadline = Deadline::after(deadline);
+        let mut deadline = Deadline::after(bus.executor(), deadline);
         let failed = poll_fn(|cx| {
             // The waker first, then the look: an answer or a failure after
             // the look wakes this task.
@@ -156,7 +156,7 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
                 Expect::Count(count) => answered.len() >= *count,
                 Expect::Names(names) => names.iter().all(settled),
             };
-            if enough || progress.done || deadline.passed(bus.executor(), cx) {
+            if enough || progress.done || deadline.passed(cx) {
                 std::task::Poll::Ready(progress.dead_letters)
             } else {
                 std::task::Poll::Pending

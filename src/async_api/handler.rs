@@ -255,9 +255,9 @@ impl<E: Event + Clone> Runner<E> {
             let pause = subscriber
                 .retry
                 .pause_before(attempt + 1, routing.id.0 as u64);
-            let mut deadline = Deadline::after(Some(pause));
+            let mut deadline = Deadline::after(executor, Some(pause));
             poll_fn(|cx| {
-                if deadline.passed(executor, cx) {
+                if deadline.passed(cx) {
                     Poll::Ready(())
                 } else {
                     Poll::Pending

@@ -1,8 +1,9 @@
 //! The retry schedule: failed runs waiting out their backoff, and released
 //! events waiting for a worker.
 //!
-//! A failed run that may be retried becomes a [`RetryTask`] in a min-heap
-//! ordered by due time; an event whose dependency was handled (see
+//! A failed run that may be retried becomes a [`RetryTask`] in a queue
+//! ordered by due time (a B-tree, so that a task can also be taken out
+//! again: a deadline whose wait ended early is cancelled); an event whose dependency was handled (see
 //! `completion`) becomes a [`Task::Release`], due at once; the deadline of
 //! an async wait becomes a [`Task::Wake`], so the workers are the bus's
 //! timer and no runtime needs to provide one. None blocks
@@ -12,8 +13,7 @@
 //! time. What keeps `flush` waiting for them is the executor's business
 //! (`completion`), not the schedule's.
 
-use std::cmp::Ordering as Order;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -72,33 +72,24 @@ impl Continuation {
     }
 }
 
-struct Queued {
+/// Where a task waits: its due time, and a sequence number that keeps
+/// tasks due at the same instant apart (and in the order queued).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TaskKey {
     due: Instant,
     seq: u64,
-    task: Task,
 }
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Order> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    /// Reversed: `BinaryHeap` is a max-heap, the earliest due comes first.
-    fn cmp(&self, other: &Self) -> Order {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
+/// A task just queued: its key, and whether it is now the first due.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Queued {
+    pub(crate) key: TaskKey,
+    pub(crate) first: bool,
 }
 
 #[derive(Default)]
 struct State {
-    heap: BinaryHeap<Queued>,
+    tasks: BTreeMap<TaskKey, Task>,
     seq: u64,
 }
 
@@ -127,21 +118,37 @@ impl RetrySchedule {
     }
 
     fn publish_next_due(&self, state: &State) {
-        let next = state.heap.peek().map_or(NONE_DUE, |q| self.nanos(q.due));
+        let next = state
+            .tasks
+            .first_key_value()
+            .map_or(NONE_DUE, |(key, _)| self.nanos(key.due));
         self.next_due.store(next, Ordering::Release);
     }
 
     /// Queues `task` to run after `pause`.
-    pub(crate) fn schedule(&self, task: Task, pause: Duration) {
+    pub(crate) fn schedule(&self, task: Task, pause: Duration) -> Queued {
         let mut state = lock(&self.state);
         state.seq += 1;
-        let seq = state.seq;
-        state.heap.push(Queued {
+        let key = TaskKey {
             due: Instant::now() + pause,
-            seq,
-            task,
-        });
+            seq: state.seq,
+        };
+        state.tasks.insert(key, task);
+        let first = state
+            .tasks
+            .first_key_value()
+            .is_some_and(|(k, _)| *k == key);
         self.publish_next_due(&state);
+        Queued { key, first }
+    }
+
+    /// Takes the task queued under `key` out again, unless it was run (or
+    /// taken out) already.
+    pub(crate) fn cancel(&self, key: TaskKey) -> Option<Task> {
+        let mut state = lock(&self.state);
+        let task = state.tasks.remove(&key);
+        self.publish_next_due(&state);
+        task
     }
 
     /// Whether a task's time has come; no lock.
@@ -159,12 +166,12 @@ impl RetrySchedule {
             return None;
         }
         let mut state = lock(&self.state);
-        let due = state.heap.peek().is_some_and(|q| q.due <= Instant::now());
-        let task = if due {
-            state.heap.pop().map(|q| q.task)
-        } else {
-            None
-        };
+        let now = Instant::now();
+        let task = state
+            .tasks
+            .first_entry()
+            .filter(|first| first.key().due <= now)
+            .map(|first| first.remove());
         self.publish_next_due(&state);
         task
     }
@@ -183,7 +190,47 @@ impl std::fmt::Debug for RetrySchedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = lock(&self.state);
         f.debug_struct("RetrySchedule")
-            .field("queued", &state.heap.len())
+            .field("queued", &state.tasks.len())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+
+    fn wake() -> Task {
+        Task::Wake(Waker::noop().clone())
+    }
+
+    #[test]
+    fn tasks_come_due_in_time_order_and_report_whether_they_are_first() {
+        let schedule = RetrySchedule::new();
+        let later = schedule.schedule(wake(), Duration::from_millis(20));
+        let sooner = schedule.schedule(wake(), Duration::ZERO);
+        let last = schedule.schedule(wake(), Duration::from_secs(60));
+        assert!(later.first && sooner.first && !last.first);
+        assert!(schedule.pop_due().is_some(), "the one due now");
+        assert!(schedule.pop_due().is_none(), "the next is 20 ms away");
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(schedule.pop_due().is_some());
+        assert!(schedule.pop_due().is_none());
+        assert!(schedule.until_next_due().unwrap() > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn a_cancelled_task_never_comes_due_and_a_run_one_cannot_be_cancelled() {
+        let schedule = RetrySchedule::new();
+        let cancelled = schedule.schedule(wake(), Duration::ZERO);
+        let run = schedule.schedule(wake(), Duration::ZERO);
+        assert!(schedule.cancel(cancelled.key).is_some());
+        assert!(schedule.pop_due().is_some(), "the other one");
+        assert!(schedule.pop_due().is_none());
+        assert!(schedule.cancel(run.key).is_none(), "already run");
+        assert!(
+            schedule.cancel(cancelled.key).is_none(),
+            "already cancelled"
+        );
+        assert_eq!(schedule.until_next_due(), None, "nothing left to wait for");
     }
 }
