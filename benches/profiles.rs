@@ -1,6 +1,6 @@
 //! Criterion benches of the load profiles: one group per profile, with
 //! diana-bus, the direct-call floor and every peer that runs the profile
-//! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
+//! (crossbeam-channel, flume, kanal, thingbuf, tokio's mpsc and broadcast, std's
 //! sync_channel, the disruptor crate spinning and yielding; tokio tasks
 //! for the Diana flow of `diana`) side by side in each, as
 //! `BenchmarkId::new(implementation, parameter)`. The parameter is the

@@ -136,7 +136,7 @@ struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..1000))]
     repeat: u64,
     /// The peers to run beside diana-bus, comma-separated, or `none`:
-    /// direct, crossbeam-channel, flume, tokio-mpsc, tokio-broadcast,
+    /// direct, crossbeam-channel, flume, kanal, thingbuf, tokio-mpsc, tokio-broadcast,
     /// std-sync-channel, disruptor-spin, disruptor-yield, and for the diana
     /// profile only direct and tokio-tasks [default: all that run the
     /// profile, but disruptor-spin when its busy-spinning threads

@@ -1,5 +1,5 @@
 //! Load profiles and the runners that drive them: diana-bus, its peers
-//! (crossbeam-channel, flume, tokio's mpsc and broadcast, std's
+//! (crossbeam-channel, flume, kanal, thingbuf, tokio's mpsc and broadcast, std's
 //! sync_channel, the disruptor crate, and for the Diana flow tokio tasks)
 //! and the direct-call floor.
 //!

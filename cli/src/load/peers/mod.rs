@@ -9,7 +9,9 @@ mod channel;
 mod crossbeam;
 mod disruptor;
 mod flume;
+mod kanal;
 mod std_sync;
+mod thingbuf;
 mod tokio_broadcast;
 mod tokio_mpsc;
 mod tokio_tasks;
@@ -109,6 +111,20 @@ pub const PEERS: &[Peer] = &[
         name: flume::Flume::NAME,
         patterns: QUEUE,
         build: channel::<flume::Flume>,
+        spinning: none_spinning,
+    },
+    // kanal bounded, one channel per handler.
+    Peer {
+        name: kanal::Kanal::NAME,
+        patterns: QUEUE,
+        build: channel::<kanal::Kanal>,
+        spinning: none_spinning,
+    },
+    // thingbuf's blocking MPSC channel, one channel per handler.
+    Peer {
+        name: thingbuf::Thingbuf::NAME,
+        patterns: QUEUE,
+        build: channel::<thingbuf::Thingbuf>,
         spinning: none_spinning,
     },
     // tokio::sync::mpsc, blocking_send/blocking_recv, one channel per handler.
