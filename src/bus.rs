@@ -463,6 +463,7 @@ impl Bus {
         }
         let pushed = executor
             .push((routing, Payload::new(event), tracker), on_full)
+            .map(|place| executor.accepted(explicit.then_some(id), place))
             .map_err(|refused| refused.map(Payload::into_inner::<E>));
         if pushed.is_err() {
             if explicit {

@@ -126,12 +126,6 @@ pub(crate) struct Accepted {
     pub(crate) place: Place,
 }
 
-impl Accepted {
-    const NONE: Accepted = Accepted {
-        id: EventId(0),
-        place: Place::UNSET,
-    };
-}
 
 /// What a publish does when its shard's ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,24 +317,15 @@ impl Executor {
 
     /// The envelope of an accepted event, built in its ring slot or
     /// overflow entry: gives it its place, and a generated id or a record
-    /// of its explicit one. Tells where it went through `accepted`.
+    /// of its explicit one.
     #[inline(always)]
-    fn envelope(
-        &self,
-        (mut routing, payload, tracker): Seed,
-        place: Place,
-        accepted: &Cell<Accepted>,
-    ) -> Envelope {
+    fn envelope(&self, (mut routing, payload, tracker): Seed, place: Place) -> Envelope {
         routing.place = place;
         if routing.explicit {
             self.completion.accepted_explicit(routing.id, place);
         } else {
             routing.id = place.id(self.tag);
         }
-        accepted.set(Accepted {
-            id: routing.id,
-            place,
-        });
         Envelope {
             routing,
             payload,
@@ -348,39 +333,47 @@ impl Executor {
         }
     }
 
-    /// Pushes a root publish, building its envelope in the claimed slot.
-    /// On a full ring, does what `on_full` says (a worker thread never
-    /// waits: there the envelope goes to the shard's overflow). A refusal
-    /// gives the event back.
+    /// Where an event accepted at `place` went, and its id: `explicit`, or
+    /// the one generated from the place.
+    #[inline]
+    pub(crate) fn accepted(&self, explicit: Option<EventId>, place: Place) -> Accepted {
+        Accepted {
+            id: explicit.unwrap_or_else(|| place.id(self.tag)),
+            place,
+        }
+    }
+
+    /// Pushes a root publish, building its envelope in the claimed slot,
+    /// and returns its place (the caller knows the rest: see
+    /// [`Executor::accepted`]; a place fits in registers, where a larger
+    /// answer would go through memory and make the publisher wait for its
+    /// slot's stores). On a full ring, does what `on_full` says (a worker
+    /// thread never waits: there the envelope goes to the shard's
+    /// overflow). A refusal gives the event back.
     ///
     /// Not generic, so every event type shares one copy of the push: with
     /// many types, a copy per type would crowd the instruction cache (and
     /// the compiler).
-    pub(crate) fn push(
-        &self,
-        seed: Seed,
-        on_full: OnFull,
-    ) -> Result<Accepted, PublishError<Payload>> {
+    pub(crate) fn push(&self, seed: Seed, on_full: OnFull) -> Result<Place, PublishError<Payload>> {
         let index = self.shard_of(&seed.0);
         let shard = &self.shards[index];
-        let accepted = Cell::new(Accepted::NONE);
-        let make = |seed, place| self.envelope(seed, place, &accepted);
+        let make = |seed, place| self.envelope(seed, place);
         let result = match shard.push(seed, make, true) {
-            Ok(()) => Ok(()),
+            Ok(place) => Ok(place),
             Err(PushError::Closed((_, event, _))) => Err(PublishError::Closed(event)),
             Err(PushError::Full(seed)) => match on_full {
-                OnFull::Wait => self.push_blocking(shard, seed, &accepted),
+                OnFull::Wait => self.push_blocking(shard, seed),
                 OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.1)),
             },
         };
         match result {
-            Ok(()) => self.after_push(index),
+            Ok(_) => self.after_push(index),
             Err(PublishError::Full(_)) if on_full == OnFull::Retry => {}
             Err(_) => {
                 shard.rejected.fetch_add(1, Ordering::Relaxed);
             }
         }
-        result.map(|()| accepted.get())
+        result
     }
 
     /// Leaves `waker` with the waiters for room in the ring that `routing`
@@ -401,23 +394,14 @@ impl Executor {
     }
 
     #[cold]
-    fn push_blocking(
-        &self,
-        shard: &Shard,
-        seed: Seed,
-        accepted: &Cell<Accepted>,
-    ) -> Result<(), PublishError<Payload>> {
+    fn push_blocking(&self, shard: &Shard, seed: Seed) -> Result<Place, PublishError<Payload>> {
+        let make = |seed, place| self.envelope(seed, place);
         if self.current_worker().is_some() {
-            shard.push_from_worker(seed, |seed, place| self.envelope(seed, place, accepted));
-            return Ok(());
+            return Ok(shard.push_from_worker(seed, make));
         }
         let mut pending = Some(seed);
-        let mut attempt = || match shard.push(
-            pending.take()?,
-            |seed, place| self.envelope(seed, place, accepted),
-            true,
-        ) {
-            Ok(()) => Some(Ok(())),
+        let mut attempt = || match shard.push(pending.take()?, make, true) {
+            Ok(place) => Some(Ok(place)),
             Err(PushError::Closed((_, event, _))) => Some(Err(PublishError::Closed(event))),
             Err(PushError::Full(seed)) => {
                 pending = Some(seed);
@@ -456,17 +440,17 @@ impl Executor {
             quota.take_anyway(routing.tenant);
         }
         let index = self.shard_of(&routing);
-        let accepted = Cell::new(Accepted::NONE);
+        let explicit = routing.explicit.then_some(routing.id);
         let seed = (routing, Payload::new(event), None);
-        self.shards[index]
-            .push_from_worker(seed, |seed, place| self.envelope(seed, place, &accepted));
+        let place = self.shards[index]
+            .push_from_worker(seed, |seed, place| self.envelope(seed, place));
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {
             let descendants = &self.workers[worker].descendants;
             descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
         }
-        accepted.get().id
+        self.accepted(explicit, place).id
     }
 
     /// A follow-up published off the workers (by an async handler) after

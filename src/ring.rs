@@ -129,22 +129,22 @@ impl<T> Ring<T> {
     // models push plain values.
     #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
     #[inline]
-    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+    pub fn push(&self, value: T) -> Result<usize, PushError<T>> {
         self.push_with(value, |value, _| value, true)
     }
 
     /// Claims a slot, then builds the value in it from `seed` and the
     /// claimed position with `make`, so a large value is written once, in
-    /// place (`make` runs before consumers can see the slot). A refused push gives
-    /// the seed back. With `refuse_when_closed` false it pushes into a
-    /// closed ring too.
+    /// place (`make` runs before consumers can see the slot). Returns the
+    /// claimed position; a refused push gives the seed back. With
+    /// `refuse_when_closed` false it pushes into a closed ring too.
     #[inline(always)]
     pub fn push_with<S>(
         &self,
         seed: S,
         make: impl FnOnce(S, usize) -> T,
         refuse_when_closed: bool,
-    ) -> Result<(), PushError<S>> {
+    ) -> Result<usize, PushError<S>> {
         let mut tail = self.tail.load(Ordering::Relaxed);
         loop {
             if refuse_when_closed && tail & CLOSED != 0 {
@@ -177,7 +177,7 @@ impl<T> Ring<T> {
                             .with_mut(|v| unsafe { (*v).write(make(seed, pos)) });
                         // Release: the value is visible before the stamp.
                         slot.stamp.store(pos + 1, Ordering::Release);
-                        return Ok(());
+                        return Ok(pos);
                     }
                     Err(current) => tail = current,
                 }

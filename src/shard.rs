@@ -196,28 +196,36 @@ impl Shard {
     }
 
     /// Pushes into the ring, building the envelope in its slot from `seed`
-    /// and its place; `refuse_when_closed` as for [`Ring::push_with`].
+    /// and its place, which it returns; `refuse_when_closed` as for
+    /// [`Ring::push_with`].
     #[inline(always)]
     pub(crate) fn push<S>(
         &self,
         seed: S,
         make: impl FnOnce(S, Place) -> Envelope,
         refuse_when_closed: bool,
-    ) -> Result<(), PushError<S>> {
-        self.ring.push_with(
-            seed,
-            |seed, pos| make(seed, Place::ring(self.index, pos)),
-            refuse_when_closed,
-        )
+    ) -> Result<Place, PushError<S>> {
+        self.ring
+            .push_with(
+                seed,
+                |seed, pos| make(seed, Place::ring(self.index, pos)),
+                refuse_when_closed,
+            )
+            .map(|pos| Place::ring(self.index, pos))
     }
 
     /// Pushes a follow-up published on a worker thread: into the ring if it
     /// has room and no overflow is waiting, into the overflow otherwise.
-    /// Accepted even when the ring is closed (a shutdown drain).
-    pub(crate) fn push_from_worker<S>(&self, seed: S, make: impl Fn(S, Place) -> Envelope) {
+    /// Accepted even when the ring is closed (a shutdown drain). Returns
+    /// its place.
+    pub(crate) fn push_from_worker<S>(
+        &self,
+        seed: S,
+        make: impl Fn(S, Place) -> Envelope,
+    ) -> Place {
         let seed = if self.overflow_len.load(Ordering::Acquire) == 0 {
             match self.push(seed, &make, false) {
-                Ok(()) => return,
+                Ok(place) => return place,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
         } else {
@@ -227,14 +235,15 @@ impl Shard {
         let seed = if queue.is_empty() {
             // The claimer emptied it meanwhile; the ring comes first again.
             match self.push(seed, &make, false) {
-                Ok(()) => return,
+                Ok(place) => return place,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
         } else {
             seed
         };
         let seq = self.overflow_pushed.load(Ordering::Relaxed);
-        let envelope = make(seed, Place::overflow(self.index, seq));
+        let place = Place::overflow(self.index, seq);
+        let envelope = make(seed, place);
         queue.push_back((self.ring.pushed(), envelope));
         // Only written under the overflow lock.
         self.overflow_pushed.store(seq + 1, Ordering::Relaxed);
@@ -243,6 +252,7 @@ impl Shard {
         // re-check before parking, and flush's snapshot, see this push, or
         // the caller's reads after it see their announcements.
         fence(Ordering::SeqCst);
+        place
     }
 
     /// For the claimer: the next overflow envelope, if every ring event
