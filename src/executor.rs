@@ -126,7 +126,6 @@ pub(crate) struct Accepted {
     pub(crate) place: Place,
 }
 
-
 /// What a publish does when its shard's ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OnFull {
@@ -442,8 +441,8 @@ impl Executor {
         let index = self.shard_of(&routing);
         let explicit = routing.explicit.then_some(routing.id);
         let seed = (routing, Payload::new(event), None);
-        let place = self.shards[index]
-            .push_from_worker(seed, |seed, place| self.envelope(seed, place));
+        let place =
+            self.shards[index].push_from_worker(seed, |seed, place| self.envelope(seed, place));
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {

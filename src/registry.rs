@@ -59,7 +59,7 @@ pub(crate) struct AsyncRun {
 /// One subscription as the workers see it.
 pub struct Subscriber {
     pub(crate) id: u64,
-    pub(crate) name: Box<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
@@ -263,14 +263,14 @@ impl Registry {
     }
 
     /// The names of the live subscriptions to `type_id` that see events
-    /// of `tenant`.
-    pub(crate) fn names(&self, type_id: TypeId, tenant: TenantId) -> Vec<String> {
+    /// of `tenant` (shared, not copied).
+    pub(crate) fn names(&self, type_id: TypeId, tenant: TenantId) -> Vec<Arc<str>> {
         self.shards[table_shard(type_id)]
             .load()
             .handlers(type_id)
             .iter()
             .filter(|s| s.accepts(tenant))
-            .map(|s| s.name.to_string())
+            .map(|s| Arc::clone(&s.name))
             .collect()
     }
 

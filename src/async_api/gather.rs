@@ -126,12 +126,16 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         if responders.is_empty() {
             return Err(RequestError::NoResponder);
         }
-        let expected = match &expect {
-            Expect::Names(names) => names.clone(),
-            Expect::All | Expect::Count(_) => responders,
+        let expected: Vec<&str> = match &expect {
+            Expect::Names(names) => names.iter().map(String::as_str).collect(),
+            Expect::All | Expect::Count(_) => responders.iter().map(|name| &**name).collect(),
+        };
+        let enough = match &expect {
+            Expect::All | Expect::Names(_) => expected.len(),
+            Expect::Count(count) => *count,
         };
         let tracker = Arc::new(Tracker::default());
-        let reply = Arc::new(Reply::new(Arc::clone(&tracker)));
+        let reply = Arc::new(Reply::new(Arc::clone(&tracker), enough));
         let request = Request::new(request, Arc::clone(&reply));
         let sent = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)))
             .await
@@ -147,15 +151,16 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             // The waker first, then the look: an answer or a failure after
             // the look wakes this task.
             let progress = tracker.progress(cx.waker());
-            let answered = reply.answered();
-            let settled = |name: &String| {
-                answered.contains(name) || progress.dead_letters.iter().any(|(n, _)| n == name)
-            };
-            let enough = match &expect {
-                Expect::All => expected.iter().all(settled),
-                Expect::Count(count) => answered.len() >= *count,
-                Expect::Names(names) => names.iter().all(settled),
-            };
+            let enough = reply.inspect(|answers| {
+                let settled = |name: &&str| {
+                    answers.iter().any(|(n, _)| n == name)
+                        || progress.dead_letters.iter().any(|(n, _)| n == name)
+                };
+                match &expect {
+                    Expect::All | Expect::Names(_) => expected.iter().all(settled),
+                    Expect::Count(count) => answers.len() >= *count,
+                }
+            });
             if enough || progress.done || deadline.passed(cx) {
                 std::task::Poll::Ready(progress.dead_letters)
             } else {
@@ -166,9 +171,10 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         let answers = reply.take();
         let timed_out = expected
             .into_iter()
-            .filter(|name| {
+            .filter(|&name| {
                 !answers.iter().any(|(n, _)| n == name) && !failed.iter().any(|(n, _)| n == name)
             })
+            .map(str::to_owned)
             .collect();
         Ok(Gathered {
             answers,

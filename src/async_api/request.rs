@@ -65,31 +65,38 @@ impl<Req, Resp> fmt::Debug for Request<Req, Resp> {
 }
 
 /// Where the answers to one request go, by responder name; the waiting
-/// task is woken through the event's tracker.
+/// task is woken through the event's tracker once `enough` answers are
+/// in, and at every answer after that: fewer answers cannot satisfy it,
+/// so earlier ones do not wake it (failures and the end of the request
+/// wake it through the tracker itself).
 pub(crate) struct Reply<Resp> {
     answers: Mutex<Vec<(String, Resp)>>,
+    enough: usize,
     tracker: Arc<Tracker>,
 }
 
 impl<Resp> Reply<Resp> {
-    pub(crate) fn new(tracker: Arc<Tracker>) -> Self {
+    pub(crate) fn new(tracker: Arc<Tracker>, enough: usize) -> Self {
         Reply {
-            answers: Mutex::new(Vec::new()),
+            answers: Mutex::new(Vec::with_capacity(enough)),
+            enough,
             tracker,
         }
     }
 
     fn answer(&self, responder: &str, response: Resp) {
-        lock(&self.answers).push((responder.to_owned(), response));
-        self.tracker.notify();
+        let mut answers = lock(&self.answers);
+        answers.push((responder.to_owned(), response));
+        let wake = answers.len() >= self.enough;
+        drop(answers);
+        if wake {
+            self.tracker.notify();
+        }
     }
 
-    /// The names of the responders that answered so far.
-    pub(crate) fn answered(&self) -> Vec<String> {
-        lock(&self.answers)
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect()
+    /// Looks at the answers so far (who answered what) under their lock.
+    pub(crate) fn inspect<R>(&self, look: impl FnOnce(&[(String, Resp)]) -> R) -> R {
+        look(&lock(&self.answers))
     }
 
     /// Takes the answers so far.
@@ -205,5 +212,40 @@ impl Bus {
             Some((responder, error)) => Err(RequestError::Failed(format!("{responder}: {error}"))),
             None => Err(RequestError::Timeout),
         }
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn the_requester_is_woken_once_enough_answers_are_in_and_not_before() {
+        let tracker = Arc::new(Tracker::default());
+        let reply = Reply::new(Arc::clone(&tracker), 2);
+        let wakes = std::sync::Arc::new(CountingWaker::default());
+        let waker = Waker::from(std::sync::Arc::clone(&wakes));
+        let woken = || wakes.0.load(Ordering::Relaxed);
+
+        tracker.progress(&waker);
+        reply.answer("a", 1);
+        assert_eq!(woken(), 0, "one answer of two cannot be enough");
+        reply.answer("b", 2);
+        assert_eq!(woken(), 1);
+        tracker.progress(&waker);
+        reply.answer("c", 3);
+        assert_eq!(woken(), 2, "every answer after that may matter");
+        assert_eq!(reply.inspect(|answers| answers.len()), 3);
     }
 }
