@@ -59,7 +59,8 @@ pub(crate) struct AsyncRun {
 /// One subscription as the workers see it.
 pub struct Subscriber {
     pub(crate) id: u64,
-    pub(crate) name: Arc<str>,
+    /// std's `Arc` even under loom: a name is shared, never synchronised.
+    pub(crate) name: std::sync::Arc<str>,
     pub(crate) tenant: Option<TenantId>,
     pub(crate) stage: u32,
     pub(crate) retry: RetryPolicy,
@@ -264,13 +265,13 @@ impl Registry {
 
     /// The names of the live subscriptions to `type_id` that see events
     /// of `tenant` (shared, not copied).
-    pub(crate) fn names(&self, type_id: TypeId, tenant: TenantId) -> Vec<Arc<str>> {
+    pub(crate) fn names(&self, type_id: TypeId, tenant: TenantId) -> Vec<std::sync::Arc<str>> {
         self.shards[table_shard(type_id)]
             .load()
             .handlers(type_id)
             .iter()
             .filter(|s| s.accepts(tenant))
-            .map(|s| Arc::clone(&s.name))
+            .map(|s| std::sync::Arc::clone(&s.name))
             .collect()
     }
 
