@@ -27,7 +27,7 @@ fn pop_in_thread(ring: &Arc<Ring<Track<u32>>>, times: usize) -> thread::JoinHand
 fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Option<u32>> {
     let ring = ring.clone();
     thread::spawn(move || match ring.push(Track::new(value)) {
-        Ok(()) => Some(value),
+        Ok(_) => Some(value),
         Err(PushError::Full(back)) => {
             assert_eq!(
                 *back.get_ref(),
@@ -100,7 +100,7 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
         let producer = {
             let ring = ring.clone();
             thread::spawn(move || match ring.push(Track::new(7)) {
-                Ok(()) => true,
+                Ok(_) => true,
                 Err(PushError::Closed(back)) => {
                     assert_eq!(*back.get_ref(), 7);
                     false
