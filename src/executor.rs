@@ -344,11 +344,9 @@ impl Executor {
 
     /// Pushes a root publish, building its envelope in the claimed slot,
     /// and returns its place (the caller knows the rest: see
-    /// [`Executor::accepted`]; a place fits in registers, where a larger
-    /// answer would go through memory and make the publisher wait for its
-    /// slot's stores). On a full ring, does what `on_full` says (a worker
-    /// thread never waits: there the envelope goes to the shard's
-    /// overflow). A refusal gives the event back.
+    /// [`Executor::accepted`]). On a full ring, does what `on_full` says
+    /// (a worker thread never waits: there the envelope goes to the
+    /// shard's overflow). A refusal gives the event back.
     ///
     /// Not generic, so every event type shares one copy of the push: with
     /// many types, a copy per type would crowd the instruction cache (and
@@ -677,10 +675,11 @@ impl Executor {
                 break;
             }
             worked = true;
-            small_batches = match local.batch.len() < LINGER_BATCH {
-                true => small_batches + 1,
-                false => 0,
-            };
+            if local.batch.len() < LINGER_BATCH {
+                small_batches += 1;
+            } else {
+                small_batches = 0;
+            }
             self.run_batch(worker, shard, local);
             shard.record_completed(overflow_handled);
             // One fence for both wait queues (their protocol in `park`),
