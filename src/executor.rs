@@ -7,7 +7,11 @@
 //! them (see `shard` for claims and helping). For each claimed shard it pops
 //! up to `batch` envelopes with one CAS, runs them as one *batch* (one
 //! table load per registry shard, one counter merge), records the shard's
-//! progress, then fences once and notifies waiting publishers and flushers.
+//! progress, then fences once and notifies waiting publishers and flushers
+//! (publishers blocked on a full ring once half of it is free). When a
+//! stream trickles in while the worker keeps up, it lingers a few
+//! microseconds between small batches, so that a batch builds up (see
+//! [`Executor::linger`]).
 //!
 //! # Batch quiescence (what `unsubscribe` waits for)
 //!

@@ -18,13 +18,15 @@ use plotters::prelude::*;
 use crate::record::{Measured, Record};
 
 /// Colours of the runs, in file order (then round again).
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
 ];
 
 const FONT: &str = "sans-serif";
