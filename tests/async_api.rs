@@ -294,6 +294,29 @@ struct Interaction;
 impl Event for Interaction {}
 
 #[test]
+fn a_gather_counting_on_more_answers_than_responders_ends_when_they_are_all_in() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        for name in ["one", "two"] {
+            bus.responder::<Interaction, &str>().name(name).respond(
+                move |_: &Interaction, _: &Context| -> Result<&str, HandlerError> { Ok(name) },
+            );
+        }
+        // Two responders can never give `usize::MAX` answers: the gather
+        // ends when the request is fully handled, without a deadline.
+        let gathered = runtime()
+            .block_on(async {
+                bus.gather::<Interaction, &str>(Interaction)
+                    .expect(usize::MAX)
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answers.len(), 2);
+        assert!(gathered.failed.is_empty());
+    });
+}
+
+#[test]
 fn gather_records_who_answered_failed_and_timed_out() {
     within(30, || {
         let bus = Bus::builder().workers(2).build().unwrap();

@@ -135,7 +135,7 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             Expect::Count(count) => *count,
         };
         let tracker = Arc::new(Tracker::default());
-        let reply = Arc::new(Reply::new(Arc::clone(&tracker), enough));
+        let reply = Arc::new(Reply::new(Arc::clone(&tracker), responders.len(), enough));
         let request = Request::new(request, Arc::clone(&reply));
         let sent = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)))
             .await

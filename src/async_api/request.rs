@@ -76,9 +76,11 @@ pub(crate) struct Reply<Resp> {
 }
 
 impl<Resp> Reply<Resp> {
-    pub(crate) fn new(tracker: Arc<Tracker>, enough: usize) -> Self {
+    /// A reply for `responders` responders, `enough` answers of which may
+    /// satisfy the requester.
+    pub(crate) fn new(tracker: Arc<Tracker>, responders: usize, enough: usize) -> Self {
         Reply {
-            answers: Mutex::new(Vec::with_capacity(enough)),
+            answers: Mutex::new(Vec::with_capacity(responders)),
             enough,
             tracker,
         }
@@ -233,7 +235,7 @@ mod tests {
     #[test]
     fn the_requester_is_woken_once_enough_answers_are_in_and_not_before() {
         let tracker = Arc::new(Tracker::default());
-        let reply = Reply::new(Arc::clone(&tracker), 2);
+        let reply = Reply::new(Arc::clone(&tracker), 3, 2);
         let wakes = std::sync::Arc::new(CountingWaker::default());
         let waker = Waker::from(std::sync::Arc::clone(&wakes));
         let woken = || wakes.0.load(Ordering::Relaxed);
