@@ -1002,8 +1002,6 @@ impl Executor {
         self.retries.cancel(key);
     }
 
-    /// An async handler's run (started on a worker, which held the event
-    /// open) has ended on the runtime: its counts, and the end of the hold.
     /// Hands an async handler's run to its runner; the event stays open
     /// until [`Executor::async_run_ended`].
     fn start_async(

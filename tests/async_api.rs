@@ -456,6 +456,15 @@ fn runtime_with_threads(threads: usize) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A bus of `workers` workers whose async handlers run on `rt`.
+fn bus_on(rt: &tokio::runtime::Runtime, workers: usize) -> Bus {
+    Bus::builder()
+        .workers(workers)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn async_handlers_need_a_runtime_and_a_concurrency() {
     let bus = Bus::builder().workers(1).build().unwrap();
@@ -467,11 +476,7 @@ fn async_handlers_need_a_runtime_and_a_concurrency() {
         diana_bus::ConfigError::NoRuntime
     );
     let rt = runtime_with_threads(1);
-    let bus = Bus::builder()
-        .workers(1)
-        .runtime(rt.handle().clone())
-        .build()
-        .unwrap();
+    let bus = bus_on(&rt, 1);
     assert_eq!(
         bus.subscriber::<Keyed>()
             .concurrency(0)
@@ -485,11 +490,7 @@ fn async_handlers_need_a_runtime_and_a_concurrency() {
 fn async_handlers_keep_per_key_order_within_their_concurrency_limit() {
     within(30, || {
         let rt = runtime_with_threads(4);
-        let bus = Bus::builder()
-            .workers(2)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt, 2);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
@@ -531,11 +532,7 @@ fn async_handlers_keep_per_key_order_within_their_concurrency_limit() {
 fn async_handlers_are_retried_dead_lettered_and_reported() {
     within(30, || {
         let rt = runtime_with_threads(2);
-        let bus = Bus::builder()
-            .workers(2)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt, 2);
         bus.subscriber::<Keyed>()
             .name("flaky")
             .retry(RetryPolicy::fixed(3, Duration::from_millis(2)))
@@ -584,11 +581,7 @@ fn async_handlers_are_retried_dead_lettered_and_reported() {
 fn a_slow_async_responder_times_out_while_the_others_answer() {
     within(30, || {
         let rt = runtime_with_threads(2);
-        let bus = Bus::builder()
-            .workers(1)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt, 1);
         #[derive(Clone)]
         struct Ask;
         impl Event for Ask {}
@@ -624,11 +617,7 @@ fn a_slow_async_responder_times_out_while_the_others_answer() {
 fn async_follow_ups_are_flushed_with_their_cause() {
     within(30, || {
         let rt = runtime_with_threads(2);
-        let bus = Bus::builder()
-            .workers(2)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt, 2);
         let causes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let c = causes.clone();
         bus.subscribe(move |_: &Job, ctx: &Context| -> HandlerResult {
@@ -656,11 +645,7 @@ fn async_follow_ups_are_flushed_with_their_cause() {
 fn later_stages_wait_for_an_async_run_and_its_retries() {
     within(30, || {
         let rt = runtime_with_threads(2);
-        let bus = Bus::builder()
-            .workers(2)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt, 2);
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let l = log.clone();
         bus.subscriber::<Keyed>()
