@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::delivery::Tracker;
-use crate::envelope::Envelope;
+use crate::envelope::RingEntry;
 use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
 use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
@@ -24,7 +24,7 @@ use crate::registry::{AsyncStart, SubscriberOptions, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
 use crate::reliability::quota::{Over, TenantQuota};
 use crate::reliability::retry::RetryPolicy;
-use crate::ring::Ring;
+use crate::ring;
 use crate::sync::{lock, thread, Arc, Mutex};
 
 /// The most worker threads a bus may have.
@@ -187,7 +187,7 @@ impl BusBuilder {
         if requested == 0 || requested > MAX_CAPACITY {
             return Err(ConfigError::Capacity(requested));
         }
-        let capacity = Ring::<Envelope>::effective_capacity(requested);
+        let capacity = ring::effective_capacity(requested);
         let batch = self.batch.unwrap_or(DEFAULT_BATCH.min(capacity));
         if batch == 0 || batch > capacity {
             return Err(ConfigError::Batch(batch));
@@ -461,10 +461,11 @@ impl Bus {
                 });
             }
         }
+        let (entry, mut lineage) = RingEntry::new(&routing, Payload::new(event), tracker);
         let pushed = executor
-            .push((routing, Payload::new(event), tracker), on_full)
+            .push((entry, &mut lineage), on_full)
             .map(|place| executor.accepted(explicit.then_some(id), place))
-            .map_err(|refused| refused.map(Payload::into_inner::<E>));
+            .map_err(|refused| refused.map(|entry| entry.into_payload().into_inner::<E>()));
         if pushed.is_err() {
             if explicit {
                 executor.dedup.release(tenant, id);

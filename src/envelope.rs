@@ -1,9 +1,22 @@
-//! What a ring slot carries: one event, its routing, and the tracker of a
-//! publisher that waits for its outcome.
+//! What the bus carries for one accepted event: the [`Envelope`] the
+//! workers run (the event, its routing, the tracker of a publisher that
+//! waits for its outcome), and its two-part form in a ring slot.
+//!
+//! # In the ring
+//!
+//! A push costs, above all, the cache lines its slot spans: they move from
+//! the publisher's core to the worker's. So a slot holds a [`RingEntry`],
+//! what every event has (the payload, tenant, key and flush epoch): 112
+//! bytes, two cache lines with the slot's stamp. What only some events
+//! carry, the [`Lineage`] (an explicit id, the cause of a follow-up, a
+//! dependency, a tracker), goes to the slot's side entry (see `ring`) and
+//! is only touched when there is one. The place is the slot's position and
+//! a generated id is made from it, so neither is stored.
 
 use crate::delivery::Tracker;
-use crate::event::Routing;
+use crate::event::{EventId, Routing, TenantId};
 use crate::payload::Payload;
+use crate::place::Place;
 use crate::sync::Arc;
 
 /// An accepted event on its way to the handlers.
@@ -16,6 +29,82 @@ pub struct Envelope {
     pub(crate) tracker: Option<Arc<Tracker>>,
 }
 
+/// What a ring slot holds of an envelope (see the module docs).
+#[derive(Debug)]
+pub(crate) struct RingEntry {
+    payload: Payload,
+    tenant: TenantId,
+    key: u64,
+    epoch: u64,
+    /// Whether the slot's side entry holds this event's [`Lineage`].
+    has_lineage: bool,
+}
+
+/// The parts of an envelope that most events leave empty.
+#[derive(Debug, Default)]
+pub(crate) struct Lineage {
+    explicit_id: Option<EventId>,
+    cause: EventId,
+    after: Option<Place>,
+    tracker: Option<Arc<Tracker>>,
+}
+
+/// What a publish hands to its shard: the ring entry, and the lineage that
+/// goes beside it, which the publisher keeps until a slot (or an overflow
+/// entry) takes it: most events have none, and then nothing but a pointer
+/// to an empty `Option` moves.
+pub(crate) type Seed<'l> = (RingEntry, &'l mut Option<Lineage>);
+
+impl RingEntry {
+    /// The ring entry of a publish with `routing` (its place is not known
+    /// yet), and its lineage, if it has one.
+    #[inline(always)]
+    pub(crate) fn new(
+        routing: &Routing,
+        payload: Payload,
+        tracker: Option<Arc<Tracker>>,
+    ) -> (RingEntry, Option<Lineage>) {
+        let lineage = (routing.explicit
+            || routing.cause != EventId(0)
+            || routing.after.is_some()
+            || tracker.is_some())
+        .then(|| Lineage {
+            explicit_id: routing.explicit.then_some(routing.id),
+            cause: routing.cause,
+            after: routing.after,
+            tracker,
+        });
+        let entry = RingEntry {
+            payload,
+            tenant: routing.tenant,
+            key: routing.key,
+            epoch: routing.epoch,
+            has_lineage: lineage.is_some(),
+        };
+        (entry, lineage)
+    }
+
+    pub(crate) fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The event back, from a refused publish.
+    pub(crate) fn into_payload(self) -> Payload {
+        self.payload
+    }
+}
+
+impl Lineage {
+    /// The id the publisher gave, if it gave one.
+    pub(crate) fn explicit_id(&self) -> Option<EventId> {
+        self.explicit_id
+    }
+}
+
 impl Envelope {
     /// Wraps `event`.
     #[cfg(test)]
@@ -25,5 +114,47 @@ impl Envelope {
             payload: Payload::new(event),
             tracker: None,
         }
+    }
+
+    /// The envelope of `entry`, accepted at `place` (a ring slot, or an
+    /// overflow entry) with its lineage in `side` (taken, when the entry
+    /// has one there), on the bus tagged `tag`: a generated id is made
+    /// from the place.
+    #[inline(always)]
+    pub(crate) fn from_ring(
+        entry: RingEntry,
+        side: &mut Option<Lineage>,
+        place: Place,
+        tag: u64,
+    ) -> Envelope {
+        let lineage = if entry.has_lineage {
+            side.take().unwrap_or_default()
+        } else {
+            Lineage::default()
+        };
+        Envelope {
+            routing: Routing {
+                id: lineage.explicit_id.unwrap_or_else(|| place.id(tag)),
+                explicit: lineage.explicit_id.is_some(),
+                place,
+                after: lineage.after,
+                cause: lineage.cause,
+                tenant: entry.tenant,
+                key: entry.key,
+                epoch: entry.epoch,
+            },
+            payload: entry.payload,
+            tracker: lineage.tracker,
+        }
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_slot_spans_two_cache_lines() {
+        assert_eq!(crate::ring::slot_size::<RingEntry>(), 128);
     }
 }

@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::delivery::{RunFailure, Tracker};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
@@ -118,10 +118,6 @@ thread_local! {
     /// The executor (by address) and index of the worker on this thread.
     static CURRENT_WORKER: Cell<(usize, usize)> = Cell::new((0, 0));
 }
-
-/// What a publish brings to its shard: routing, event, and the tracker of
-/// a publisher that waits for the outcome.
-pub(crate) type Seed = (Routing, Payload, Option<Arc<Tracker>>);
 
 /// Where an accepted publish went.
 #[derive(Clone, Copy, Debug)]
@@ -228,9 +224,10 @@ struct BatchFailure {
 
 impl Executor {
     pub(crate) fn new(config: Config) -> Self {
+        let tag = next_bus_tag();
         Executor {
             shards: (0..config.shards)
-                .map(|index| Shard::new(index, index % config.workers, config.capacity))
+                .map(|index| Shard::new(index, tag, index % config.workers, config.capacity))
                 .collect(),
             workers: (0..config.workers)
                 .map(|_| CachePadded(Worker::default()))
@@ -238,7 +235,7 @@ impl Executor {
             registry: Registry::default(),
             retries: RetrySchedule::new(),
             completion: Completion::default(),
-            tag: next_bus_tag(),
+            tag,
             async_counts: Mutex::new(WorkerCounts::default()),
             async_descendants: AtomicU64::new(0),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
@@ -273,10 +270,10 @@ impl Executor {
     }
 
     #[inline]
-    fn shard_of(&self, routing: &Routing) -> usize {
+    fn shard_of(&self, tenant: TenantId, key: u64) -> usize {
         // splitmix64's finaliser over (tenant, key): spreads neighbouring
         // user ids and tenants over all shards.
-        let h = mix64(routing.tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ routing.key);
+        let h = mix64(tenant.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ key);
         h as usize & (self.shards.len() - 1)
     }
 
@@ -318,22 +315,11 @@ impl Executor {
             && !self.completion.is_open(place)
     }
 
-    /// The envelope of an accepted event, built in its ring slot or
-    /// overflow entry: gives it its place, and a generated id or a record
-    /// of its explicit one.
-    #[inline(always)]
-    fn envelope(&self, (mut routing, payload, tracker): Seed, place: Place) -> Envelope {
-        routing.place = place;
-        if routing.explicit {
-            self.completion.accepted_explicit(routing.id, place);
-        } else {
-            routing.id = place.id(self.tag);
-        }
-        Envelope {
-            routing,
-            payload,
-            tracker,
-        }
+    /// Records where the event with explicit id `id` was accepted: called
+    /// while its slot or overflow entry is being written, so before any
+    /// worker can run it and forget the record (see `completion`).
+    fn record_explicit(&self, id: EventId, place: Place) {
+        self.completion.accepted_explicit(id, place);
     }
 
     /// Where an event accepted at `place` went, and its id: `explicit`, or
@@ -355,16 +341,19 @@ impl Executor {
     /// Not generic, so every event type shares one copy of the push: with
     /// many types, a copy per type would crowd the instruction cache (and
     /// the compiler).
-    pub(crate) fn push(&self, seed: Seed, on_full: OnFull) -> Result<Place, PublishError<Payload>> {
-        let index = self.shard_of(&seed.0);
+    pub(crate) fn push(
+        &self,
+        seed: Seed<'_>,
+        on_full: OnFull,
+    ) -> Result<Place, PublishError<RingEntry>> {
+        let index = self.shard_of(seed.0.tenant(), seed.0.key());
         let shard = &self.shards[index];
-        let make = |seed, place| self.envelope(seed, place);
-        let result = match shard.push(seed, make, true) {
+        let result = match shard.push(seed, |id, place| self.record_explicit(id, place), true) {
             Ok(place) => Ok(place),
-            Err(PushError::Closed((_, event, _))) => Err(PublishError::Closed(event)),
+            Err(PushError::Closed((entry, _))) => Err(PublishError::Closed(entry)),
             Err(PushError::Full(seed)) => match on_full {
                 OnFull::Wait => self.push_blocking(shard, seed),
-                OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.1)),
+                OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.0)),
             },
         };
         match result {
@@ -381,7 +370,9 @@ impl Executor {
     /// goes to, and with the tenant quota's; the caller then tries again
     /// (the wait queues' protocol in `park`).
     pub(crate) fn wait_for_room(&self, routing: &Routing, waker: &Waker) {
-        self.shards[self.shard_of(routing)].space.register(waker);
+        self.shards[self.shard_of(routing.tenant, routing.key)]
+            .space
+            .register(waker);
         if let Some(quota) = &self.quota {
             quota.space.register(waker);
         }
@@ -389,21 +380,25 @@ impl Executor {
 
     /// Counts a publish refused before it reached a ring.
     pub(crate) fn count_rejected(&self, routing: &Routing) {
-        self.shards[self.shard_of(routing)]
+        self.shards[self.shard_of(routing.tenant, routing.key)]
             .rejected
             .fetch_add(1, Ordering::Relaxed);
     }
 
     #[cold]
-    fn push_blocking(&self, shard: &Shard, seed: Seed) -> Result<Place, PublishError<Payload>> {
-        let make = |seed, place| self.envelope(seed, place);
+    fn push_blocking(
+        &self,
+        shard: &Shard,
+        seed: Seed<'_>,
+    ) -> Result<Place, PublishError<RingEntry>> {
+        let record_explicit = |id, place| self.record_explicit(id, place);
         if self.current_worker().is_some() {
-            return Ok(shard.push_from_worker(seed, make));
+            return Ok(shard.push_from_worker(seed, record_explicit));
         }
         let mut pending = Some(seed);
-        let mut attempt = || match shard.push(pending.take()?, make, true) {
+        let mut attempt = || match shard.push(pending.take()?, record_explicit, true) {
             Ok(place) => Some(Ok(place)),
-            Err(PushError::Closed((_, event, _))) => Some(Err(PublishError::Closed(event))),
+            Err(PushError::Closed((entry, _))) => Some(Err(PublishError::Closed(entry))),
             Err(PushError::Full(seed)) => {
                 pending = Some(seed);
                 None
@@ -440,11 +435,12 @@ impl Executor {
         if let Some(quota) = &self.quota {
             quota.take_anyway(routing.tenant);
         }
-        let index = self.shard_of(&routing);
+        let index = self.shard_of(routing.tenant, routing.key);
         let explicit = routing.explicit.then_some(routing.id);
-        let seed = (routing, Payload::new(event), None);
-        let place =
-            self.shards[index].push_from_worker(seed, |seed, place| self.envelope(seed, place));
+        let (entry, mut lineage) = RingEntry::new(&routing, Payload::new(event), None);
+        let place = self.shards[index].push_from_worker((entry, &mut lineage), |id, place| {
+            self.record_explicit(id, place)
+        });
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {
@@ -671,7 +667,7 @@ impl Executor {
                 }
                 None => {
                     let budget = shard.ring_budget(self.config.batch);
-                    shard.ring.pop_batch(&mut local.batch, budget);
+                    shard.pop_batch(&mut local.batch, budget);
                     0
                 }
             };
@@ -911,7 +907,7 @@ impl Executor {
         rest: &[Arc<Subscriber>],
         counts: &mut BatchCounts,
     ) {
-        let shard = &self.shards[self.shard_of(&envelope.routing)];
+        let shard = &self.shards[self.shard_of(envelope.routing.tenant, envelope.routing.key)];
         if !self.run_held(worker, shard, &envelope, rest, counts) {
             self.release_queue(worker, shard, &envelope.routing, counts);
         }

@@ -8,9 +8,11 @@
 //!
 //! Invariants, owned by this type and relied on by every `unsafe` block:
 //! - `storage` holds an initialised `E` (inline) or `Box<E>` (boxed), where
-//!   `E` is the type whose `TypeId` is `type_id`; it is dropped exactly once,
-//!   by `Drop`.
-//! - `vtable` was made for that same `E`.
+//!   `E` is the type whose `TypeId` is `vtable.type_id`; it is dropped
+//!   exactly once, by `Drop`.
+//! - `vtable` was made for that same `E` (its `TypeId` lives there rather
+//!   than beside it, so a payload is 16 bytes smaller: a ring slot holds
+//!   its envelope in two cache lines, see `envelope`).
 //! - The bytes sit in an `UnsafeCell`, so the `&E` handed to handlers may
 //!   mutate through interior mutability.
 
@@ -44,6 +46,7 @@ impl Storage {
 }
 
 struct VTable {
+    type_id: TypeId,
     /// `None` for an inline event with no drop glue (plain `Copy` data):
     /// nothing to call.
     drop_value: Option<unsafe fn(*mut u8)>,
@@ -53,7 +56,6 @@ struct VTable {
 /// One event of some type, owned, with its type erased.
 pub struct Payload {
     storage: Storage,
-    type_id: TypeId,
     vtable: &'static VTable,
 }
 
@@ -69,6 +71,7 @@ trait VTableFor {
 
 impl<E: Event> VTableFor for E {
     const VTABLE: VTable = VTable {
+        type_id: TypeId::of::<E>(),
         drop_value: if stored_inline::<E>() && !std::mem::needs_drop::<E>() {
             None
         } else {
@@ -130,7 +133,6 @@ impl Payload {
         }
         Payload {
             storage,
-            type_id: TypeId::of::<E>(),
             vtable: &<E as VTableFor>::VTABLE,
         }
     }
@@ -138,7 +140,7 @@ impl Payload {
     /// The `TypeId` of the stored event.
     #[inline(always)]
     pub fn type_id(&self) -> TypeId {
-        self.type_id
+        self.vtable.type_id
     }
 
     /// `Event::name` of the stored event.
@@ -154,7 +156,7 @@ impl Payload {
     /// takes it back, so that is a bug in this crate.
     pub fn into_inner<E: Event>(self) -> E {
         assert!(
-            self.type_id == TypeId::of::<E>(),
+            self.vtable.type_id == TypeId::of::<E>(),
             "a payload taken back as another type"
         );
         let this = std::mem::ManuallyDrop::new(self);
@@ -172,7 +174,7 @@ impl Payload {
     /// The event, if it is an `E`.
     #[inline(always)]
     pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
-        if self.type_id == TypeId::of::<E>() {
+        if self.vtable.type_id == TypeId::of::<E>() {
             // SAFETY: the type ids match, so `storage` holds an `E`.
             Some(unsafe { value_ptr::<E>(self.storage.ptr()) })
         } else {

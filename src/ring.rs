@@ -1,6 +1,6 @@
 //! A bounded, lock-free, multi-producer multi-consumer ring with per-slot
 //! sequence stamps (Vyukov's bounded queue, the Disruptor family), batch
-//! pop, and a close bit.
+//! pop, a close bit, and a side entry per slot for what few values carry.
 //!
 //! # Protocol
 //!
@@ -48,6 +48,18 @@
 //! Capacity is rounded up to a power of two, and is at least 2: with one
 //! slot, "free for `p + 1`" and "full at `p`" would be the same stamp.
 //!
+//! # Slots and side entries
+//!
+//! A slot is cache-line aligned, so a value of up to 56 bytes, or 120, is
+//! written and read in one line, or two: the bytes a value spans are the
+//! cache lines that move from the producer's core to the consumer's, which
+//! is what a push costs most. What only some values carry goes to the
+//! slot's *side entry* (`extras[i]`, an `X: Default`), which belongs to
+//! whoever owns the slot: the producer that claimed position `p` may
+//! write it before publishing the stamp, the consumer takes it (leaving
+//! `X::default()`) before freeing the slot. A value that carries nothing
+//! there (and says so itself) never touches the side entry's cache line.
+//!
 //! Positions are `usize` and never wrap in practice, which needs 64 bits
 //! (the crate refuses to build on narrower targets).
 //!
@@ -75,36 +87,47 @@ pub enum PushError<T> {
     Closed(T),
 }
 
+#[repr(align(64))]
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-/// A bounded MPMC ring; see the module docs for the protocol.
-pub struct Ring<T> {
+/// A bounded MPMC ring of `T`s, with a side entry `X` per slot; see the
+/// module docs for the protocol.
+pub struct Ring<T, X = ()> {
     head: CachePadded<AtomicUsize>,
     tail: CachePadded<AtomicUsize>,
     slots: Box<[Slot<T>]>,
+    extras: Box<[UnsafeCell<X>]>,
     mask: usize,
 }
 
-// SAFETY: values move between threads through the ring, so `T: Send` is
-// needed and enough: a value is only ever accessed by the one thread that
-// owns its position (module protocol), never shared.
-unsafe impl<T: Send> Send for Ring<T> {}
-// SAFETY: as above; `&Ring` only moves whole values in and out.
-unsafe impl<T: Send> Sync for Ring<T> {}
+// SAFETY: values and side entries move between threads through the ring,
+// so `T: Send` and `X: Send` are needed and enough: a slot's value and side
+// entry are only ever accessed by the one thread that owns its position
+// (module protocol), never shared.
+unsafe impl<T: Send, X: Send> Send for Ring<T, X> {}
+// SAFETY: as above; `&Ring` only moves whole values in and out, and lends
+// a side entry only to the owner of its slot.
+unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
 
-impl<T> Ring<T> {
-    /// The capacity a request for `requested` slots gets: the next power of
-    /// two, and at least 2.
-    pub fn effective_capacity(requested: usize) -> usize {
-        requested.max(2).next_power_of_two()
-    }
+/// The bytes one slot takes for values of type `T`.
+#[cfg(all(test, not(diana_bus_loom)))]
+pub(crate) const fn slot_size<T>() -> usize {
+    std::mem::size_of::<Slot<T>>()
+}
 
-    /// A ring with [`Ring::effective_capacity`]`(capacity)` slots.
+/// The capacity a request for `requested` slots gets: the next power of
+/// two, and at least 2.
+pub fn effective_capacity(requested: usize) -> usize {
+    requested.max(2).next_power_of_two()
+}
+
+impl<T, X: Default> Ring<T, X> {
+    /// A ring with [`effective_capacity`]`(capacity)` slots.
     pub fn new(capacity: usize) -> Self {
-        let capacity = Self::effective_capacity(capacity);
+        let capacity = effective_capacity(capacity);
         let slots = (0..capacity)
             .map(|i| Slot {
                 stamp: AtomicUsize::new(i),
@@ -115,10 +138,15 @@ impl<T> Ring<T> {
             head: CachePadded(AtomicUsize::new(0)),
             tail: CachePadded(AtomicUsize::new(0)),
             slots,
+            extras: (0..capacity)
+                .map(|_| UnsafeCell::new(X::default()))
+                .collect(),
             mask: capacity - 1,
         }
     }
+}
 
+impl<T, X> Ring<T, X> {
     /// How many values the ring holds at most.
     pub fn capacity(&self) -> usize {
         self.mask + 1
@@ -130,19 +158,20 @@ impl<T> Ring<T> {
     #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
     #[inline]
     pub fn push(&self, value: T) -> Result<usize, PushError<T>> {
-        self.push_with(value, |value, _| value, true)
+        self.push_with(value, |value, _, _| value, true)
     }
 
     /// Claims a slot, then builds the value in it from `seed` and the
     /// claimed position with `make`, so a large value is written once, in
-    /// place (`make` runs before consumers can see the slot). Returns the
+    /// place (`make` runs before consumers can see the slot, and may fill
+    /// the slot's side entry, which it gets as `X::default()`). Returns the
     /// claimed position; a refused push gives the seed back. With
     /// `refuse_when_closed` false it pushes into a closed ring too.
     #[inline(always)]
     pub fn push_with<S>(
         &self,
         seed: S,
-        make: impl FnOnce(S, usize) -> T,
+        make: impl FnOnce(S, usize, &mut X) -> T,
         refuse_when_closed: bool,
     ) -> Result<usize, PushError<S>> {
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -170,11 +199,14 @@ impl<T> Ring<T> {
                         // buffer, unlike after the stamp store below.
                         fence(Ordering::SeqCst);
                         debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos);
+                        let extra = &self.extras[pos & self.mask];
                         // SAFETY: winning the CAS for `pos` makes this thread
-                        // the only writer of the slot until it publishes the
-                        // stamp below, and the stamp said the slot is empty.
-                        slot.value
-                            .with_mut(|v| unsafe { (*v).write(make(seed, pos)) });
+                        // the only user of the slot and its side entry until
+                        // it publishes the stamp below, and the stamp said
+                        // the slot is empty.
+                        let value = extra.with_mut(|x| make(seed, pos, unsafe { &mut *x }));
+                        // SAFETY: as above.
+                        slot.value.with_mut(|v| unsafe { (*v).write(value) });
                         // Release: the value is visible before the stamp.
                         slot.stamp.store(pos + 1, Ordering::Release);
                         return Ok(pos);
@@ -198,7 +230,25 @@ impl<T> Ring<T> {
 
     /// Moves up to `max` values, oldest first, to the end of `out`, and
     /// returns how many. Claims them all with one CAS.
+    // The bus takes side entries too (`pop_batch_with`); the tests and loom
+    // models pop plain values.
+    #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
     pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        self.pop_batch_with(out, max, |value, _, _| value)
+    }
+
+    /// [`Ring::pop_batch`], turning each value, its side entry and its
+    /// position into what `out` holds with `take`, which takes what the
+    /// producer left in the side entry (`std::mem::take`, when the value
+    /// says there is something) and must not panic: it runs while the
+    /// slots are claimed.
+    #[inline]
+    pub fn pop_batch_with<U>(
+        &self,
+        out: &mut Vec<U>,
+        max: usize,
+        mut take: impl FnMut(T, &mut X, usize) -> U,
+    ) -> usize {
         // Before claiming: a failed allocation must not strand claimed slots.
         out.reserve(max.min(self.capacity()));
         let mut head = self.head.load(Ordering::Relaxed);
@@ -226,7 +276,7 @@ impl<T> Ring<T> {
                 Err(current) => head = current,
             }
         };
-        // Each value is copied once, straight into `out`'s spare room (a
+        // Each value is moved once, straight into `out`'s spare room (a
         // read into a local and a push would copy it two or three times).
         let spare = &mut out.spare_capacity_mut()[..count];
         for (pos, to) in (head..head + count).zip(spare) {
@@ -234,12 +284,14 @@ impl<T> Ring<T> {
             debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
             // SAFETY: the stamp said full (checked with Acquire above) and the
             // CAS on `head` made `pos` ours alone, so the value is
-            // initialised and nobody else reads or writes it until the store
-            // below hands the slot back to producers; `to` is spare room,
-            // which nothing else points into.
-            slot.value.with(|v| unsafe {
-                std::ptr::copy_nonoverlapping((*v).as_ptr(), to.as_mut_ptr(), 1)
-            });
+            // initialised, and nobody else reads or writes it or the side
+            // entry until the store below hands the slot back to producers;
+            // the value is read out once and the slot treated as empty.
+            let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
+            // SAFETY: as above.
+            let taken =
+                self.extras[pos & self.mask].with_mut(|x| take(value, unsafe { &mut *x }, pos));
+            to.write(taken);
             // Release: the copy above completes before a producer reuses it.
             slot.stamp.store(pos + self.capacity(), Ordering::Release);
         }
@@ -285,7 +337,7 @@ impl<T> Ring<T> {
     }
 }
 
-impl<T> Drop for Ring<T> {
+impl<T, X> Drop for Ring<T, X> {
     fn drop(&mut self) {
         let head = self.popped();
         let tail = self.pushed();
@@ -301,7 +353,7 @@ impl<T> Drop for Ring<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Ring<T> {
+impl<T, X> std::fmt::Debug for Ring<T, X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("capacity", &self.capacity())
@@ -318,15 +370,15 @@ mod tests {
 
     #[test]
     fn capacity_rounds_up_to_a_power_of_two_of_at_least_two() {
-        assert_eq!(Ring::<u8>::effective_capacity(0), 2);
-        assert_eq!(Ring::<u8>::effective_capacity(1), 2);
-        assert_eq!(Ring::<u8>::effective_capacity(3), 4);
+        assert_eq!(effective_capacity(0), 2);
+        assert_eq!(effective_capacity(1), 2);
+        assert_eq!(effective_capacity(3), 4);
         assert_eq!(Ring::<u8>::new(1000).capacity(), 1024);
     }
 
     #[test]
     fn fifo_through_full_and_empty_edges_for_many_laps() {
-        let ring = Ring::new(4);
+        let ring = Ring::<_>::new(4);
         let mut out = Vec::new();
         let mut next = 0u32;
         let mut expected = 0u32;
@@ -350,12 +402,12 @@ mod tests {
 
     #[test]
     fn closing_refuses_pushes_but_keeps_what_was_accepted() {
-        let ring = Ring::new(4);
+        let ring = Ring::<_>::new(4);
         ring.push(1).unwrap();
         assert!(ring.close());
         assert!(!ring.close());
         assert!(matches!(ring.push(2), Err(PushError::Closed(2))));
-        ring.push_with(3, |value, _| value, false).unwrap();
+        ring.push_with(3, |value, _, _| value, false).unwrap();
         let mut out = Vec::new();
         ring.pop_batch(&mut out, 8);
         assert_eq!(out, [1, 3]);
@@ -365,7 +417,7 @@ mod tests {
     #[test]
     fn dropping_a_ring_drops_what_it_still_holds() {
         let value = Arc::new(());
-        let ring = Ring::new(8);
+        let ring = Ring::<_>::new(8);
         for _ in 0..5 {
             ring.push(value.clone()).unwrap();
         }
@@ -378,10 +430,52 @@ mod tests {
     }
 
     #[test]
+    fn side_entries_come_out_with_their_values_and_are_dropped_with_the_ring() {
+        let side = Arc::new(());
+        let ring: Ring<u32, Option<Arc<()>>> = Ring::new(4);
+        for value in 0..3 {
+            let make = |value, _, slot_side: &mut Option<Arc<()>>| {
+                // Only odd values carry something beside them.
+                if value % 2 == 1 {
+                    *slot_side = Some(side.clone());
+                }
+                value
+            };
+            ring.push_with(value, make, true).unwrap();
+        }
+        let mut out = Vec::new();
+        let take =
+            |value, slot_side: &mut Option<Arc<()>>, pos| (value, pos, slot_side.take().is_some());
+        assert_eq!(ring.pop_batch_with(&mut out, 2, take), 2);
+        assert_eq!(out, [(0, 0, false), (1, 1, true)]);
+        assert_eq!(
+            Arc::strong_count(&side),
+            1,
+            "the popped side entry was taken and dropped"
+        );
+        ring.push_with(
+            3,
+            |value, _, slot_side: &mut Option<Arc<()>>| {
+                *slot_side = Some(side.clone());
+                value
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(Arc::strong_count(&side), 2);
+        drop(ring);
+        assert_eq!(
+            Arc::strong_count(&side),
+            1,
+            "an unpopped side entry is dropped with the ring"
+        );
+    }
+
+    #[test]
     fn many_producers_and_consumers_lose_and_duplicate_nothing() {
         // Miri is some thousand times slower: fewer items, same interleavings.
         const PER: u64 = if cfg!(miri) { 200 } else { 20_000 };
-        let ring = Arc::new(Ring::new(64));
+        let ring = Arc::new(Ring::<_>::new(64));
         let producers: Vec<_> = (0..3u64)
             .map(|p| {
                 let ring = ring.clone();

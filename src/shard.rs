@@ -57,8 +57,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
-use crate::envelope::Envelope;
-use crate::event::TenantId;
+use crate::envelope::{Envelope, Lineage, RingEntry, Seed};
+use crate::event::{EventId, TenantId};
 use crate::park::WaitQueue;
 use crate::place::{Place, OVERFLOW};
 use crate::reliability::completion::Waiter;
@@ -71,10 +71,12 @@ use crate::sync::{
 #[derive(Debug)]
 pub struct Shard {
     index: usize,
+    /// The bus's tag, for the ids generated from places (see `place`).
+    tag: u64,
     /// The worker woken for this shard's events (shard number modulo the
     /// workers, worked out once: publishes look it up).
     pub(crate) owner: usize,
-    pub(crate) ring: Ring<Envelope>,
+    pub(crate) ring: Ring<RingEntry, Option<Lineage>>,
     claimed: CachePadded<AtomicBool>,
     overflow: Mutex<VecDeque<(usize, Envelope)>>,
     overflow_len: AtomicUsize,
@@ -102,10 +104,12 @@ pub(crate) struct Progress {
 }
 
 impl Shard {
-    /// Shard number `index` of its bus, woken on worker `owner`.
-    pub(crate) fn new(index: usize, owner: usize, capacity: usize) -> Self {
+    /// Shard number `index` of the bus tagged `tag`, woken on worker
+    /// `owner`.
+    pub(crate) fn new(index: usize, tag: u64, owner: usize, capacity: usize) -> Self {
         Shard {
             index,
+            tag,
             owner,
             ring: Ring::new(capacity),
             claimed: CachePadded(AtomicBool::new(false)),
@@ -195,36 +199,57 @@ impl Shard {
         self.ring.pushed() as u64 + self.overflow_pushed.load(Ordering::Relaxed)
     }
 
-    /// Pushes into the ring, building the envelope in its slot from `seed`
-    /// and its place, which it returns; `refuse_when_closed` as for
+    /// Pushes `seed` into the ring and returns its place; the lineage goes
+    /// to the slot's side entry, and an explicit id to `record_explicit`
+    /// before any worker can see the event. `refuse_when_closed` as for
     /// [`Ring::push_with`].
+    // A refused seed comes back whole, so the publisher gets its event
+    // back; boxing it would allocate on every publish.
+    #[allow(clippy::result_large_err)]
     #[inline(always)]
-    pub(crate) fn push<S>(
+    pub(crate) fn push<'l>(
         &self,
-        seed: S,
-        make: impl FnOnce(S, Place) -> Envelope,
+        seed: Seed<'l>,
+        record_explicit: impl FnOnce(EventId, Place),
         refuse_when_closed: bool,
-    ) -> Result<Place, PushError<S>> {
+    ) -> Result<Place, PushError<Seed<'l>>> {
         self.ring
             .push_with(
                 seed,
-                |seed, pos| make(seed, Place::ring(self.index, pos)),
+                |(entry, lineage), pos, side| {
+                    if let Some(lineage) = lineage.take() {
+                        if let Some(id) = lineage.explicit_id() {
+                            record_explicit(id, Place::ring(self.index, pos));
+                        }
+                        *side = Some(lineage);
+                    }
+                    entry
+                },
                 refuse_when_closed,
             )
             .map(|pos| Place::ring(self.index, pos))
+    }
+
+    /// For the claimer: moves up to `max` envelopes from the ring to the
+    /// end of `out`; returns how many.
+    #[inline]
+    pub(crate) fn pop_batch(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
+        self.ring.pop_batch_with(out, max, |entry, side, pos| {
+            Envelope::from_ring(entry, side, Place::ring(self.index, pos), self.tag)
+        })
     }
 
     /// Pushes a follow-up published on a worker thread: into the ring if it
     /// has room and no overflow is waiting, into the overflow otherwise.
     /// Accepted even when the ring is closed (a shutdown drain). Returns
     /// its place.
-    pub(crate) fn push_from_worker<S>(
+    pub(crate) fn push_from_worker(
         &self,
-        seed: S,
-        make: impl Fn(S, Place) -> Envelope,
+        seed: Seed<'_>,
+        record_explicit: impl Fn(EventId, Place),
     ) -> Place {
         let seed = if self.overflow_len.load(Ordering::Acquire) == 0 {
-            match self.push(seed, &make, false) {
+            match self.push(seed, &record_explicit, false) {
                 Ok(place) => return place,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
@@ -234,7 +259,7 @@ impl Shard {
         let mut queue = lock(&self.overflow);
         let seed = if queue.is_empty() {
             // The claimer emptied it meanwhile; the ring comes first again.
-            match self.push(seed, &make, false) {
+            match self.push(seed, &record_explicit, false) {
                 Ok(place) => return place,
                 Err(PushError::Full(back) | PushError::Closed(back)) => back,
             }
@@ -243,7 +268,11 @@ impl Shard {
         };
         let seq = self.overflow_pushed.load(Ordering::Relaxed);
         let place = Place::overflow(self.index, seq);
-        let envelope = make(seed, place);
+        let (entry, lineage) = seed;
+        if let Some(id) = lineage.as_ref().and_then(Lineage::explicit_id) {
+            record_explicit(id, place);
+        }
+        let envelope = Envelope::from_ring(entry, lineage, place, self.tag);
         queue.push_back((self.ring.pushed(), envelope));
         // Only written under the overflow lock.
         self.overflow_pushed.store(seq + 1, Ordering::Relaxed);

@@ -38,7 +38,7 @@ fn publish(ring: &Ring<u32>, sleeper: &Sleeper, value: u32) {
 #[test]
 fn one_producer_always_wakes_the_parked_worker() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         let sleeper = Arc::new(Sleeper::default());
         let consumer = {
             let (ring, sleeper) = (ring.clone(), sleeper.clone());
@@ -52,7 +52,7 @@ fn one_producer_always_wakes_the_parked_worker() {
 #[test]
 fn two_producers_always_wake_the_parked_worker() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         let sleeper = Arc::new(Sleeper::default());
         let consumer = {
             let (ring, sleeper) = (ring.clone(), sleeper.clone());

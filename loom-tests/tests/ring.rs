@@ -1,6 +1,6 @@
 //! The ring's push/pop protocol at its full and empty edges, with two
-//! producers, and its close bit. Values are `loom::alloc::Track`ed, so a
-//! leak or a double drop fails the model too.
+//! producers, its close bit, and its side entries. Values are
+//! `loom::alloc::Track`ed, so a leak or a double drop fails the model too.
 #![cfg(diana_bus_loom)]
 
 use diana_bus::model::{PushError, Ring};
@@ -43,7 +43,7 @@ fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Opti
 #[test]
 fn two_producers_race_a_consumer_at_the_full_edge() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(0)).unwrap(); // one slot left
         let producers = [push_one(&ring, 1), push_one(&ring, 2)];
         let consumer = pop_in_thread(&ring, 1);
@@ -75,7 +75,7 @@ fn two_producers_race_a_consumer_at_the_full_edge() {
 #[test]
 fn two_producers_race_a_consumer_at_the_empty_edge() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         let producers = [push_one(&ring, 1), push_one(&ring, 2)];
         let consumer = pop_in_thread(&ring, 2);
         let accepted: Vec<u32> = producers
@@ -96,7 +96,7 @@ fn two_producers_race_a_consumer_at_the_empty_edge() {
 #[test]
 fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         let producer = {
             let ring = ring.clone();
             thread::spawn(move || match ring.push(Track::new(7)) {
@@ -123,7 +123,7 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
 #[test]
 fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(1)).unwrap();
         ring.push(Track::new(2)).unwrap();
         let producer = {
@@ -150,7 +150,7 @@ fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
 #[test]
 fn two_consumers_racing_a_producer_lose_and_duplicate_nothing() {
     loom::model(|| {
-        let ring = Arc::new(Ring::new(2));
+        let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(1)).unwrap();
         let producer = push_one(&ring, 2);
         let consumers = [pop_in_thread(&ring, 1), pop_in_thread(&ring, 1)];
@@ -165,5 +165,39 @@ fn two_consumers_racing_a_producer_lose_and_duplicate_nothing() {
         popped.sort();
         let expected: Vec<u32> = [Some(1), accepted].into_iter().flatten().collect();
         assert_eq!(popped, expected, "each accepted value exactly once");
+    });
+}
+
+#[test]
+fn side_entries_travel_with_their_values_into_a_reused_slot() {
+    loom::model(|| {
+        // Two slots, three values: the third reuses the first slot and its
+        // side entry while the consumer may still be taking the first's.
+        let ring: Arc<Ring<Track<u32>, Option<Track<u32>>>> = Arc::new(Ring::new(2));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                for value in 1..=3 {
+                    let make = |value, _, side: &mut Option<Track<u32>>| {
+                        *side = Some(Track::new(value * 10));
+                        Track::new(value)
+                    };
+                    while let Err(PushError::Full(_)) = ring.push_with(value, make, true) {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            let take = |value: Track<u32>, side: &mut Option<Track<u32>>, _| {
+                (*value.get_ref(), side.take().map(|side| *side.get_ref()))
+            };
+            if ring.pop_batch_with(&mut out, 2, take) == 0 {
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(out, [(1, Some(10)), (2, Some(20)), (3, Some(30))]);
     });
 }

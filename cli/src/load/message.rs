@@ -79,7 +79,7 @@ impl Event for Pong {}
 /// Whether event `id` carries a latency stamp.
 #[inline]
 pub fn sampled(id: u64) -> bool {
-    id % SAMPLE_EVERY == 0
+    id.is_multiple_of(SAMPLE_EVERY)
 }
 
 /// The type number of event `id` among `types` types: round robin (0 when
@@ -97,7 +97,7 @@ pub fn tag_of(id: u64, types: usize) -> u64 {
 pub fn tenant_of(id: u64, tenants: u64) -> u64 {
     match tenants {
         0 => 0,
-        _ if id % 2 == 0 => 1,
+        _ if id.is_multiple_of(2) => 1,
         _ => 1 + (id / 2) % tenants,
     }
 }
