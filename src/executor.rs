@@ -348,10 +348,31 @@ impl Executor {
     ) -> Result<Place, PublishError<RingEntry>> {
         let index = self.shard_of(seed.0.tenant(), seed.0.key());
         let shard = &self.shards[index];
-        let result = match shard.push(seed, |id, place| self.record_explicit(id, place), true) {
-            Ok(place) => Ok(place),
-            Err(PushError::Closed((entry, _))) => Err(PublishError::Closed(entry)),
-            Err(PushError::Full(seed)) => match on_full {
+        // The accepted path returns the place straight away: routed through
+        // a local `Result` of the entry's size, each publish copied 128
+        // bytes back and stalled re-reading the place it had just stored.
+        match shard.push(seed, |id, place| self.record_explicit(id, place), true) {
+            Ok(place) => {
+                self.after_push(index);
+                Ok(place)
+            }
+            Err(refused) => self.push_refused(index, refused, on_full),
+        }
+    }
+
+    /// A push the ring turned down: waits for room if `on_full` says so,
+    /// and counts what stays refused.
+    #[cold]
+    fn push_refused(
+        &self,
+        index: usize,
+        refused: PushError<Seed<'_>>,
+        on_full: OnFull,
+    ) -> Result<Place, PublishError<RingEntry>> {
+        let shard = &self.shards[index];
+        let result = match refused {
+            PushError::Closed((entry, _)) => Err(PublishError::Closed(entry)),
+            PushError::Full(seed) => match on_full {
                 OnFull::Wait => self.push_blocking(shard, seed),
                 OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.0)),
             },
