@@ -128,6 +128,7 @@ impl Envelope {
         tag: u64,
     ) -> Envelope {
         let lineage = if entry.has_lineage {
+            debug_assert!(side.is_some(), "an entry with a lineage left it aside");
             side.take().unwrap_or_default()
         } else {
             Lineage::default()

@@ -58,15 +58,20 @@
 //! whoever owns the slot: the producer that claimed position `p` may
 //! write it before publishing the stamp, the consumer takes it (leaving
 //! `X::default()`) before freeing the slot. A value that carries nothing
-//! there (and says so itself) never touches the side entry's cache line.
+//! there (and says so itself) never touches the side entry's cache line:
+//! neither its producer nor its consumer reads or writes it.
 //!
 //! Positions are `usize` and never wrap in practice, which needs 64 bits
 //! (the crate refuses to build on narrower targets).
 //!
 //! All of the queue's `unsafe` code is in this file; `Ring` owns the
 //! invariant "a slot's value is initialised when its stamp says full, and
-//! otherwise touched only by the one thread that claimed its position", and
-//! nothing outside it can touch a slot.
+//! it and its side entry are otherwise touched only by the one thread that
+//! claimed its position". Code from outside (the `make` and `take`
+//! closures) runs while a position is claimed and sees only that slot's
+//! side entry, by a `&mut` it cannot keep. It must not unwind: a claimed
+//! position never handed on would stop consumers (or producers, a lap
+//! later) for good, so an unwinding closure aborts the process instead.
 
 use std::mem::MaybeUninit;
 
@@ -111,6 +116,20 @@ unsafe impl<T: Send, X: Send> Send for Ring<T, X> {}
 // SAFETY: as above; `&Ring` only moves whole values in and out, and lends
 // a side entry only to the owner of its slot.
 unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
+
+/// Aborts the process when dropped: armed while caller code runs on
+/// claimed slots, where unwinding would leave them claimed (see the module
+/// doc), and defused with `mem::forget` once it has returned. Inert under
+/// loom, which reports a model's violation by panicking inside a closure
+/// (an abort would swallow the report).
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        #[cfg(not(diana_bus_loom))]
+        std::process::abort();
+    }
+}
 
 /// The bytes one slot takes for values of type `T`.
 #[cfg(all(test, not(diana_bus_loom)))]
@@ -163,8 +182,9 @@ impl<T, X> Ring<T, X> {
 
     /// Claims a slot, then builds the value in it from `seed` and the
     /// claimed position with `make`, so a large value is written once, in
-    /// place (`make` runs before consumers can see the slot, and may fill
-    /// the slot's side entry, which it gets as `X::default()`). Returns the
+    /// place (`make` runs before consumers can see the slot, must not panic,
+    /// and may fill the slot's side entry, which holds what the last
+    /// consumer left there: `X::default()` if it took it). Returns the
     /// claimed position; a refused push gives the seed back. With
     /// `refuse_when_closed` false it pushes into a closed ring too.
     #[inline(always)]
@@ -200,11 +220,16 @@ impl<T, X> Ring<T, X> {
                         fence(Ordering::SeqCst);
                         debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos);
                         let extra = &self.extras[pos & self.mask];
+                        let armed = AbortOnUnwind;
                         // SAFETY: winning the CAS for `pos` makes this thread
                         // the only user of the slot and its side entry until
-                        // it publishes the stamp below, and the stamp said
-                        // the slot is empty.
+                        // it publishes the stamp below. The stamp said the
+                        // slot is empty, and its Acquire load pairs with the
+                        // previous lap's consumer's Release, which follows
+                        // its last use of the value and the side entry.
+                        // `make` cannot keep the `&mut`.
                         let value = extra.with_mut(|x| make(seed, pos, unsafe { &mut *x }));
+                        std::mem::forget(armed);
                         // SAFETY: as above.
                         slot.value.with_mut(|v| unsafe { (*v).write(value) });
                         // Release: the value is visible before the stamp.
@@ -279,6 +304,7 @@ impl<T, X> Ring<T, X> {
         // Each value is moved once, straight into `out`'s spare room (a
         // read into a local and a push would copy it two or three times).
         let spare = &mut out.spare_capacity_mut()[..count];
+        let armed = AbortOnUnwind;
         for (pos, to) in (head..head + count).zip(spare) {
             let slot = &self.slots[pos & self.mask];
             debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
@@ -286,15 +312,18 @@ impl<T, X> Ring<T, X> {
             // CAS on `head` made `pos` ours alone, so the value is
             // initialised, and nobody else reads or writes it or the side
             // entry until the store below hands the slot back to producers;
-            // the value is read out once and the slot treated as empty.
+            // the value is read out once, and the stamp store makes the slot
+            // empty (`Drop` drops only values between `head` and `tail`).
             let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
             // SAFETY: as above.
             let taken =
                 self.extras[pos & self.mask].with_mut(|x| take(value, unsafe { &mut *x }, pos));
             to.write(taken);
-            // Release: the copy above completes before a producer reuses it.
+            // Release: the value is moved out and the side entry taken
+            // before a producer reuses them.
             slot.stamp.store(pos + self.capacity(), Ordering::Release);
         }
+        std::mem::forget(armed);
         // SAFETY: the loop initialised the `count` values after the old
         // length (the reserve above made room for them).
         unsafe { out.set_len(out.len() + count) };
@@ -427,6 +456,50 @@ mod tests {
         assert_eq!(Arc::strong_count(&value), 4);
         drop(ring);
         assert_eq!(Arc::strong_count(&value), 1);
+    }
+
+    /// Whether `body` aborts the process. The test `name` calls this; it
+    /// runs in a child (this test binary again, running only `name`),
+    /// where a `body` that unwinds instead ends the child normally.
+    #[cfg(all(unix, not(miri)))]
+    fn aborts(name: &str, body: impl FnOnce()) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        const CHILD: &str = "DIANA_BUS_RING_TEST_CHILD";
+        const SIGABRT: i32 = 6;
+        if std::env::var_os(CHILD).is_some() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            std::process::exit(0);
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        status.signal() == Some(SIGABRT)
+    }
+
+    #[cfg(all(unix, not(miri)))]
+    #[test]
+    fn a_panicking_make_aborts_instead_of_leaving_its_slot_claimed() {
+        let name = "ring::tests::a_panicking_make_aborts_instead_of_leaving_its_slot_claimed";
+        assert!(aborts(name, || {
+            let ring = Ring::<u32>::new(2);
+            let _ = ring.push_with((), |(), _, _| -> u32 { panic!("make fails") }, true);
+        }));
+    }
+
+    #[cfg(all(unix, not(miri)))]
+    #[test]
+    fn a_panicking_take_aborts_instead_of_leaving_its_slots_claimed() {
+        let name = "ring::tests::a_panicking_take_aborts_instead_of_leaving_its_slots_claimed";
+        assert!(aborts(name, || {
+            let ring = Ring::<u32>::new(2);
+            ring.push(1).unwrap();
+            let take = |_, _: &mut (), _| -> u32 { panic!("take fails") };
+            ring.pop_batch_with(&mut Vec::new(), 1, take);
+        }));
     }
 
     #[test]
