@@ -55,6 +55,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::Waker;
 use std::time::Duration;
@@ -567,15 +568,15 @@ impl Executor {
 
     /// Sums the per-worker counters and the shards' positions.
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let mut snapshot = MetricsSnapshot::default();
+        let (mut snapshot, mut rows) = (MetricsSnapshot::default(), HashMap::new());
         for shard in self.shards.iter() {
             snapshot.published += shard.accepted();
             snapshot.rejected += shard.rejected.load(Ordering::Relaxed);
         }
         for worker in self.workers.iter() {
-            lock(&worker.counts).add_to(&mut snapshot);
+            lock(&worker.counts).add_to(&mut snapshot, &mut rows);
         }
-        lock(&self.async_counts).add_to(&mut snapshot);
+        lock(&self.async_counts).add_to(&mut snapshot, &mut rows);
         snapshot.dead_lettered = self.dead_letters.recorded();
         snapshot.dead_letters_dropped = self.dead_letters.dropped();
         snapshot.deduplicated = self.dedup.duplicates();
