@@ -280,6 +280,12 @@ impl Executor {
         h as usize & (self.shards.len() - 1)
     }
 
+    /// The shard of an event routed by `routing`.
+    #[inline]
+    fn shard_for(&self, routing: &Routing) -> &Shard {
+        &self.shards[self.shard_of(routing.tenant, routing.key)]
+    }
+
     #[inline]
     fn owner(&self, shard: usize) -> usize {
         self.shards[shard].owner
@@ -394,9 +400,7 @@ impl Executor {
     /// goes to, and with the tenant quota's; the caller then tries again
     /// (the wait queues' protocol in `park`).
     pub(crate) fn wait_for_room(&self, routing: &Routing, waker: &Waker) {
-        self.shards[self.shard_of(routing.tenant, routing.key)]
-            .space
-            .register(waker);
+        self.shard_for(routing).space.register(waker);
         if let Some(quota) = &self.quota {
             quota.space.register(waker);
         }
@@ -404,7 +408,7 @@ impl Executor {
 
     /// Counts a publish refused before it reached a ring.
     pub(crate) fn count_rejected(&self, routing: &Routing) {
-        self.shards[self.shard_of(routing.tenant, routing.key)]
+        self.shard_for(routing)
             .rejected
             .fetch_add(1, Ordering::Relaxed);
     }
@@ -931,7 +935,7 @@ impl Executor {
         rest: &[Arc<Subscriber>],
         counts: &mut BatchCounts,
     ) {
-        let shard = &self.shards[self.shard_of(envelope.routing.tenant, envelope.routing.key)];
+        let shard = self.shard_for(&envelope.routing);
         if !self.run_held(worker, shard, &envelope, rest, counts) {
             self.release_queue(worker, shard, &envelope.routing, counts);
         }
