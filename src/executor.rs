@@ -695,7 +695,9 @@ impl Executor {
                 }
                 None => {
                     let budget = shard.ring_budget(self.config.batch);
-                    shard.pop_batch(&mut local.batch, budget);
+                    // SAFETY: this worker holds the shard's claim
+                    // (`try_claim` above, released below).
+                    unsafe { shard.pop_batch(&mut local.batch, budget) };
                     0
                 }
             };

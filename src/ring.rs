@@ -1,38 +1,51 @@
-//! A bounded, lock-free, multi-producer multi-consumer ring with per-slot
-//! sequence stamps (Vyukov's bounded queue, the Disruptor family), batch
-//! pop, a close bit, and a side entry per slot for what few values carry.
+//! A bounded, lock-free, multi-producer single-consumer ring with
+//! per-slot sequence stamps (the Disruptor's multi-producer sequencer: a
+//! claimed position, then a published stamp), batch pop, a close bit, and a
+//! side entry per slot for what few values carry.
 //!
 //! # Protocol
 //!
 //! Fields:
-//! - `slots[i].stamp`: the position the slot is ready for. A slot for
-//!   position `p` (index `p & mask`) is *free for a push at `p`* when
-//!   `stamp == p`, and *full, ready for a pop at `p`* when `stamp == p + 1`.
-//!   Initially `slots[i].stamp == i`.
-//! - `tail`: the next position to push, plus the [`CLOSED`] bit. Written
-//!   only by compare-and-swap (push) and `fetch_or` (close).
-//! - `head`: the next position to pop. Written only by compare-and-swap.
+//! - `slots[i].stamp`: `p + 1` once the value of position `p` (index
+//!   `p & mask`) is written: the slot is *full, ready for a pop at `p`*
+//!   exactly when `stamp == p + 1`. Initially every stamp is 0. Only
+//!   producers write stamps; the consumer only reads them, so a slot's
+//!   cache lines are never dirtied by the consumer and travel back to the
+//!   next lap's producer clean.
+//! - `head`: the next position to pop. Written only by the consumer, with
+//!   a Release store after it has moved a batch out: every position below
+//!   `head` is free for the next lap.
+//! - `tail.next`: the next position to push, plus the [`CLOSED`] bit.
+//!   Written only by compare-and-swap (push) and `fetch_or` (close).
+//! - `tail.room_until`: a position below which pushes have room for
+//!   certain, on the producers' own line: `head + capacity` for some
+//!   `head` a producer has read, so never above the true limit. A push
+//!   reads `head` (the consumer's line) only when it reaches this limit,
+//!   about once a lap when the consumer keeps up.
 //!
-//! Push at `p = tail & !CLOSED`: if the slot's stamp is `p`, claim `p` by
-//! CAS `tail: p -> p + 1`; the winner alone writes the value, then stores
-//! `stamp = p + 1` (Release). A stamp below `p` means the slot still holds
-//! the value of position `p - capacity`, or a consumer has claimed it (moved
-//! `head` past it) but not yet freed it: if `head + capacity <= p` the ring
-//! is full, otherwise the slot is about to be freed, so spin and retry. A
-//! stamp above `p` means another producer claimed `p`: reload `tail`.
+//! Push at `p = tail.next & !CLOSED`: if `p < room_until`, or failing that
+//! `p < head + capacity` (then stored as the new `room_until`), claim `p`
+//! by CAS `tail.next: p -> p + 1`; the winner alone writes the value, then
+//! stores `stamp = p + 1` (Release). Otherwise the ring is full.
 //!
-//! Pop of up to `n`: from `h = head`, count the consecutive slots whose
-//! stamp is `position + 1` (Acquire), claim them all with one CAS
-//! `head: h -> h + k`, then move each value out and store
-//! `stamp = position + capacity` (Release), which frees the slot for the
-//! push one lap later.
+//! Pop of up to `n`, by the one consumer: from `h = head`, count the
+//! consecutive slots whose stamp is `position + 1` (Acquire), move each
+//! value out, then store `head = h + k` (Release).
+//!
+//! One consumer at a time is the caller's promise ([`Ring::pop_batch_with`]
+//! is `unsafe`): the bus pops a shard's ring only while holding the
+//! shard's claim, which hands `head` and the slots from one claimer to the
+//! next (Release on letting go, Acquire on taking it).
 //!
 //! Memory orderings:
-//! - `stamp` Release (writer) / Acquire (reader) is what hands the slot's
-//!   memory from a producer to a consumer and back: a value is never read
-//!   before it is written, nor overwritten before it is read.
-//! - The CASes on `tail` and `head` only decide who owns a position; the
-//!   slot contents are ordered by the stamp, so they can be Relaxed.
+//! - `stamp` Release (producer) / Acquire (consumer) hands a value from
+//!   its producer to the consumer: it is never read before it is written.
+//! - `head` Release (consumer) / Acquire (producer) hands a slot back: a
+//!   value is never overwritten before it is moved out. A producer that
+//!   trusts `room_until` instead is ordered after that Acquire load by the
+//!   `room_until` Release store / Acquire load.
+//! - The CAS on `tail.next` only decides who owns a position; the slot
+//!   contents are ordered by the stamp and `head`, so it can be Relaxed.
 //! - A successful push fences (`SeqCst`) right after its claim, before it
 //!   writes the slot: the *claim fence*. It is for the wake-up protocols
 //!   built on the ring (see `park`): a consumer that announces sleep,
@@ -41,12 +54,16 @@
 //!   store buffer is empty, so the fence is cheap; the same fence after
 //!   the stamp store would wait for the stamp's contended cache line.
 //! - `close` sets [`CLOSED`] with `fetch_or`: every push's CAS either comes
-//!   before it in `tail`'s modification order (its position is claimed, and
-//!   its value will be published) or sees the bit and is refused. So
-//!   "accepted" and "closed" never race.
+//!   before it in `tail.next`'s modification order (its position is
+//!   claimed, and its value will be published) or sees the bit and is
+//!   refused. So "accepted" and "closed" never race.
 //!
-//! Capacity is rounded up to a power of two, and is at least 2: with one
-//! slot, "free for `p + 1`" and "full at `p`" would be the same stamp.
+//! Stamps from earlier laps never look ready: slot `i` holds stamps
+//! `i + 1`, `i + capacity + 1`, ..., and position `p + capacity` can be
+//! claimed only once `head` has passed `p`.
+//!
+//! Capacity is rounded up to a power of two, and is at least 2 (the bus's
+//! rings always were; one slot would work, but gains nothing).
 //!
 //! # Slots and side entries
 //!
@@ -57,7 +74,7 @@
 //! slot's *side entry* (`extras[i]`, an `X: Default`), which belongs to
 //! whoever owns the slot: the producer that claimed position `p` may
 //! write it before publishing the stamp, the consumer takes it (leaving
-//! `X::default()`) before freeing the slot. A value that carries nothing
+//! `X::default()`) before moving `head` past the slot. A value that carries nothing
 //! there (and says so itself) never touches the side entry's cache line:
 //! neither its producer nor its consumer reads or writes it.
 //!
@@ -65,17 +82,19 @@
 //! (the crate refuses to build on narrower targets).
 //!
 //! All of the queue's `unsafe` code is in this file; `Ring` owns the
-//! invariant "a slot's value is initialised when its stamp says full, and
-//! it and its side entry are otherwise touched only by the one thread that
-//! claimed its position". Code from outside (the `make` and `take`
-//! closures) runs while a position is claimed and sees only that slot's
-//! side entry, by a `&mut` it cannot keep. It must not unwind: a claimed
-//! position never handed on would stop consumers (or producers, a lap
-//! later) for good, so an unwinding closure aborts the process instead.
+//! invariant "a slot's value is initialised when its stamp says full at a
+//! position in `head..tail`, and it and its side entry are touched only by
+//! the slot's owner: the producer that claimed the position, until its
+//! stamp store, then the consumer, until its `head` store". Code from
+//! outside (the `make` and `take` closures) runs while a slot is owned and
+//! sees only that slot's side entry, by a `&mut` it cannot keep. It must
+//! not unwind: a claimed position never published would stop the consumer
+//! for good (and a half-popped batch would be popped again), so an
+//! unwinding closure aborts the process instead.
 
 use std::mem::MaybeUninit;
 
-use crate::sync::{fence, spin_loop, AtomicUsize, CachePadded, Ordering, UnsafeCell};
+use crate::sync::{fence, AtomicUsize, CachePadded, Ordering, UnsafeCell};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("diana-bus needs 64-bit ring positions (a 32-bit tail would reach the CLOSED bit)");
@@ -92,17 +111,26 @@ pub enum PushError<T> {
     Closed(T),
 }
 
+/// The producers' cache line (see the module docs).
+struct Tail {
+    /// The next position to push, and the [`CLOSED`] bit.
+    next: AtomicUsize,
+    /// `head + capacity` for a `head` some producer read: room for certain
+    /// below it.
+    room_until: AtomicUsize,
+}
+
 #[repr(align(64))]
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-/// A bounded MPMC ring of `T`s, with a side entry `X` per slot; see the
-/// module docs for the protocol.
+/// A bounded multi-producer single-consumer ring of `T`s, with a side
+/// entry `X` per slot; see the module docs for the protocol.
 pub struct Ring<T, X = ()> {
     head: CachePadded<AtomicUsize>,
-    tail: CachePadded<AtomicUsize>,
+    tail: CachePadded<Tail>,
     slots: Box<[Slot<T>]>,
     extras: Box<[UnsafeCell<X>]>,
     mask: usize,
@@ -117,9 +145,9 @@ unsafe impl<T: Send, X: Send> Send for Ring<T, X> {}
 // a side entry only to the owner of its slot.
 unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
 
-/// Aborts the process when dropped: armed while caller code runs on
-/// claimed slots, where unwinding would leave them claimed (see the module
-/// doc), and defused with `mem::forget` once it has returned. Inert under
+/// Aborts the process when dropped: armed while caller code runs on owned
+/// slots, where unwinding would leave them unpublished or half-popped (see
+/// the module doc), and defused with `mem::forget` once it has returned. Inert under
 /// loom, which reports a model's violation by panicking inside a closure
 /// (an abort would swallow the report).
 struct AbortOnUnwind;
@@ -148,14 +176,17 @@ impl<T, X: Default> Ring<T, X> {
     pub fn new(capacity: usize) -> Self {
         let capacity = effective_capacity(capacity);
         let slots = (0..capacity)
-            .map(|i| Slot {
-                stamp: AtomicUsize::new(i),
+            .map(|_| Slot {
+                stamp: AtomicUsize::new(0),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
             })
             .collect();
         Ring {
             head: CachePadded(AtomicUsize::new(0)),
-            tail: CachePadded(AtomicUsize::new(0)),
+            tail: CachePadded(Tail {
+                next: AtomicUsize::new(0),
+                room_until: AtomicUsize::new(capacity),
+            }),
             slots,
             extras: (0..capacity)
                 .map(|_| UnsafeCell::new(X::default()))
@@ -194,156 +225,152 @@ impl<T, X> Ring<T, X> {
         make: impl FnOnce(S, usize, &mut X) -> T,
         refuse_when_closed: bool,
     ) -> Result<usize, PushError<S>> {
-        let mut tail = self.tail.load(Ordering::Relaxed);
+        let mut tail = self.tail.next.load(Ordering::Relaxed);
         loop {
             if refuse_when_closed && tail & CLOSED != 0 {
                 return Err(PushError::Closed(seed));
             }
             let pos = tail & !CLOSED;
-            let slot = &self.slots[pos & self.mask];
-            // Acquire: pairs with the consumer's Release of `pos`'s stamp,
-            // so the previous lap's value was moved out before we overwrite.
-            let stamp = slot.stamp.load(Ordering::Acquire);
-            let lag = stamp.wrapping_sub(pos) as isize;
-            if lag == 0 {
-                // `tail + 1` keeps the CLOSED bit as it was.
-                match self.tail.compare_exchange_weak(
-                    tail,
-                    tail + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // The claim fence (see "Memory orderings"): cheap
-                        // here, where the CAS has just drained the store
-                        // buffer, unlike after the stamp store below.
-                        fence(Ordering::SeqCst);
-                        debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos);
-                        let extra = &self.extras[pos & self.mask];
-                        let armed = AbortOnUnwind;
-                        // SAFETY: winning the CAS for `pos` makes this thread
-                        // the only user of the slot and its side entry until
-                        // it publishes the stamp below. The stamp said the
-                        // slot is empty, and its Acquire load pairs with the
-                        // previous lap's consumer's Release, which follows
-                        // its last use of the value and the side entry.
-                        // `make` cannot keep the `&mut`.
-                        let value = extra.with_mut(|x| make(seed, pos, unsafe { &mut *x }));
-                        std::mem::forget(armed);
-                        // SAFETY: as above.
-                        slot.value.with_mut(|v| unsafe { (*v).write(value) });
-                        // Release: the value is visible before the stamp.
-                        slot.stamp.store(pos + 1, Ordering::Release);
-                        return Ok(pos);
-                    }
-                    Err(current) => tail = current,
-                }
-            } else if lag < 0 {
-                // The slot holds position `pos - capacity`, or a consumer
-                // claimed it and is about to free it.
-                if self.head.load(Ordering::Relaxed) + self.capacity() <= pos {
+            // Acquire (both loads): pairs with the consumer's Release
+            // store of `head`, which follows its last use of the slot's
+            // previous value; for `room_until`, through the producer that
+            // read that `head` and stored it (Release).
+            if pos >= self.tail.room_until.load(Ordering::Acquire) {
+                let room_until = self.head.load(Ordering::Acquire) + self.capacity();
+                if pos >= room_until {
                     return Err(PushError::Full(seed));
                 }
-                spin_loop();
-                tail = self.tail.load(Ordering::Relaxed);
-            } else {
-                // Another producer took `pos`; catch up.
-                tail = self.tail.load(Ordering::Relaxed);
+                self.tail.room_until.store(room_until, Ordering::Release);
+            }
+            // `tail + 1` keeps the CLOSED bit as it was.
+            match self.tail.next.compare_exchange_weak(
+                tail,
+                tail + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // The claim fence (see "Memory orderings"): cheap
+                    // here, where the CAS has just drained the store
+                    // buffer, unlike after the stamp store below.
+                    fence(Ordering::SeqCst);
+                    let slot = &self.slots[pos & self.mask];
+                    debug_assert_ne!(slot.stamp.load(Ordering::Relaxed), pos + 1);
+                    let extra = &self.extras[pos & self.mask];
+                    let armed = AbortOnUnwind;
+                    // SAFETY: winning the CAS for `pos` makes this thread
+                    // the only producer of the slot and its side entry
+                    // until it publishes the stamp below. `head` (read
+                    // above, directly or through `room_until`) was past the
+                    // slot's previous position, so the consumer is done
+                    // with that value and the side entry, and the Acquire
+                    // loads order this after it. `make` cannot keep the
+                    // `&mut`.
+                    let value = extra.with_mut(|x| make(seed, pos, unsafe { &mut *x }));
+                    std::mem::forget(armed);
+                    // SAFETY: as above.
+                    slot.value.with_mut(|v| unsafe { (*v).write(value) });
+                    // Release: the value is visible before the stamp.
+                    slot.stamp.store(pos + 1, Ordering::Release);
+                    return Ok(pos);
+                }
+                Err(current) => tail = current,
             }
         }
     }
 
     /// Moves up to `max` values, oldest first, to the end of `out`, and
-    /// returns how many. Claims them all with one CAS.
+    /// returns how many. Frees their slots with one store.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::pop_batch_with`].
     // The bus takes side entries too (`pop_batch_with`); the tests and loom
     // models pop plain values.
     #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
-    pub fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
-        self.pop_batch_with(out, max, |value, _, _| value)
+    pub unsafe fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+        // SAFETY: the caller's promise.
+        unsafe { self.pop_batch_with(out, max, |value, _, _| value) }
     }
 
     /// [`Ring::pop_batch`], turning each value, its side entry and its
     /// position into what `out` holds with `take`, which takes what the
     /// producer left in the side entry (`std::mem::take`, when the value
     /// says there is something) and must not panic: it runs while the
-    /// slots are claimed.
+    /// slots are half-popped.
+    ///
+    /// # Safety
+    ///
+    /// No other pop of this ring may run at the same time, and each pop
+    /// must happen after the one before it (the same thread, or a lock or
+    /// claim handed on with Release and taken with Acquire): the ring has
+    /// one consumer at a time.
     #[inline]
-    pub fn pop_batch_with<U>(
+    pub unsafe fn pop_batch_with<U>(
         &self,
         out: &mut Vec<U>,
         max: usize,
         mut take: impl FnMut(T, &mut X, usize) -> U,
     ) -> usize {
-        // Before claiming: a failed allocation must not strand claimed slots.
+        // Before moving values out: a failed allocation must not leave the
+        // ring half-popped.
         out.reserve(max.min(self.capacity()));
-        let mut head = self.head.load(Ordering::Relaxed);
-        let count = loop {
-            let mut ready = 0;
-            while ready < max {
-                let pos = head + ready;
-                // Acquire: pairs with the producer's Release, so the value
-                // is fully written before we read it.
-                if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != pos + 1 {
-                    break;
-                }
-                ready += 1;
+        // Relaxed: only consumers store `head`, and the caller orders them.
+        let head = self.head.load(Ordering::Relaxed);
+        let mut count = 0;
+        while count < max {
+            let pos = head + count;
+            // Acquire: pairs with the producer's Release, so the value is
+            // fully written before we read it.
+            if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != pos + 1 {
+                break;
             }
-            if ready == 0 {
-                return 0;
-            }
-            match self.head.compare_exchange_weak(
-                head,
-                head + ready,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break ready,
-                Err(current) => head = current,
-            }
-        };
+            count += 1;
+        }
+        if count == 0 {
+            return 0;
+        }
         // Each value is moved once, straight into `out`'s spare room (a
         // read into a local and a push would copy it two or three times).
         let spare = &mut out.spare_capacity_mut()[..count];
         let armed = AbortOnUnwind;
         for (pos, to) in (head..head + count).zip(spare) {
             let slot = &self.slots[pos & self.mask];
-            debug_assert_eq!(slot.stamp.load(Ordering::Relaxed), pos + 1);
-            // SAFETY: the stamp said full (checked with Acquire above) and the
-            // CAS on `head` made `pos` ours alone, so the value is
-            // initialised, and nobody else reads or writes it or the side
-            // entry until the store below hands the slot back to producers;
-            // the value is read out once, and the stamp store makes the slot
-            // empty (`Drop` drops only values between `head` and `tail`).
+            // SAFETY: the stamp said full (checked with Acquire above), so
+            // the value is initialised; the caller is the one consumer, and
+            // producers leave the slot and its side entry alone until the
+            // `head` store below moves past it. The value is read out once:
+            // past `head`, `Drop` does not drop it again.
             let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
             // SAFETY: as above.
             let taken =
                 self.extras[pos & self.mask].with_mut(|x| take(value, unsafe { &mut *x }, pos));
             to.write(taken);
-            // Release: the value is moved out and the side entry taken
-            // before a producer reuses them.
-            slot.stamp.store(pos + self.capacity(), Ordering::Release);
         }
         std::mem::forget(armed);
         // SAFETY: the loop initialised the `count` values after the old
         // length (the reserve above made room for them).
         unsafe { out.set_len(out.len() + count) };
+        // Release: the values are moved out and the side entries taken
+        // before a producer reuses their slots.
+        self.head.store(head + count, Ordering::Release);
         count
     }
 
     /// Refuses every later [`Ring::push`]; returns whether it was open.
     pub fn close(&self) -> bool {
-        self.tail.fetch_or(CLOSED, Ordering::SeqCst) & CLOSED == 0
+        self.tail.next.fetch_or(CLOSED, Ordering::SeqCst) & CLOSED == 0
     }
 
     /// Whether [`Ring::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.tail.load(Ordering::Relaxed) & CLOSED != 0
+        self.tail.next.load(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// Positions claimed by producers so far: the number of values ever
     /// accepted (some may still be being written).
     pub fn pushed(&self) -> usize {
-        self.tail.load(Ordering::Relaxed) & !CLOSED
+        self.tail.next.load(Ordering::Relaxed) & !CLOSED
     }
 
     /// Positions claimed by consumers so far.
@@ -395,7 +422,13 @@ impl<T, X> std::fmt::Debug for Ring<T, X> {
 #[cfg(all(test, not(diana_bus_loom)))]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
+
+    /// `pop_batch` in a test that pops from one thread at a time.
+    fn pop<T, X>(ring: &Ring<T, X>, out: &mut Vec<T>, max: usize) -> usize {
+        // SAFETY: each test pops from one thread, or under a lock.
+        unsafe { ring.pop_batch(out, max) }
+    }
 
     #[test]
     fn capacity_rounds_up_to_a_power_of_two_of_at_least_two() {
@@ -418,14 +451,14 @@ mod tests {
             assert!(matches!(ring.push(99), Err(PushError::Full(99))));
             assert_eq!(ring.len(), 4);
             out.clear();
-            assert_eq!(ring.pop_batch(&mut out, 3), 3);
+            assert_eq!(pop(&ring, &mut out, 3), 3);
             for v in out.drain(..) {
                 assert_eq!(v, expected);
                 expected += 1;
             }
         }
-        assert_eq!(ring.pop_batch(&mut out, 10), 1);
-        assert_eq!(ring.pop_batch(&mut out, 10), 0);
+        assert_eq!(pop(&ring, &mut out, 10), 1);
+        assert_eq!(pop(&ring, &mut out, 10), 0);
         assert!(ring.is_empty());
     }
 
@@ -438,7 +471,7 @@ mod tests {
         assert!(matches!(ring.push(2), Err(PushError::Closed(2))));
         ring.push_with(3, |value, _, _| value, false).unwrap();
         let mut out = Vec::new();
-        ring.pop_batch(&mut out, 8);
+        pop(&ring, &mut out, 8);
         assert_eq!(out, [1, 3]);
         assert_eq!(ring.pushed(), 2);
     }
@@ -451,7 +484,7 @@ mod tests {
             ring.push(value.clone()).unwrap();
         }
         let mut out = Vec::new();
-        ring.pop_batch(&mut out, 2);
+        pop(&ring, &mut out, 2);
         drop(out);
         assert_eq!(Arc::strong_count(&value), 4);
         drop(ring);
@@ -492,13 +525,14 @@ mod tests {
 
     #[cfg(all(unix, not(miri)))]
     #[test]
-    fn a_panicking_take_aborts_instead_of_leaving_its_slots_claimed() {
-        let name = "ring::tests::a_panicking_take_aborts_instead_of_leaving_its_slots_claimed";
+    fn a_panicking_take_aborts_instead_of_leaving_its_slots_half_popped() {
+        let name = "ring::tests::a_panicking_take_aborts_instead_of_leaving_its_slots_half_popped";
         assert!(aborts(name, || {
             let ring = Ring::<u32>::new(2);
             ring.push(1).unwrap();
             let take = |_, _: &mut (), _| -> u32 { panic!("take fails") };
-            ring.pop_batch_with(&mut Vec::new(), 1, take);
+            // SAFETY: the one consumer.
+            unsafe { ring.pop_batch_with(&mut Vec::new(), 1, take) };
         }));
     }
 
@@ -519,7 +553,8 @@ mod tests {
         let mut out = Vec::new();
         let take =
             |value, slot_side: &mut Option<Arc<()>>, pos| (value, pos, slot_side.take().is_some());
-        assert_eq!(ring.pop_batch_with(&mut out, 2, take), 2);
+        // SAFETY: the one consumer.
+        assert_eq!(unsafe { ring.pop_batch_with(&mut out, 2, take) }, 2);
         assert_eq!(out, [(0, 0, false), (1, 1, true)]);
         assert_eq!(
             Arc::strong_count(&side),
@@ -545,10 +580,13 @@ mod tests {
     }
 
     #[test]
-    fn many_producers_and_consumers_lose_and_duplicate_nothing() {
+    fn many_producers_and_consumers_taking_turns_lose_and_duplicate_nothing() {
         // Miri is some thousand times slower: fewer items, same interleavings.
         const PER: u64 = if cfg!(miri) { 200 } else { 20_000 };
         let ring = Arc::new(Ring::<_>::new(64));
+        // The consumers take turns, as the bus's workers do with a shard's
+        // claim.
+        let turn = Arc::new(Mutex::new(()));
         let producers: Vec<_> = (0..3u64)
             .map(|p| {
                 let ring = ring.clone();
@@ -565,14 +603,18 @@ mod tests {
             .collect();
         let consumers: Vec<_> = (0..2)
             .map(|_| {
-                let ring = ring.clone();
+                let (ring, turn) = (ring.clone(), turn.clone());
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     let mut last = [None::<u64>; 3];
                     let mut buf = Vec::new();
                     while seen.len() < (3 * PER) as usize {
                         buf.clear();
-                        if ring.pop_batch(&mut buf, 16) == 0 {
+                        let popped = {
+                            let _turn = turn.lock().unwrap();
+                            pop(&ring, &mut buf, 16)
+                        };
+                        if popped == 0 {
                             if ring.is_closed() && ring.is_empty() {
                                 break;
                             }

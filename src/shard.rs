@@ -7,6 +7,7 @@
 //! Shard `s` is owned by worker `s % workers`, which is the one woken when
 //! an event arrives. Any worker drains a shard only while holding its claim
 //! (`claimed`, taken with an Acquire CAS, released with a Release store), so
+//! the ring has one consumer at a time, as it requires (see `ring`), and
 //! a shard's events are handled by one thread at a time, in ring order:
 //! that, and one (tenant, key) mapping to one shard, is per-key order. An
 //! idle worker may claim another's shard when its backlog is at least a
@@ -232,11 +233,20 @@ impl Shard {
 
     /// For the claimer: moves up to `max` envelopes from the ring to the
     /// end of `out`; returns how many.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the claim ([`Shard::try_claim`]): the ring has one
+    /// consumer at a time, and the claim's Release/Acquire orders each
+    /// claimer's pops after the last one's.
     #[inline]
-    pub(crate) fn pop_batch(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
-        self.ring.pop_batch_with(out, max, |entry, side, pos| {
-            Envelope::from_ring(entry, side, Place::ring(self.index, pos), self.tag)
-        })
+    pub(crate) unsafe fn pop_batch(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
+        // SAFETY: the caller's promise is the ring's.
+        unsafe {
+            self.ring.pop_batch_with(out, max, |entry, side, pos| {
+                Envelope::from_ring(entry, side, Place::ring(self.index, pos), self.tag)
+            })
+        }
     }
 
     /// Pushes a follow-up published on a worker thread: into the ring if it

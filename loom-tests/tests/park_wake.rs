@@ -13,7 +13,8 @@ fn worker(ring: Arc<Ring<u32>>, sleeper: Arc<Sleeper>, expected: usize) -> Vec<u
     sleeper.register_current();
     let mut got = Vec::new();
     while got.len() < expected {
-        if ring.pop_batch(&mut got, 2) > 0 {
+        // SAFETY: this thread is the ring's one consumer.
+        if unsafe { ring.pop_batch(&mut got, 2) } > 0 {
             continue;
         }
         sleeper.prepare();

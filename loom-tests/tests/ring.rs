@@ -1,15 +1,23 @@
 //! The ring's push/pop protocol at its full and empty edges, with two
-//! producers, its close bit, and its side entries. Values are
-//! `loom::alloc::Track`ed, so a leak or a double drop fails the model too.
+//! producers (one trusting the room another saw), consumers taking turns,
+//! its close bit, and its side entries. Values are `loom::alloc::Track`ed,
+//! so a leak or a double drop fails the model too.
 #![cfg(diana_bus_loom)]
 
 use diana_bus::model::{PushError, Ring};
 use loom::alloc::Track;
-use loom::sync::Arc;
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 fn values(batch: Vec<Track<u32>>) -> Vec<u32> {
     batch.into_iter().map(|t| *t.get_ref()).collect()
+}
+
+/// `pop_batch`, for a model whose pops are ordered: one consumer thread,
+/// pops after joining it, or pops under one lock.
+fn pop<T>(ring: &Ring<T>, out: &mut Vec<T>, max: usize) -> usize {
+    // SAFETY: the models keep the ring's one-consumer rule (see above).
+    unsafe { ring.pop_batch(out, max) }
 }
 
 /// A consumer thread that calls `pop_batch(2)` `times` times.
@@ -18,7 +26,7 @@ fn pop_in_thread(ring: &Arc<Ring<Track<u32>>>, times: usize) -> thread::JoinHand
     thread::spawn(move || {
         let mut out = Vec::new();
         for _ in 0..times {
-            ring.pop_batch(&mut out, 2);
+            pop(&ring, &mut out, 2);
         }
         values(out)
     })
@@ -40,21 +48,33 @@ fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Opti
     })
 }
 
+/// Two producers pushing `values` race a consumer that calls
+/// `pop_batch(2)` `pops` times; returns the values accepted, and every
+/// value popped then or after.
+fn two_producers_race_a_consumer(
+    ring: &Arc<Ring<Track<u32>>>,
+    values: [u32; 2],
+    pops: usize,
+) -> (Vec<u32>, Vec<u32>) {
+    let producers = values.map(|value| push_one(ring, value));
+    let consumer = pop_in_thread(ring, pops);
+    let accepted: Vec<u32> = producers
+        .into_iter()
+        .filter_map(|p| p.join().unwrap())
+        .collect();
+    let mut popped = consumer.join().unwrap();
+    let mut rest = Vec::new();
+    pop(ring, &mut rest, 4);
+    popped.extend(self::values(rest));
+    (accepted, popped)
+}
+
 #[test]
 fn two_producers_race_a_consumer_at_the_full_edge() {
     loom::model(|| {
         let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(0)).unwrap(); // one slot left
-        let producers = [push_one(&ring, 1), push_one(&ring, 2)];
-        let consumer = pop_in_thread(&ring, 1);
-        let accepted: Vec<u32> = producers
-            .into_iter()
-            .filter_map(|p| p.join().unwrap())
-            .collect();
-        let mut popped = consumer.join().unwrap();
-        let mut rest = Vec::new();
-        ring.pop_batch(&mut rest, 4);
-        popped.extend(values(rest));
+        let (accepted, mut popped) = two_producers_race_a_consumer(&ring, [1, 2], 1);
         assert!(!accepted.is_empty(), "one slot was free, so one push fits");
         assert_eq!(
             popped.first(),
@@ -76,17 +96,8 @@ fn two_producers_race_a_consumer_at_the_full_edge() {
 fn two_producers_race_a_consumer_at_the_empty_edge() {
     loom::model(|| {
         let ring = Arc::new(Ring::<_>::new(2));
-        let producers = [push_one(&ring, 1), push_one(&ring, 2)];
-        let consumer = pop_in_thread(&ring, 2);
-        let accepted: Vec<u32> = producers
-            .into_iter()
-            .filter_map(|p| p.join().unwrap())
-            .collect();
+        let (accepted, mut popped) = two_producers_race_a_consumer(&ring, [1, 2], 2);
         assert_eq!(accepted.len(), 2, "an empty ring of two takes both");
-        let mut popped = consumer.join().unwrap();
-        let mut rest = Vec::new();
-        ring.pop_batch(&mut rest, 4);
-        popped.extend(values(rest));
         popped.sort();
         assert_eq!(popped, [1, 2]);
         assert!(ring.is_empty());
@@ -111,7 +122,7 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
         assert!(ring.close());
         let accepted = producer.join().unwrap();
         let mut out = Vec::new();
-        ring.pop_batch(&mut out, 2);
+        pop(&ring, &mut out, 2);
         assert_eq!(values(out), if accepted { vec![7] } else { vec![] });
         assert!(matches!(
             ring.push(Track::new(8)),
@@ -121,7 +132,7 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
 }
 
 #[test]
-fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
+fn a_push_into_slots_the_consumer_has_freed_is_not_refused_as_full() {
     loom::model(|| {
         let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(1)).unwrap();
@@ -129,38 +140,73 @@ fn a_push_into_slots_a_consumer_is_freeing_is_not_refused_as_full() {
         let producer = {
             let ring = ring.clone();
             thread::spawn(move || {
-                // Once a consumer has claimed both positions, the ring is
-                // not full: the push waits for the slot instead of failing.
-                let claimed = ring.popped() == 2;
+                // Once the consumer has moved `head` past both values, the
+                // ring is not full, whatever room the producers last saw.
+                let freed = ring.popped() == 2;
                 let pushed = ring.push(Track::new(3)).is_ok();
-                assert!(pushed || !claimed, "spurious Full");
+                assert!(pushed || !freed, "spurious Full");
                 pushed
             })
         };
         let mut out = Vec::new();
-        ring.pop_batch(&mut out, 2);
+        pop(&ring, &mut out, 2);
         assert_eq!(values(out), [1, 2]);
         let pushed = producer.join().unwrap();
         let mut rest = Vec::new();
-        ring.pop_batch(&mut rest, 2);
+        pop(&ring, &mut rest, 2);
         assert_eq!(values(rest), if pushed { vec![3] } else { vec![] });
     });
 }
 
 #[test]
-fn two_consumers_racing_a_producer_lose_and_duplicate_nothing() {
+fn a_producer_trusting_the_room_another_saw_writes_only_freed_slots() {
     loom::model(|| {
+        // Full ring of two. A push that finds room reads `head` and leaves
+        // `head + capacity` in `room_until`; a second producer may then push
+        // without reading `head`, into the slot the consumer has just
+        // moved a value out of. Loom reports a write racing that move (a
+        // causality violation) if `room_until` does not order the two.
         let ring = Arc::new(Ring::<_>::new(2));
         ring.push(Track::new(1)).unwrap();
+        ring.push(Track::new(2)).unwrap();
+        let (accepted, mut popped) = two_producers_race_a_consumer(&ring, [3, 4], 1);
+        let mut expected = vec![1, 2];
+        expected.extend(&accepted);
+        assert_eq!(popped[..2], [1, 2], "FIFO");
+        popped.sort();
+        expected.sort();
+        assert_eq!(popped, expected, "every accepted value comes out once");
+    });
+}
+
+#[test]
+fn consumers_taking_turns_racing_a_producer_lose_and_duplicate_nothing() {
+    loom::model(|| {
+        // Two consumers that pop under one lock, as the bus's workers pop a
+        // shard's ring under its claim: `head` passes from one to the next
+        // through the lock, not through the ring.
+        let ring = Arc::new(Ring::<_>::new(2));
+        let turn = Arc::new(Mutex::new(()));
+        ring.push(Track::new(1)).unwrap();
         let producer = push_one(&ring, 2);
-        let consumers = [pop_in_thread(&ring, 1), pop_in_thread(&ring, 1)];
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (ring, turn) = (ring.clone(), turn.clone());
+                thread::spawn(move || {
+                    let _turn = turn.lock().unwrap();
+                    let mut out = Vec::new();
+                    pop(&ring, &mut out, 2);
+                    values(out)
+                })
+            })
+            .collect();
         let accepted = producer.join().unwrap();
         let mut popped: Vec<u32> = consumers
             .into_iter()
             .flat_map(|c| c.join().unwrap())
             .collect();
         let mut rest = Vec::new();
-        ring.pop_batch(&mut rest, 2);
+        pop(&ring, &mut rest, 2);
         popped.extend(values(rest));
         popped.sort();
         let expected: Vec<u32> = [Some(1), accepted].into_iter().flatten().collect();
@@ -200,7 +246,8 @@ fn side_entries_travel_with_their_values_into_a_reused_slot() {
                 let side = carries(value).then(|| side.take()).flatten();
                 (value, side.map(|side| *side.get_ref()))
             };
-            if ring.pop_batch_with(&mut out, 2, take) == 0 {
+            // SAFETY: the main thread is the one consumer.
+            if unsafe { ring.pop_batch_with(&mut out, 2, take) } == 0 {
                 thread::yield_now();
             }
         }
