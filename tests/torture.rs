@@ -1,7 +1,9 @@
 //! Many publishers, handlers that fail and panic at random, retries: every
 //! (event, handler) pair ends exactly once, delivered or dead-lettered.
 //!
-//! The large variant: `cargo test --release --test torture -- --ignored`.
+//! `DIANA_BUS_TORTURE_EVENTS=250000 cargo test --release --test torture`
+//! runs it larger: that many events per publisher, from eight publishers
+//! on four workers, with no time limit.
 
 mod common;
 
@@ -117,11 +119,13 @@ fn torture(publishers: u64, per_publisher: u64, workers: usize) {
 
 #[test]
 fn every_pair_ends_once_under_random_failures_and_panics() {
-    common::within(120, || torture(4, 5_000, 3));
-}
-
-#[test]
-#[ignore = "large: run with --release -- --ignored"]
-fn every_pair_ends_once_under_random_failures_and_panics_at_scale() {
-    torture(8, 250_000, 4);
+    match std::env::var("DIANA_BUS_TORTURE_EVENTS") {
+        Ok(events) => {
+            let events = events
+                .parse()
+                .expect("DIANA_BUS_TORTURE_EVENTS: events per publisher");
+            torture(8, events, 4);
+        }
+        Err(_) => common::within(120, || torture(4, 5_000, 3)),
+    }
 }
