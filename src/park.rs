@@ -32,7 +32,8 @@
 //! a waiter. The lock closes the window between a waiter's last check and
 //! its wait. An async task waits the same way without a thread: it leaves
 //! its waker under the lock (counted in `waiters`), fences, and re-checks;
-//! `notify` takes every waker left, uncounts and wakes them.
+//! `notify` takes every waker left, uncounts and wakes them. The
+//! `park_wake` loom models check it for a publisher waiting on a full ring.
 
 use std::task::Waker;
 

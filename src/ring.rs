@@ -43,7 +43,10 @@
 //! - `head` Release (consumer) / Acquire (producer) hands a slot back: a
 //!   value is never overwritten before it is moved out. A producer that
 //!   trusts `room_until` instead is ordered after that Acquire load by the
-//!   `room_until` Release store / Acquire load.
+//!   `room_until` Release store / Acquire load. (The claim fence below,
+//!   between these loads and the slot writes, would also order them, so
+//!   the loom models cannot tell the two Acquire loads from Relaxed ones;
+//!   they do catch a Relaxed `head` or `room_until` store.)
 //! - The CAS on `tail.next` only decides who owns a position; the slot
 //!   contents are ordered by the stamp and `head`, so it can be Relaxed.
 //! - A successful push fences (`SeqCst`) right after its claim, before it
@@ -373,16 +376,16 @@ impl<T, X> Ring<T, X> {
         self.tail.next.load(Ordering::Relaxed) & !CLOSED
     }
 
-    /// Positions claimed by consumers so far.
+    /// Positions moved out and freed so far (`head`).
     pub fn popped(&self) -> usize {
         self.head.load(Ordering::Relaxed)
     }
 
-    /// Values claimed by producers and not yet by consumers. A snapshot:
-    /// exact only when no push or pop is under way.
+    /// Positions claimed by producers and not yet freed by the consumer. A
+    /// snapshot: exact only when no push or pop is under way.
     pub fn len(&self) -> usize {
-        // head first: it never passes tail, so the difference is never
-        // negative, only possibly stale.
+        // Saturating: the two loads are not ordered with each other, so a
+        // stale `tail` may trail a fresh `head`.
         let head = self.popped();
         self.pushed().saturating_sub(head)
     }

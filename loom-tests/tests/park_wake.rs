@@ -1,9 +1,11 @@
 //! No lost wake-up: a worker that parks on an empty ring is always woken
-//! for a pushed event. Loom reports a deadlock (the worker parked forever,
-//! the main thread joining it) if a wake-up can be lost.
+//! for a pushed event, and a publisher waiting on a full ring when the
+//! worker frees it. Loom reports a deadlock (a thread parked forever, the
+//! main thread joining it) if a wake-up can be lost.
 #![cfg(diana_bus_loom)]
 
-use diana_bus::model::{Ring, Sleeper};
+use diana_bus::model::{Ring, Sleeper, WaitQueue};
+use loom::sync::atomic::{fence, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -68,5 +70,31 @@ fn two_producers_always_wake_the_parked_worker() {
         let mut got = consumer.join().unwrap();
         got.sort();
         assert_eq!(got, [1, 2]);
+    });
+}
+
+#[test]
+fn a_publisher_waiting_on_a_full_ring_is_woken_when_it_drains() {
+    loom::model(|| {
+        // The full-ring wait of `Executor::push_blocking` against the
+        // worker's pop, fence and notify in `Executor::drain`: the waiter
+        // re-checks room (`room_until`, then `head`) after counting itself.
+        let ring = Arc::new(Ring::<_>::new(2));
+        let space = Arc::new(WaitQueue::default());
+        ring.push(1).unwrap();
+        ring.push(2).unwrap();
+        let publisher = {
+            let (ring, space) = (ring.clone(), space.clone());
+            thread::spawn(move || space.wait_for(|| ring.push(3).ok()))
+        };
+        let mut got = Vec::new();
+        // SAFETY: this thread is the ring's one consumer.
+        unsafe { ring.pop_batch(&mut got, 2) };
+        fence(Ordering::SeqCst);
+        space.notify();
+        publisher.join().unwrap();
+        // SAFETY: as above.
+        unsafe { ring.pop_batch(&mut got, 2) };
+        assert_eq!(got, [1, 2, 3]);
     });
 }

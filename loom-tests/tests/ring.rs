@@ -20,21 +20,37 @@ fn pop<T>(ring: &Ring<T>, out: &mut Vec<T>, max: usize) -> usize {
     unsafe { ring.pop_batch(out, max) }
 }
 
+/// A ring of two slots holding 1 and 2.
+fn full_ring_of_two() -> Arc<Ring<Track<u32>>> {
+    let ring = Arc::new(Ring::new(2));
+    ring.push(Track::new(1)).unwrap();
+    ring.push(Track::new(2)).unwrap();
+    ring
+}
+
+/// Runs `body` on `ring` in a new thread.
+fn with_ring_in_thread<R: 'static>(
+    ring: &Arc<Ring<Track<u32>>>,
+    body: impl FnOnce(&Ring<Track<u32>>) -> R + 'static,
+) -> thread::JoinHandle<R> {
+    let ring = ring.clone();
+    thread::spawn(move || body(&ring))
+}
+
 /// A consumer thread that calls `pop_batch(2)` `times` times.
 fn pop_in_thread(ring: &Arc<Ring<Track<u32>>>, times: usize) -> thread::JoinHandle<Vec<u32>> {
-    let ring = ring.clone();
-    thread::spawn(move || {
+    with_ring_in_thread(ring, move |ring| {
         let mut out = Vec::new();
         for _ in 0..times {
-            pop(&ring, &mut out, 2);
+            pop(ring, &mut out, 2);
         }
         values(out)
     })
 }
 
+/// A producer thread that pushes `value`; returns it if accepted.
 fn push_one(ring: &Arc<Ring<Track<u32>>>, value: u32) -> thread::JoinHandle<Option<u32>> {
-    let ring = ring.clone();
-    thread::spawn(move || match ring.push(Track::new(value)) {
+    with_ring_in_thread(ring, move |ring| match ring.push(Track::new(value)) {
         Ok(_) => Some(value),
         Err(PushError::Full(back)) => {
             assert_eq!(
@@ -134,20 +150,15 @@ fn a_push_racing_close_is_either_in_the_ring_or_refused_with_its_value() {
 #[test]
 fn a_push_into_slots_the_consumer_has_freed_is_not_refused_as_full() {
     loom::model(|| {
-        let ring = Arc::new(Ring::<_>::new(2));
-        ring.push(Track::new(1)).unwrap();
-        ring.push(Track::new(2)).unwrap();
-        let producer = {
-            let ring = ring.clone();
-            thread::spawn(move || {
-                // Once the consumer has moved `head` past both values, the
-                // ring is not full, whatever room the producers last saw.
-                let freed = ring.popped() == 2;
-                let pushed = ring.push(Track::new(3)).is_ok();
-                assert!(pushed || !freed, "spurious Full");
-                pushed
-            })
-        };
+        let ring = full_ring_of_two();
+        let producer = with_ring_in_thread(&ring, |ring| {
+            // Once the consumer has moved `head` past both values, the ring
+            // is not full, whatever room the producers last saw.
+            let freed = ring.popped() == 2;
+            let pushed = ring.push(Track::new(3)).is_ok();
+            assert!(pushed || !freed, "spurious Full");
+            pushed
+        });
         let mut out = Vec::new();
         pop(&ring, &mut out, 2);
         assert_eq!(values(out), [1, 2]);
@@ -166,9 +177,7 @@ fn a_producer_trusting_the_room_another_saw_writes_only_freed_slots() {
         // without reading `head`, into the slot the consumer has just
         // moved a value out of. Loom reports a write racing that move (a
         // causality violation) if `room_until` does not order the two.
-        let ring = Arc::new(Ring::<_>::new(2));
-        ring.push(Track::new(1)).unwrap();
-        ring.push(Track::new(2)).unwrap();
+        let ring = full_ring_of_two();
         let (accepted, mut popped) = two_producers_race_a_consumer(&ring, [3, 4], 1);
         let mut expected = vec![1, 2];
         expected.extend(&accepted);
@@ -176,6 +185,30 @@ fn a_producer_trusting_the_room_another_saw_writes_only_freed_slots() {
         popped.sort();
         expected.sort();
         assert_eq!(popped, expected, "every accepted value comes out once");
+    });
+}
+
+#[test]
+fn a_full_ring_takes_no_more_than_the_consumer_freed() {
+    loom::model(|| {
+        // Full ring of two. While the consumer frees one slot, a producer
+        // tries three pushes: at most one fits, and every accepted value
+        // comes out once (a `room_until` above `head + capacity` would let
+        // a second one overwrite a value not yet popped).
+        let ring = full_ring_of_two();
+        let producer = with_ring_in_thread(&ring, |ring| {
+            (3..6)
+                .filter(|&value| ring.push(Track::new(value)).is_ok())
+                .collect::<Vec<u32>>()
+        });
+        let mut out = Vec::new();
+        pop(&ring, &mut out, 1);
+        let accepted = producer.join().unwrap();
+        assert!(accepted.len() <= 1, "one slot was freed: {accepted:?}");
+        pop(&ring, &mut out, 4);
+        let mut expected = vec![1, 2];
+        expected.extend(&accepted);
+        assert_eq!(values(out), expected);
     });
 }
 
