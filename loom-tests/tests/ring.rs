@@ -1,12 +1,13 @@
 //! The ring's push/pop protocol at its full and empty edges, with two
-//! producers (one trusting the room another saw), consumers taking turns,
-//! its close bit, and its side entries. Values are `loom::alloc::Track`ed,
-//! so a leak or a double drop fails the model too.
+//! producers (one trusting the room another saw), consumers taking turns
+//! under a claim, its close bit, and its side entries. Values are
+//! `loom::alloc::Track`ed, so a leak or a double drop fails the model too.
 #![cfg(diana_bus_loom)]
 
 use diana_bus::model::{PushError, Ring};
 use loom::alloc::Track;
-use loom::sync::{Arc, Mutex};
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::Arc;
 use loom::thread;
 
 fn values(batch: Vec<Track<u32>>) -> Vec<u32> {
@@ -14,7 +15,7 @@ fn values(batch: Vec<Track<u32>>) -> Vec<u32> {
 }
 
 /// `pop_batch`, for a model whose pops are ordered: one consumer thread,
-/// pops after joining it, or pops under one lock.
+/// pops after joining it, or pops under a claim.
 fn pop<T>(ring: &Ring<T>, out: &mut Vec<T>, max: usize) -> usize {
     // SAFETY: the models keep the ring's one-consumer rule (see above).
     unsafe { ring.pop_batch(out, max) }
@@ -215,20 +216,27 @@ fn a_full_ring_takes_no_more_than_the_consumer_freed() {
 #[test]
 fn consumers_taking_turns_racing_a_producer_lose_and_duplicate_nothing() {
     loom::model(|| {
-        // Two consumers that pop under one lock, as the bus's workers pop a
-        // shard's ring under its claim: `head` passes from one to the next
-        // through the lock, not through the ring.
+        // Two consumers that pop only while holding a claim taken and given
+        // back as a shard's is (`Shard::try_claim`: Acquire CAS; `release`:
+        // Release store): `head` passes from one to the next through the
+        // claim, not through the ring. A consumer that finds the claim
+        // taken pops nothing.
         let ring = Arc::new(Ring::<_>::new(2));
-        let turn = Arc::new(Mutex::new(()));
+        let claimed = Arc::new(AtomicBool::new(false));
         ring.push(Track::new(1)).unwrap();
         let producer = push_one(&ring, 2);
         let consumers: Vec<_> = (0..2)
             .map(|_| {
-                let (ring, turn) = (ring.clone(), turn.clone());
+                let (ring, claimed) = (ring.clone(), claimed.clone());
                 thread::spawn(move || {
-                    let _turn = turn.lock().unwrap();
                     let mut out = Vec::new();
-                    pop(&ring, &mut out, 2);
+                    if claimed
+                        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        pop(&ring, &mut out, 2);
+                        claimed.store(false, Ordering::Release);
+                    }
                     values(out)
                 })
             })
