@@ -513,16 +513,19 @@ impl Bus {
         on_full: OnFull,
     ) -> Result<Place, PublishError<E>> {
         let (entry, mut lineage) = RingEntry::new(routing, Payload::new(event), tracker);
+        let mut entry = Some(entry);
         self.inner
             .executor
-            .push((entry, &mut lineage), on_full)
-            .map_err(Self::give_back)
+            .push((&mut entry, &mut lineage), on_full)
+            .map_err(|refused| Self::give_back(refused, entry))
     }
 
-    /// The event inside a refused entry.
+    /// The event of a refused publish, from the entry it left with its
+    /// publisher.
     #[cold]
-    fn give_back<E: Event>(refused: PublishError<RingEntry>) -> PublishError<E> {
-        refused.map(|entry| entry.into_payload().into_inner::<E>())
+    fn give_back<E: Event>(refused: PublishError<()>, entry: Option<RingEntry>) -> PublishError<E> {
+        let entry = entry.expect("a refused push leaves its entry");
+        refused.map(|()| entry.into_payload().into_inner::<E>())
     }
 
     /// The executor, for the async adapter.

@@ -50,10 +50,12 @@ pub(crate) struct Lineage {
 }
 
 /// What a publish hands to its shard: the ring entry, and the lineage that
-/// goes beside it, which the publisher keeps until a slot (or an overflow
-/// entry) takes it: most events have none, and then nothing but a pointer
-/// to an empty `Option` moves.
-pub(crate) type Seed<'l> = (RingEntry, &'l mut Option<Lineage>);
+/// goes beside it, both kept by the publisher until a slot (or an overflow
+/// entry) takes them. Only two pointers move down the push path and back
+/// up a refused one; the entry is copied once, from the publisher's frame
+/// into its slot. Most events have no lineage, and leave that `Option`
+/// empty.
+pub(crate) type Seed<'l> = (&'l mut Option<RingEntry>, &'l mut Option<Lineage>);
 
 impl RingEntry {
     /// The ring entry of a publish with `routing` (its place is not known

@@ -342,25 +342,21 @@ impl Executor {
         }
     }
 
-    /// Pushes a root publish, building its envelope in the claimed slot,
-    /// and returns its place (the caller knows the rest: see
+    /// Pushes a root publish, moving its entry from `seed` into the claimed
+    /// slot, and returns its place (the caller knows the rest: see
     /// [`Executor::accepted`]). On a full ring, does what `on_full` says
     /// (a worker thread never waits: there the envelope goes to the
-    /// shard's overflow). A refusal gives the event back.
+    /// shard's overflow). A refused entry stays in `seed`, for the caller
+    /// to give the event back.
     ///
     /// Not generic, so every event type shares one copy of the push: with
     /// many types, a copy per type would crowd the instruction cache (and
     /// the compiler).
-    pub(crate) fn push(
-        &self,
-        seed: Seed<'_>,
-        on_full: OnFull,
-    ) -> Result<Place, PublishError<RingEntry>> {
-        let index = self.shard_of(seed.0.tenant(), seed.0.key());
+    pub(crate) fn push(&self, seed: Seed<'_>, on_full: OnFull) -> Result<Place, PublishError<()>> {
+        let entry = seed.0.as_ref().expect("a seed brings its entry");
+        let index = self.shard_of(entry.tenant(), entry.key());
         let shard = &self.shards[index];
-        // The accepted path returns the place straight away: routed through
-        // a local `Result` of the entry's size, each publish copied 128
-        // bytes back and stalled re-reading the place it had just stored.
+        // Refusals go to a cold path.
         match shard.push(seed, |id, place| self.record_explicit(id, place), true) {
             Ok(place) => {
                 self.after_push(index);
@@ -378,13 +374,13 @@ impl Executor {
         index: usize,
         refused: PushError<Seed<'_>>,
         on_full: OnFull,
-    ) -> Result<Place, PublishError<RingEntry>> {
+    ) -> Result<Place, PublishError<()>> {
         let shard = &self.shards[index];
         let result = match refused {
-            PushError::Closed((entry, _)) => Err(PublishError::Closed(entry)),
+            PushError::Closed(_) => Err(PublishError::Closed(())),
             PushError::Full(seed) => match on_full {
                 OnFull::Wait => self.push_blocking(shard, seed),
-                OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(seed.0)),
+                OnFull::Refuse | OnFull::Retry => Err(PublishError::Full(())),
             },
         };
         match result {
@@ -415,11 +411,7 @@ impl Executor {
     }
 
     #[cold]
-    fn push_blocking(
-        &self,
-        shard: &Shard,
-        seed: Seed<'_>,
-    ) -> Result<Place, PublishError<RingEntry>> {
+    fn push_blocking(&self, shard: &Shard, seed: Seed<'_>) -> Result<Place, PublishError<()>> {
         let record_explicit = |id, place| self.record_explicit(id, place);
         if self.current_worker().is_some() {
             return Ok(shard.push_from_worker(seed, record_explicit));
@@ -427,7 +419,7 @@ impl Executor {
         let mut pending = Some(seed);
         let mut attempt = || match shard.push(pending.take()?, record_explicit, true) {
             Ok(place) => Some(Ok(place)),
-            Err(PushError::Closed((entry, _))) => Some(Err(PublishError::Closed(entry))),
+            Err(PushError::Closed(_)) => Some(Err(PublishError::Closed(()))),
             Err(PushError::Full(seed)) => {
                 pending = Some(seed);
                 None
@@ -467,9 +459,9 @@ impl Executor {
         let index = self.shard_of(routing.tenant, routing.key);
         let explicit = routing.explicit.then_some(routing.id);
         let (entry, mut lineage) = RingEntry::new(&routing, Payload::new(event), None);
-        let place = self.shards[index].push_from_worker((entry, &mut lineage), |id, place| {
-            self.record_explicit(id, place)
-        });
+        let seed = (&mut Some(entry), &mut lineage);
+        let place =
+            self.shards[index].push_from_worker(seed, |id, place| self.record_explicit(id, place));
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {

@@ -94,6 +94,9 @@ pub struct Shard {
     awaiting_len: AtomicUsize,
 }
 
+/// Why a seed's entry is there: a push takes it only once accepted.
+const TAKEN_ONCE: &str = "a seed's entry is taken only by the push that accepts it";
+
 /// Each held (tenant, key), with the events queued behind it, in order.
 type HeldKeys = HashMap<(TenantId, u64), VecDeque<Arc<Envelope>>>;
 
@@ -200,13 +203,11 @@ impl Shard {
         self.ring.pushed() as u64 + self.overflow_pushed.load(Ordering::Relaxed)
     }
 
-    /// Pushes `seed` into the ring and returns its place; the lineage goes
-    /// to the slot's side entry, and an explicit id to `record_explicit`
-    /// before any worker can see the event. `refuse_when_closed` as for
-    /// [`Ring::push_with`].
-    // A refused seed comes back whole, so the publisher gets its event
-    // back; boxing it would allocate on every publish.
-    #[allow(clippy::result_large_err)]
+    /// Pushes `seed` into the ring and returns its place: the entry moves
+    /// into the slot, the lineage to the slot's side entry, and an explicit
+    /// id to `record_explicit` before any worker can see the event. A
+    /// refused seed comes back with both still in it. `refuse_when_closed`
+    /// as for [`Ring::push_with`].
     #[inline(always)]
     pub(crate) fn push<'l>(
         &self,
@@ -224,7 +225,7 @@ impl Shard {
                         }
                         *side = Some(lineage);
                     }
-                    entry
+                    entry.take().expect(TAKEN_ONCE)
                 },
                 refuse_when_closed,
             )
@@ -282,6 +283,7 @@ impl Shard {
         if let Some(id) = lineage.as_ref().and_then(Lineage::explicit_id) {
             record_explicit(id, place);
         }
+        let entry = entry.take().expect(TAKEN_ONCE);
         let envelope = Envelope::from_ring(entry, lineage, place, self.tag);
         queue.push_back((self.ring.pushed(), envelope));
         // Only written under the overflow lock.
