@@ -52,8 +52,11 @@ impl<E: Event> Future for Admit<'_, E> {
                 .pending
                 .take()
                 .expect("a publish future polled after it completed");
-            let seed = (event, meta, tracker.clone());
-            match this.bus.send(seed, OnFull::Retry, this.parent.as_ref()) {
+            let parent = this.parent.as_ref();
+            match this
+                .bus
+                .send(event, meta, tracker.clone(), OnFull::Retry, parent)
+            {
                 Ok(sent) => return Poll::Ready(Ok(sent)),
                 Err(PublishError::Full(event) | PublishError::QuotaExceeded(event)) => {
                     if !registered {
