@@ -6,10 +6,10 @@
 //! Worker `w` owns shards `w, w + W, w + 2W, ...` and is the one woken for
 //! them (see `shard` for claims and helping). For each claimed shard it pops
 //! up to `batch` envelopes (freeing their slots with one store), runs them
-//! as one *batch* (one
-//! table load per registry shard, one counter merge), records the shard's
-//! progress, then fences once and notifies waiting publishers and flushers
-//! (publishers blocked on a full ring once half of it is free). When a
+//! as one *batch* (one table load per registry shard, one counter merge),
+//! records the shard's progress, then fences once and notifies waiting
+//! publishers and flushers (publishers blocked on a full ring once half of
+//! it is free). When a
 //! stream trickles in while the worker keeps up, it lingers a few
 //! microseconds between small batches, so that a batch builds up (see
 //! [`Executor::linger`]).

@@ -77,9 +77,10 @@
 //! slot's *side entry* (`extras[i]`, an `X: Default`), which belongs to
 //! whoever owns the slot: the producer that claimed position `p` may
 //! write it before publishing the stamp, the consumer takes it (leaving
-//! `X::default()`) before moving `head` past the slot. A value that carries nothing
-//! there (and says so itself) never touches the side entry's cache line:
-//! neither its producer nor its consumer reads or writes it.
+//! `X::default()`) before moving `head` past the slot. A value that
+//! carries nothing there (and says so itself) never touches the side
+//! entry's cache line: neither its producer nor its consumer reads or
+//! writes it.
 //!
 //! Positions are `usize` and never wrap in practice, which needs 64 bits
 //! (the crate refuses to build on narrower targets).
@@ -150,9 +151,9 @@ unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
 
 /// Aborts the process when dropped: armed while caller code runs on owned
 /// slots, where unwinding would leave them unpublished or half-popped (see
-/// the module doc), and defused with `mem::forget` once it has returned. Inert under
-/// loom, which reports a model's violation by panicking inside a closure
-/// (an abort would swallow the report).
+/// the module doc), and defused with `mem::forget` once it has returned.
+/// Inert under loom, which reports a model's violation by panicking inside
+/// a closure (an abort would swallow the report).
 struct AbortOnUnwind;
 
 impl Drop for AbortOnUnwind {
