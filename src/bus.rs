@@ -121,7 +121,8 @@ impl BusBuilder {
     }
 
     /// Ring slots per shard (default 1024); rounded up to a power of two,
-    /// and at least 2.
+    /// and at least 2. They bound the shard's events both queued and being
+    /// handled: a batch keeps its slots until its handlers have run.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
         self

@@ -17,6 +17,7 @@ use crate::delivery::Tracker;
 use crate::event::{EventId, Routing, TenantId};
 use crate::payload::Payload;
 use crate::place::Place;
+use crate::ring::InSlot;
 use crate::sync::Arc;
 
 /// An accepted event on its way to the handlers.
@@ -101,6 +102,18 @@ impl RingEntry {
 }
 
 impl Lineage {
+    /// The lineage an entry left in its slot's side entry `side` (taking
+    /// it), if it says it has one; an empty one otherwise.
+    #[inline(always)]
+    fn take_from(has_lineage: bool, side: &mut Option<Lineage>) -> Lineage {
+        if has_lineage {
+            debug_assert!(side.is_some(), "an entry with a lineage left it aside");
+            side.take().unwrap_or_default()
+        } else {
+            Lineage::default()
+        }
+    }
+
     /// The id the publisher gave, if it gave one.
     pub(crate) fn explicit_id(&self) -> Option<EventId> {
         self.explicit_id
@@ -118,36 +131,109 @@ impl Envelope {
         }
     }
 
-    /// The envelope of `entry`, accepted at `place` (a ring slot, or an
-    /// overflow entry) with its lineage in `side` (taken, when the entry
-    /// has one there), on the bus tagged `tag`: a generated id is made
-    /// from the place.
-    #[inline(always)]
+    /// The envelope of `entry`, accepted at `place` (an overflow entry)
+    /// with its lineage in `side` (taken, when the entry has one there), on
+    /// the bus tagged `tag`.
     pub(crate) fn from_ring(
         entry: RingEntry,
         side: &mut Option<Lineage>,
         place: Place,
         tag: u64,
     ) -> Envelope {
-        let lineage = if entry.has_lineage {
-            debug_assert!(side.is_some(), "an entry with a lineage left it aside");
-            side.take().unwrap_or_default()
-        } else {
-            Lineage::default()
-        };
+        let lineage = Lineage::take_from(entry.has_lineage, side);
+        let (routing, tracker) = entry.routing(lineage, place, tag);
         Envelope {
-            routing: Routing {
-                id: lineage.explicit_id.unwrap_or_else(|| place.id(tag)),
-                explicit: lineage.explicit_id.is_some(),
-                place,
-                after: lineage.after,
-                cause: lineage.cause,
-                tenant: entry.tenant,
-                key: entry.key,
-                epoch: entry.epoch,
-            },
+            routing,
             payload: entry.payload,
-            tracker: lineage.tracker,
+            tracker,
+        }
+    }
+
+    /// The event, for its handlers.
+    #[inline(always)]
+    pub(crate) fn event(&self) -> EventRef<'_> {
+        EventRef {
+            routing: &self.routing,
+            payload: &self.payload,
+            tracker: self.tracker.as_ref(),
+        }
+    }
+}
+
+impl RingEntry {
+    /// The routing of this entry, accepted at `place` with `lineage`, on
+    /// the bus tagged `tag` (a generated id is made from the place), and
+    /// its tracker.
+    #[inline(always)]
+    fn routing(&self, lineage: Lineage, place: Place, tag: u64) -> (Routing, Option<Arc<Tracker>>) {
+        let routing = Routing {
+            id: lineage.explicit_id.unwrap_or_else(|| place.id(tag)),
+            explicit: lineage.explicit_id.is_some(),
+            place,
+            after: lineage.after,
+            cause: lineage.cause,
+            tenant: self.tenant,
+            key: self.key,
+            epoch: self.epoch,
+        };
+        (routing, lineage.tracker)
+    }
+}
+
+/// An accepted event as its handlers see it, wherever the worker holds
+/// it: in its ring slot ([`SlotEvent`]) or in an [`Envelope`].
+#[derive(Clone, Copy)]
+pub(crate) struct EventRef<'e> {
+    pub(crate) routing: &'e Routing,
+    pub(crate) payload: &'e Payload,
+    pub(crate) tracker: Option<&'e Arc<Tracker>>,
+}
+
+/// An accepted event still in its ring slot, lent to the worker by the
+/// ring's pop: its handlers run there, and it is moved out (into an
+/// [`Envelope`]) only if it must outlive its batch. Dropping it drops the
+/// event in its slot.
+pub(crate) struct SlotEvent<'s> {
+    entry: InSlot<'s, RingEntry, Option<Lineage>>,
+    routing: Routing,
+    tracker: Option<Arc<Tracker>>,
+}
+
+impl<'s> SlotEvent<'s> {
+    /// The event in `entry`'s slot, of the shard `shard` on the bus tagged
+    /// `tag`; takes its lineage from the slot's side entry.
+    #[inline(always)]
+    pub(crate) fn new(
+        mut entry: InSlot<'s, RingEntry, Option<Lineage>>,
+        shard: usize,
+        tag: u64,
+    ) -> Self {
+        let place = Place::ring(shard, entry.pos());
+        let lineage = Lineage::take_from(entry.get().has_lineage, entry.side());
+        let (routing, tracker) = entry.get().routing(lineage, place, tag);
+        SlotEvent {
+            entry,
+            routing,
+            tracker,
+        }
+    }
+
+    /// The event, for its handlers.
+    #[inline(always)]
+    pub(crate) fn event(&self) -> EventRef<'_> {
+        EventRef {
+            routing: &self.routing,
+            payload: &self.entry.get().payload,
+            tracker: self.tracker.as_ref(),
+        }
+    }
+
+    /// Moves the event out of its slot.
+    pub(crate) fn into_envelope(self) -> Envelope {
+        Envelope {
+            routing: self.routing,
+            payload: self.entry.take().payload,
+            tracker: self.tracker,
         }
     }
 }

@@ -4,12 +4,13 @@
 //! # Workers and batches
 //!
 //! Worker `w` owns shards `w, w + W, w + 2W, ...` and is the one woken for
-//! them (see `shard` for claims and helping). For each claimed shard it pops
-//! up to `batch` envelopes (freeing their slots with one store), runs them
-//! as one *batch* (one table load per registry shard, one counter merge),
-//! records the shard's progress, then fences once and notifies waiting
-//! publishers and flushers (publishers blocked on a full ring once half of
-//! it is free). When a
+//! them (see `shard` for claims and helping). For each claimed shard it runs
+//! up to `batch` events as one *batch* (one table load per registry shard,
+//! one counter merge), each where it lies in its ring slot; it moves out
+//! only the events that outlive the batch (a failure, a held key, a wait,
+//! an explicit id), frees the slots with one store, records the shard's
+//! progress, then fences once and notifies waiting publishers and flushers
+//! (publishers blocked on a full ring once half of it is free). When a
 //! stream trickles in while the worker keeps up, it lingers a few
 //! microseconds between small batches, so that a batch builds up (see
 //! [`Executor::linger`]).
@@ -63,7 +64,7 @@ use std::time::Duration;
 
 use crate::context::Context;
 use crate::delivery::{RunFailure, Tracker};
-use crate::envelope::{Envelope, RingEntry, Seed};
+use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
@@ -192,7 +193,12 @@ pub struct Executor {
 
 /// A worker's reusable buffers.
 struct Local {
-    batch: Vec<Envelope>,
+    /// The current batch's events that must outlive their slots (see
+    /// [`Executor::run_event`]), by index, in order.
+    kept: Vec<(usize, Envelope)>,
+    /// The current batch's events' tenants, in order, when there is a
+    /// quota to give their budget back to.
+    tenants: Vec<TenantId>,
     counts: BatchCounts,
     /// The failed runs of the current batch, settled when it ends.
     failures: Vec<BatchFailure>,
@@ -591,7 +597,8 @@ impl Executor {
         let _entered = span.enter();
         tracing::debug!("worker started");
         let mut local = Local {
-            batch: Vec::with_capacity(self.config.batch),
+            kept: Vec::new(),
+            tenants: Vec::new(),
             counts: BatchCounts::default(),
             failures: Vec::new(),
             holding: Vec::new(),
@@ -681,29 +688,44 @@ impl Executor {
         let mut worked = false;
         let mut small_batches = 0;
         for _ in 0..BATCHES_PER_CLAIM {
-            let overflow_handled = match shard.pop_due_overflow() {
+            let (count, overflow_handled) = match shard.pop_due_overflow() {
                 Some(envelope) => {
-                    local.batch.push(envelope);
-                    1
+                    self.run_batch(worker, shard, local, |batch, local| {
+                        if let Some(index) =
+                            self.run_event(worker, shard, batch, local, envelope.event())
+                        {
+                            local.kept.push((index, envelope));
+                        }
+                    });
+                    (1, 1)
                 }
                 None => {
                     let budget = shard.ring_budget(self.config.batch);
-                    // SAFETY: this worker holds the shard's claim
-                    // (`try_claim` above, released below).
-                    unsafe { shard.pop_batch(&mut local.batch, budget) };
-                    0
+                    let count = self.run_batch(worker, shard, local, |batch, local| {
+                        // SAFETY: this worker holds the shard's claim
+                        // (`try_claim` above, released below).
+                        unsafe {
+                            shard.pop_in_place(budget, |in_slot| {
+                                if let Some(index) =
+                                    self.run_event(worker, shard, batch, local, in_slot.event())
+                                {
+                                    local.kept.push((index, in_slot.into_envelope()));
+                                }
+                            })
+                        }
+                    });
+                    (count, 0)
                 }
             };
-            if local.batch.is_empty() {
+            if count == 0 {
                 break;
             }
             worked = true;
-            if local.batch.len() < LINGER_BATCH {
+            if count < LINGER_BATCH {
                 small_batches += 1;
             } else {
                 small_batches = 0;
             }
-            self.run_batch(worker, shard, local);
             shard.record_completed(overflow_handled);
             // One fence for both wait queues (their protocol in `park`),
             // and for the shard's waiters (see `shard`).
@@ -758,81 +780,120 @@ impl Executor {
         }
     }
 
-    /// Runs the handlers of every envelope in `local.batch`.
-    fn run_batch(&self, worker: usize, shard: &Shard, local: &mut Local) {
-        let seq = self.begin_batch(worker);
-        let trace = tracing::enabled!(tracing::Level::TRACE);
+    /// Runs a batch: `feed` hands each of its events to
+    /// [`Executor::run_event`] (the events stay where they are, in their
+    /// ring slots; `feed` moves out only those that must be kept), then
+    /// the batch settles what it kept. Returns what `feed` returns. A
+    /// batch begins at its first event: `feed` finding none costs nothing.
+    fn run_batch<R>(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        local: &mut Local,
+        feed: impl FnOnce(&mut Batch<'_>, &mut Local) -> R,
+    ) -> R {
+        // Loads tables only when asked, so only once the batch has begun.
         let tables = TableCache::new(&self.registry);
-        // Consecutive events of one type share the handler lookup and the
-        // counters.
-        let mut run: Option<TypeRun<'_, '_>> = None;
-        for (index, envelope) in local.batch.iter().enumerate() {
-            let type_id = envelope.payload.type_id();
-            let current = match &mut run {
-                Some(current) if current.type_id == type_id => current,
-                slot => {
-                    if let Some(done) = slot.take() {
-                        local
-                            .counts
-                            .add(done.type_id, || done.first.name(), &done.counts);
-                    }
-                    slot.insert(TypeRun {
-                        type_id,
-                        first: &envelope.payload,
-                        handlers: tables.handlers(type_id),
-                        counts: Counts::default(),
-                    })
-                }
-            };
-            let routing = &envelope.routing;
-            if routing.explicit {
-                local.explicit.push(index);
-            }
-            let key = (routing.tenant, routing.key);
-            if local.deferred_keys.contains(&key) || shard.is_held(key.0, key.1) {
-                current.counts.dispatched();
-                local.deferred.push(index);
-                if !local.deferred_keys.contains(&key) {
-                    local.deferred_keys.push(key);
-                }
-                continue;
-            }
-            if routing.after.is_some_and(|after| !self.is_done(after)) {
-                current.counts.dispatched();
-                shard.hold(key.0, key.1);
-                local.waiting.push(index);
-                continue;
-            }
-            if let Some(stop) =
-                self.dispatch(worker, index, envelope, current, &mut local.failures, trace)
-            {
-                shard.hold(key.0, key.1);
-                local
-                    .holding
-                    .push((index, current.handlers[stop..].to_vec()));
-            }
+        let mut batch = Batch {
+            seq: None,
+            tables: &tables,
+            run: None,
+            trace: tracing::enabled!(tracing::Level::TRACE),
+            next: 0,
+        };
+        let fed = feed(&mut batch, local);
+        let Some(seq) = batch.seq else {
+            return fed;
+        };
+        if let Some(done) = batch.run {
+            local.counts.add_to_row(done.row, &done.counts);
         }
-        if let Some(done) = run {
-            local
-                .counts
-                .add(done.type_id, || done.first.name(), &done.counts);
-        }
-        drop(tables);
         if let Some(quota) = &self.quota {
-            give_back_budget(quota, &local.batch);
+            give_back_budget(quota, &local.tenants);
+            local.tenants.clear();
         }
-        if local.failures.is_empty()
-            && local.holding.is_empty()
-            && local.deferred.is_empty()
-            && local.waiting.is_empty()
-            && local.explicit.is_empty()
-        {
-            // Drops the events, in place.
-            local.batch.clear();
-        } else {
+        if !local.kept.is_empty() {
             self.settle_batch(worker, shard, local);
         }
         self.end_batch(worker, seq, &mut local.counts);
+        fed
+    }
+
+    /// Runs the handlers of one event of `batch`, unless it must wait (for
+    /// its key or its dependency). Returns its index in the batch if it
+    /// must be kept until the batch settles: it failed, holds its key,
+    /// waits, or has an explicit id.
+    #[inline(always)]
+    fn run_event(
+        &self,
+        worker: usize,
+        shard: &Shard,
+        batch: &mut Batch<'_>,
+        local: &mut Local,
+        event: EventRef<'_>,
+    ) -> Option<usize> {
+        if batch.seq.is_none() {
+            batch.seq = Some(self.begin_batch(worker));
+        }
+        let index = batch.next;
+        batch.next += 1;
+        let routing = event.routing;
+        if self.quota.is_some() {
+            local.tenants.push(routing.tenant);
+        }
+        let type_id = event.payload.type_id();
+        // Consecutive events of one type share the handler lookup and the
+        // counters.
+        let current = match &mut batch.run {
+            Some(current) if current.type_id == type_id => current,
+            slot => {
+                if let Some(done) = slot.take() {
+                    local.counts.add_to_row(done.row, &done.counts);
+                }
+                slot.insert(TypeRun {
+                    type_id,
+                    row: local.counts.row(type_id, || event.payload.name()),
+                    handlers: batch.tables.handlers(type_id),
+                    counts: Counts::default(),
+                })
+            }
+        };
+        let mut keep = routing.explicit;
+        if keep {
+            local.explicit.push(index);
+        }
+        let key = (routing.tenant, routing.key);
+        if local.deferred_keys.contains(&key) || shard.is_held(key.0, key.1) {
+            current.counts.dispatched();
+            local.deferred.push(index);
+            if !local.deferred_keys.contains(&key) {
+                local.deferred_keys.push(key);
+            }
+            return Some(index);
+        }
+        if routing.after.is_some_and(|after| !self.is_done(after)) {
+            current.counts.dispatched();
+            shard.hold(key.0, key.1);
+            local.waiting.push(index);
+            return Some(index);
+        }
+        let failures = local.failures.len();
+        if let Some(stop) = self.dispatch(
+            worker,
+            index,
+            event,
+            current,
+            &mut local.failures,
+            batch.trace,
+        ) {
+            shard.hold(key.0, key.1);
+            local
+                .holding
+                .push((index, current.handlers[stop..].to_vec()));
+            keep = true;
+        }
+        keep |= local.failures.len() > failures;
+        keep.then_some(index)
     }
 
     /// Marks the worker as running handlers (batch quiescence, see the
@@ -865,7 +926,7 @@ impl Executor {
         let mut waiting = local.waiting.drain(..).peekable();
         let mut explicit = local.explicit.drain(..).peekable();
         local.deferred_keys.clear();
-        for (index, envelope) in local.batch.drain(..).enumerate() {
+        for (index, envelope) in local.kept.drain(..) {
             let routing = envelope.routing;
             if deferred.next_if_eq(&index).is_some() {
                 self.completion.hold(&routing);
@@ -1191,7 +1252,7 @@ impl Executor {
     ) -> bool {
         let mut run = Counts::default();
         let mut failures = Vec::new();
-        let holding = self.run_stages(worker, envelope, handlers, &mut run, |s, f| {
+        let holding = self.run_stages(worker, envelope.event(), handlers, &mut run, |s, f| {
             failures.push((Arc::clone(s), f));
         });
         counts.add(envelope.payload.type_id(), || envelope.payload.name(), &run);
@@ -1292,7 +1353,7 @@ impl Executor {
         let ended = if subscriber.accepts(envelope.routing.tenant) && !subscriber.is_unsubscribed()
         {
             counts.retried();
-            match self.call(worker, &envelope, &subscriber, attempt) {
+            match self.call(worker, envelope.event(), &subscriber, attempt) {
                 Ok(()) => {
                     counts.ran(RunOutcome::Delivered);
                     then
@@ -1329,19 +1390,19 @@ impl Executor {
         &self,
         worker: usize,
         index: usize,
-        envelope: &Envelope,
-        run: &mut TypeRun<'_, '_>,
+        event: EventRef<'_>,
+        run: &mut TypeRun<'_>,
         failures: &mut Vec<BatchFailure>,
         trace: bool,
     ) -> Option<usize> {
         run.counts.dispatched();
         let _span = trace.then(|| {
-            let name = envelope.payload.name();
-            tracing::trace_span!("event", id = %envelope.routing.id, name).entered()
+            let name = event.payload.name();
+            tracing::trace_span!("event", id = %event.routing.id, name).entered()
         });
         self.run_stages(
             worker,
-            envelope,
+            event,
             run.handlers,
             &mut run.counts,
             |subscriber, failure| {
@@ -1362,7 +1423,7 @@ impl Executor {
     fn run_stages(
         &self,
         worker: usize,
-        envelope: &Envelope,
+        event: EventRef<'_>,
         handlers: &[Arc<Subscriber>],
         counts: &mut Counts,
         mut failed: impl FnMut(&Arc<Subscriber>, Failure),
@@ -1373,10 +1434,10 @@ impl Executor {
             if holding_stage.is_some_and(|stage| subscriber.stage > stage) {
                 return Some(at);
             }
-            if !subscriber.accepts(envelope.routing.tenant) || subscriber.is_unsubscribed() {
+            if !subscriber.accepts(event.routing.tenant) || subscriber.is_unsubscribed() {
                 continue;
             }
-            match self.call(worker, envelope, subscriber, 1) {
+            match self.call(worker, event, subscriber, 1) {
                 Ok(()) => counts.ran(RunOutcome::Delivered),
                 Err(failure) => {
                     if let Some(outcome) = failure.outcome() {
@@ -1399,7 +1460,7 @@ impl Executor {
     fn call(
         &self,
         worker: usize,
-        envelope: &Envelope,
+        event: EventRef<'_>,
         subscriber: &Arc<Subscriber>,
         attempt: u32,
     ) -> Result<(), Failure> {
@@ -1407,7 +1468,7 @@ impl Executor {
             // Started when the batch settles, where the event is shared.
             return Err(Failure::started());
         }
-        let routing = &envelope.routing;
+        let routing = event.routing;
         let ctx = Context {
             executor: self,
             worker,
@@ -1416,16 +1477,16 @@ impl Executor {
             subscriber,
         };
         match catch_unwind(AssertUnwindSafe(|| {
-            (subscriber.handler)(&envelope.payload, &ctx)
+            (subscriber.handler)(event.payload, &ctx)
         })) {
             Ok(Ok(())) => {
-                if let Some(tracker) = &envelope.tracker {
+                if let Some(tracker) = event.tracker {
                     tracker.succeeded();
                 }
                 Ok(())
             }
             Ok(Err(error)) => {
-                let name = envelope.payload.name();
+                let name = event.payload.name();
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
                 Err(Failure {
                     message: error.message().to_owned(),
@@ -1436,7 +1497,7 @@ impl Executor {
             }
             Err(panic) => {
                 let message = panic_message(&*panic);
-                let name = envelope.payload.name();
+                let name = event.payload.name();
                 tracing::error!(handler = %subscriber.name, event = name, id = %routing.id, attempt, panic = message, "handler panicked");
                 Err(Failure {
                     message: format!("panicked: {message}"),
@@ -1475,22 +1536,33 @@ impl Failure {
     }
 }
 
+/// A batch under way (see [`Executor::run_batch`]).
+struct Batch<'t> {
+    /// What `begin_batch` returned, once the batch has begun.
+    seq: Option<u64>,
+    /// The handler tables, loaded once per batch.
+    tables: &'t TableCache<'t>,
+    /// The stretch of same-type events the batch is in.
+    run: Option<TypeRun<'t>>,
+    /// Whether each event gets a trace span.
+    trace: bool,
+    /// The index of the batch's next event.
+    next: usize,
+}
+
 /// A stretch of consecutive events of one type within a batch.
-struct TypeRun<'t, 'b> {
+struct TypeRun<'t> {
     type_id: std::any::TypeId,
-    /// The stretch's first event, which names the type in the metrics.
-    first: &'b Payload,
+    /// The type's row in the worker's counts.
+    row: usize,
     handlers: &'t [Arc<Subscriber>],
     counts: Counts,
 }
 
 /// Gives the batch's events' units back to their tenants' budgets: one
 /// lock per run of same-tenant events, not per event.
-fn give_back_budget(quota: &TenantQuota, batch: &[Envelope]) {
-    let mut tenants = batch
-        .iter()
-        .map(|envelope| envelope.routing.tenant)
-        .peekable();
+fn give_back_budget(quota: &TenantQuota, tenants: &[TenantId]) {
+    let mut tenants = tenants.iter().copied().peekable();
     while let Some(tenant) = tenants.next() {
         let mut count = 1;
         while tenants.next_if_eq(&tenant).is_some() {

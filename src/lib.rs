@@ -42,5 +42,5 @@ pub use reliability::retry::RetryPolicy;
 #[doc(hidden)]
 pub mod model {
     pub use crate::park::{Sleeper, WaitQueue};
-    pub use crate::ring::{PushError, Ring};
+    pub use crate::ring::{InSlot, PushError, Ring};
 }

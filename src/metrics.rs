@@ -148,8 +148,16 @@ impl BatchCounts {
         name: impl FnOnce() -> &'static str,
         counts: &Counts,
     ) {
+        let row = self.row(type_id, name);
+        self.add_to_row(row, counts);
+    }
+
+    /// The row of `type_id`, for [`BatchCounts::add_to_row`]; `name` is
+    /// asked for only the first time this worker meets the type.
+    #[inline]
+    pub(crate) fn row(&mut self, type_id: TypeId, name: impl FnOnce() -> &'static str) -> usize {
         let rows = &mut self.rows;
-        let at = *self.index.entry(type_id).or_insert_with(|| {
+        *self.index.entry(type_id).or_insert_with(|| {
             rows.push(Row {
                 type_id,
                 name: name(),
@@ -157,8 +165,14 @@ impl BatchCounts {
                 touched: false,
             });
             rows.len() - 1
-        });
-        let row = &mut rows[at];
+        })
+    }
+
+    /// Adds the counts of a run of events of one type to its `row`.
+    #[inline]
+    pub(crate) fn add_to_row(&mut self, row: usize, counts: &Counts) {
+        let at = row;
+        let row = &mut self.rows[at];
         if !row.touched {
             row.touched = true;
             self.touched.push(at);

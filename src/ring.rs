@@ -29,10 +29,13 @@
 //! stores `stamp = p + 1` (Release). Otherwise the ring is full.
 //!
 //! Pop of up to `n`, by the one consumer: from `h = head`, count the
-//! consecutive slots whose stamp is `position + 1` (Acquire), move each
-//! value out, then store `head = h + k` (Release).
+//! consecutive slots whose stamp is `position + 1` (Acquire), use each
+//! value where it lies (read it, move it out or drop it: the bus runs an
+//! event's handlers in its slot), then store `head = h + k` (Release).
+//! Until that store the batch's slots stay the consumer's, so producers
+//! have `capacity - k` slots meanwhile.
 //!
-//! One consumer at a time is the caller's promise ([`Ring::pop_batch_with`]
+//! One consumer at a time is the caller's promise ([`Ring::pop_in_place`]
 //! is `unsafe`): the bus pops a shard's ring only while holding the
 //! shard's claim, which hands `head` and the slots from one claimer to the
 //! next (Release on letting go, Acquire on taking it).
@@ -87,14 +90,17 @@
 //!
 //! All of the queue's `unsafe` code is in this file; `Ring` owns the
 //! invariant "a slot's value is initialised when its stamp says full at a
-//! position in `head..tail`, and it and its side entry are touched only by
-//! the slot's owner: the producer that claimed the position, until its
-//! stamp store, then the consumer, until its `head` store". Code from
-//! outside (the `make` and `take` closures) runs while a slot is owned and
-//! sees only that slot's side entry, by a `&mut` it cannot keep. It must
-//! not unwind: a claimed position never published would stop the consumer
-//! for good (and a half-popped batch would be popped again), so an
-//! unwinding closure aborts the process instead.
+//! position in `head..tail` that the pop under way (if any) has not lent
+//! out yet, and it and its side entry are touched only by the slot's
+//! owner: the producer that claimed the position, until its stamp store,
+//! then the consumer, until its `head` store". Code from outside runs
+//! while a slot is owned: `make` sees only that slot's side entry, by a
+//! `&mut` it cannot keep, and must not unwind (a claimed position never
+//! published would stop the consumer for good, so an unwinding `make`
+//! aborts the process instead); `visit` sees one lent value, by an
+//! [`InSlot`] it cannot keep, which moves or drops the value exactly once,
+//! and if it unwinds the pop still drops the rest of its batch and frees
+//! the slots.
 
 use std::mem::MaybeUninit;
 
@@ -149,9 +155,9 @@ unsafe impl<T: Send, X: Send> Send for Ring<T, X> {}
 // a side entry only to the owner of its slot.
 unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
 
-/// Aborts the process when dropped: armed while caller code runs on owned
-/// slots, where unwinding would leave them unpublished or half-popped (see
-/// the module doc), and defused with `mem::forget` once it has returned.
+/// Aborts the process when dropped: armed while a push's `make` runs on its
+/// claimed slot, where unwinding would leave the slot unpublished (see the
+/// module doc), and defused with `mem::forget` once it has returned.
 /// Inert under loom, which reports a model's violation by panicking inside
 /// a closure (an abort would swallow the report).
 struct AbortOnUnwind;
@@ -288,20 +294,27 @@ impl<T, X> Ring<T, X> {
     ///
     /// # Safety
     ///
-    /// As for [`Ring::pop_batch_with`].
-    // The bus takes side entries too (`pop_batch_with`); the tests and loom
-    // models pop plain values.
+    /// As for [`Ring::pop_in_place`].
+    // The bus runs values where they lie (`pop_in_place`); the tests and
+    // loom models pop plain values.
     #[cfg_attr(not(any(test, diana_bus_loom)), allow(dead_code))]
-    pub unsafe fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize {
+    pub unsafe fn pop_batch(&self, out: &mut Vec<T>, max: usize) -> usize
+    where
+        X: Default,
+    {
         // SAFETY: the caller's promise.
-        unsafe { self.pop_batch_with(out, max, |value, _, _| value) }
+        unsafe { self.pop_in_place(max, |value| out.push(value.take())) }
     }
 
-    /// [`Ring::pop_batch`], turning each value, its side entry and its
-    /// position into what `out` holds with `take`, which takes what the
-    /// producer left in the side entry (`std::mem::take`, when the value
-    /// says there is something) and must not panic: it runs while the
-    /// slots are half-popped.
+    /// Lends up to `max` values, oldest first, to `visit`, each where it
+    /// lies in its slot; then frees their slots with one store and returns
+    /// how many. `visit` may move a value out ([`InSlot::take`]); one it
+    /// leaves is dropped in its slot. The side entry is `visit`'s to take
+    /// too ([`InSlot::side`], leaving `X::default()`).
+    ///
+    /// If `visit` unwinds, the batch ends all the same: the values it has
+    /// not seen are dropped (their side entries reset) and every slot of
+    /// the batch is freed, so none is popped twice or lost for good.
     ///
     /// # Safety
     ///
@@ -310,15 +323,10 @@ impl<T, X> Ring<T, X> {
     /// claim handed on with Release and taken with Acquire): the ring has
     /// one consumer at a time.
     #[inline]
-    pub unsafe fn pop_batch_with<U>(
-        &self,
-        out: &mut Vec<U>,
-        max: usize,
-        mut take: impl FnMut(T, &mut X, usize) -> U,
-    ) -> usize {
-        // Before moving values out: a failed allocation must not leave the
-        // ring half-popped.
-        out.reserve(max.min(self.capacity()));
+    pub unsafe fn pop_in_place(&self, max: usize, mut visit: impl FnMut(InSlot<'_, T, X>)) -> usize
+    where
+        X: Default,
+    {
         // Relaxed: only consumers store `head`, and the caller orders them.
         let head = self.head.load(Ordering::Relaxed);
         let mut count = 0;
@@ -334,30 +342,32 @@ impl<T, X> Ring<T, X> {
         if count == 0 {
             return 0;
         }
-        // Each value is moved once, straight into `out`'s spare room (a
-        // read into a local and a push would copy it two or three times).
-        let spare = &mut out.spare_capacity_mut()[..count];
-        let armed = AbortOnUnwind;
-        for (pos, to) in (head..head + count).zip(spare) {
-            let slot = &self.slots[pos & self.mask];
-            // SAFETY: the stamp said full (checked with Acquire above), so
-            // the value is initialised; the caller is the one consumer, and
-            // producers leave the slot and its side entry alone until the
-            // `head` store below moves past it. The value is read out once:
-            // past `head`, `Drop` does not drop it again.
-            let value = slot.value.with(|v| unsafe { (*v).assume_init_read() });
-            // SAFETY: as above.
-            let taken =
-                self.extras[pos & self.mask].with_mut(|x| take(value, unsafe { &mut *x }, pos));
-            to.write(taken);
+        let mut batch = PoppedBatch {
+            ring: self,
+            next: head,
+            end: head + count,
+        };
+        while batch.next < batch.end {
+            let pos = batch.next;
+            // From here the value is `visit`'s: its `InSlot` drops it, or
+            // hands it out, even if `visit` unwinds.
+            batch.next += 1;
+            let index = pos & self.mask;
+            self.slots[index].value.with_mut(|value| {
+                self.extras[index].with_mut(|side| {
+                    // SAFETY: the stamp said full (checked with Acquire
+                    // above), so the value is initialised; the caller is
+                    // the one consumer, and producers leave the slot alone
+                    // until `batch` stores `head` past it. The `InSlot`
+                    // cannot outlive this call, and it moves or drops the
+                    // value once: past `head`, `Drop` leaves it alone.
+                    let value = unsafe { &mut *value };
+                    // SAFETY: as above, for the slot's side entry.
+                    let side = unsafe { &mut *side };
+                    visit(InSlot { value, side, pos })
+                })
+            });
         }
-        std::mem::forget(armed);
-        // SAFETY: the loop initialised the `count` values after the old
-        // length (the reserve above made room for them).
-        unsafe { out.set_len(out.len() + count) };
-        // Release: the values are moved out and the side entries taken
-        // before a producer reuses their slots.
-        self.head.store(head + count, Ordering::Release);
         count
     }
 
@@ -397,6 +407,81 @@ impl<T, X> Ring<T, X> {
     }
 }
 
+/// A value lent by [`Ring::pop_in_place`] where it lies in its slot, with
+/// the slot's side entry: read in place, or moved out with
+/// [`InSlot::take`]; dropping it drops the value.
+#[derive(Debug)]
+pub struct InSlot<'s, T, X> {
+    value: &'s mut MaybeUninit<T>,
+    side: &'s mut X,
+    pos: usize,
+}
+
+impl<T, X> InSlot<'_, T, X> {
+    /// The value's position in the ring.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// The value, in its slot.
+    pub fn get(&self) -> &T {
+        // SAFETY: an `InSlot` holds an initialised value until `take` or
+        // `drop` consumes it (`pop_in_place`).
+        unsafe { self.value.assume_init_ref() }
+    }
+
+    /// The slot's side entry: what the value's producer left there.
+    pub fn side(&mut self) -> &mut X {
+        self.side
+    }
+
+    /// Moves the value out of its slot.
+    pub fn take(self) -> T {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: initialised (as in `get`), and read out once: `this` is
+        // never dropped, so the slot's value is not dropped again.
+        unsafe { this.value.assume_init_read() }
+    }
+}
+
+impl<T, X> Drop for InSlot<'_, T, X> {
+    fn drop(&mut self) {
+        // SAFETY: initialised (as in `get`); the `InSlot` is gone after
+        // this, and the slot's value is not touched again until a producer
+        // writes the next lap's.
+        unsafe { self.value.assume_init_drop() }
+    }
+}
+
+/// The slots `head..end` that [`Ring::pop_in_place`] is lending out, the
+/// ones from `next` on not yet lent. Dropping it ends the batch: the
+/// values never lent are dropped (only if `visit` unwound) and `head` moves
+/// to `end`.
+struct PoppedBatch<'r, T, X: Default> {
+    ring: &'r Ring<T, X>,
+    next: usize,
+    end: usize,
+}
+
+impl<T, X: Default> Drop for PoppedBatch<'_, T, X> {
+    fn drop(&mut self) {
+        let ring = self.ring;
+        for pos in self.next..self.end {
+            let index = pos & ring.mask;
+            // SAFETY: full slots of this batch, never lent out: still
+            // initialised, and still the one consumer's.
+            ring.slots[index]
+                .value
+                .with_mut(|value| unsafe { (*value).assume_init_drop() });
+            // SAFETY: as above.
+            ring.extras[index].with_mut(|side| drop(std::mem::take(unsafe { &mut *side })));
+        }
+        // Release: the values are moved out or dropped, and the side
+        // entries taken, before a producer reuses their slots.
+        ring.head.store(self.end, Ordering::Release);
+    }
+}
+
 impl<T, X> Drop for Ring<T, X> {
     fn drop(&mut self) {
         let head = self.popped();
@@ -429,7 +514,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// `pop_batch` in a test that pops from one thread at a time.
-    fn pop<T, X>(ring: &Ring<T, X>, out: &mut Vec<T>, max: usize) -> usize {
+    fn pop<T, X: Default>(ring: &Ring<T, X>, out: &mut Vec<T>, max: usize) -> usize {
         // SAFETY: each test pops from one thread, or under a lock.
         unsafe { ring.pop_batch(out, max) }
     }
@@ -527,17 +612,68 @@ mod tests {
         }));
     }
 
-    #[cfg(all(unix, not(miri)))]
+    /// Counts its drops.
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     #[test]
-    fn a_panicking_take_aborts_instead_of_leaving_its_slots_half_popped() {
-        let name = "ring::tests::a_panicking_take_aborts_instead_of_leaving_its_slots_half_popped";
-        assert!(aborts(name, || {
-            let ring = Ring::<u32>::new(2);
-            ring.push(1).unwrap();
-            let take = |_, _: &mut (), _| -> u32 { panic!("take fails") };
+    fn values_left_in_their_slots_are_dropped_there_once() {
+        let drops = std::sync::atomic::AtomicUsize::new(0);
+        let ring = Ring::<_>::new(4);
+        for _ in 0..3 {
+            ring.push(Counted(&drops)).ok().unwrap();
+        }
+        let mut taken = Vec::new();
+        // SAFETY: the one consumer.
+        let popped = unsafe {
+            ring.pop_in_place(3, |value| {
+                if value.pos() == 1 {
+                    taken.push(value.take());
+                }
+            })
+        };
+        assert_eq!(popped, 3);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 2);
+        drop(taken);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+        drop(ring);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_visit_that_unwinds_still_ends_its_batch() {
+        let drops = std::sync::atomic::AtomicUsize::new(0);
+        let side = Arc::new(());
+        let ring: Ring<Counted<'_>, Option<Arc<()>>> = Ring::new(4);
+        for _ in 0..4 {
+            let make = |value, _, slot_side: &mut Option<Arc<()>>| {
+                *slot_side = Some(side.clone());
+                value
+            };
+            ring.push_with(Counted(&drops), make, true).ok().unwrap();
+        }
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: the one consumer.
-            unsafe { ring.pop_batch_with(&mut Vec::new(), 1, take) };
+            unsafe {
+                ring.pop_in_place(3, |mut value| {
+                    drop(value.side().take());
+                    assert_ne!(value.pos(), 1, "visit fails");
+                })
+            }
         }));
+        assert!(unwound.is_err());
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(Arc::strong_count(&side), 2, "the last one's side is left");
+        assert_eq!(ring.popped(), 3);
+        let mut out = Vec::new();
+        assert_eq!(pop(&ring, &mut out, 4), 1);
+        drop((out, ring));
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 4);
     }
 
     #[test]
@@ -555,10 +691,12 @@ mod tests {
             ring.push_with(value, make, true).unwrap();
         }
         let mut out = Vec::new();
-        let take =
-            |value, slot_side: &mut Option<Arc<()>>, pos| (value, pos, slot_side.take().is_some());
+        let visit = |mut value: InSlot<'_, u32, Option<Arc<()>>>| {
+            let carried = value.side().take().is_some();
+            out.push((*value.get(), value.pos(), carried));
+        };
         // SAFETY: the one consumer.
-        assert_eq!(unsafe { ring.pop_batch_with(&mut out, 2, take) }, 2);
+        assert_eq!(unsafe { ring.pop_in_place(2, visit) }, 2);
         assert_eq!(out, [(0, 0, false), (1, 1, true)]);
         assert_eq!(
             Arc::strong_count(&side),

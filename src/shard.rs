@@ -58,7 +58,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
-use crate::envelope::{Envelope, Lineage, RingEntry, Seed};
+use crate::envelope::{Envelope, Lineage, RingEntry, Seed, SlotEvent};
 use crate::event::{EventId, TenantId};
 use crate::park::WaitQueue;
 use crate::place::{Place, OVERFLOW};
@@ -232,8 +232,9 @@ impl Shard {
             .map(|pos| Place::ring(self.index, pos))
     }
 
-    /// For the claimer: moves up to `max` envelopes from the ring to the
-    /// end of `out`; returns how many.
+    /// For the claimer: lends up to `max` events to `visit`, each where it
+    /// lies in the ring (see [`SlotEvent`]), then frees their slots;
+    /// returns how many.
     ///
     /// # Safety
     ///
@@ -241,11 +242,15 @@ impl Shard {
     /// consumer at a time, and the claim's Release/Acquire orders each
     /// claimer's pops after the last one's.
     #[inline]
-    pub(crate) unsafe fn pop_batch(&self, out: &mut Vec<Envelope>, max: usize) -> usize {
+    pub(crate) unsafe fn pop_in_place(
+        &self,
+        max: usize,
+        mut visit: impl FnMut(SlotEvent<'_>),
+    ) -> usize {
         // SAFETY: the caller's promise is the ring's.
         unsafe {
-            self.ring.pop_batch_with(out, max, |entry, side, pos| {
-                Envelope::from_ring(entry, side, Place::ring(self.index, pos), self.tag)
+            self.ring.pop_in_place(max, |entry| {
+                visit(SlotEvent::new(entry, self.index, self.tag))
             })
         }
     }

@@ -4,7 +4,7 @@
 //! `loom::alloc::Track`ed, so a leak or a double drop fails the model too.
 #![cfg(diana_bus_loom)]
 
-use diana_bus::model::{PushError, Ring};
+use diana_bus::model::{InSlot, PushError, Ring};
 use loom::alloc::Track;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
@@ -282,13 +282,14 @@ fn side_entries_travel_with_their_values_into_a_reused_slot() {
         };
         let mut out = Vec::new();
         while out.len() < 3 {
-            let take = |value: Track<u32>, side: &mut Option<Track<u32>>, _| {
-                let value = *value.get_ref();
-                let side = carries(value).then(|| side.take()).flatten();
-                (value, side.map(|side| *side.get_ref()))
+            // Read in place, the side entry taken: what the bus does.
+            let visit = |mut slot: InSlot<'_, Track<u32>, Option<Track<u32>>>| {
+                let value = *slot.get().get_ref();
+                let side = carries(value).then(|| slot.side().take()).flatten();
+                out.push((value, side.map(|side| *side.get_ref())));
             };
             // SAFETY: the main thread is the one consumer.
-            if unsafe { ring.pop_batch_with(&mut out, 2, take) } == 0 {
+            if unsafe { ring.pop_in_place(2, visit) } == 0 {
                 thread::yield_now();
             }
         }
