@@ -1385,7 +1385,7 @@ impl Executor {
 
     /// Runs an event's handlers; returns where the held-back ones start
     /// if it now holds its key (see `run_stages`).
-    #[inline]
+    #[inline(always)]
     fn dispatch(
         &self,
         worker: usize,
@@ -1420,6 +1420,11 @@ impl Executor {
     /// handler asks for strict order or later stages follow; the later
     /// stages then wait. Returns `Some(index of the first handler not run)`
     /// when the event holds its key, `None` otherwise.
+    ///
+    /// Inlined, as `call` is, into the batch loop: as functions of their
+    /// own, their calls cost the worker a sixth of its instructions per
+    /// event (callgrind, spsc: 351 with them, 288 without).
+    #[inline(always)]
     fn run_stages(
         &self,
         worker: usize,
@@ -1456,7 +1461,7 @@ impl Executor {
     }
 
     /// Runs one handler on one event, catching panics.
-    #[inline]
+    #[inline(always)]
     fn call(
         &self,
         worker: usize,
