@@ -892,6 +892,8 @@ impl Executor {
                 .push((index, current.handlers[stop..].to_vec()));
             keep = true;
         }
+        // `settle_batch` finds an event's failures by its index.
+        debug_assert!(local.failures[failures..].iter().all(|f| f.index == index));
         keep |= local.failures.len() > failures;
         keep.then_some(index)
     }

@@ -13,8 +13,9 @@
 //!   cache lines are never dirtied by the consumer and travel back to the
 //!   next lap's producer clean.
 //! - `head`: the next position to pop. Written only by the consumer, with
-//!   a Release store after it has moved a batch out: every position below
-//!   `head` is free for the next lap.
+//!   a Release store once it is done with a batch (each value moved out or
+//!   dropped in place, none still lent): every position below `head` is
+//!   free for the next lap.
 //! - `tail.next`: the next position to push, plus the [`CLOSED`] bit.
 //!   Written only by compare-and-swap (push) and `fetch_or` (close).
 //! - `tail.room_until`: a position below which pushes have room for
@@ -44,12 +45,13 @@
 //! - `stamp` Release (producer) / Acquire (consumer) hands a value from
 //!   its producer to the consumer: it is never read before it is written.
 //! - `head` Release (consumer) / Acquire (producer) hands a slot back: a
-//!   value is never overwritten before it is moved out. A producer that
-//!   trusts `room_until` instead is ordered after that Acquire load by the
-//!   `room_until` Release store / Acquire load. (The claim fence below,
-//!   between these loads and the slot writes, would also order them, so
-//!   the loom models cannot tell the two Acquire loads from Relaxed ones;
-//!   they do catch a Relaxed `head` or `room_until` store.)
+//!   value is never overwritten while the consumer still uses it. A
+//!   producer that trusts `room_until` instead is ordered after that
+//!   Acquire load by the `room_until` Release store / Acquire load. (The
+//!   claim fence below, between these loads and the slot writes, would
+//!   also order them, so the loom models cannot tell the two Acquire loads
+//!   from Relaxed ones; they do catch a Relaxed `head` or `room_until`
+//!   store.)
 //! - The CAS on `tail.next` only decides who owns a position; the slot
 //!   contents are ordered by the stamp and `head`, so it can be Relaxed.
 //! - A successful push fences (`SeqCst`) right after its claim, before it
@@ -79,8 +81,10 @@
 //! is what a push costs most. What only some values carry goes to the
 //! slot's *side entry* (`extras[i]`, an `X: Default`), which belongs to
 //! whoever owns the slot: the producer that claimed position `p` may
-//! write it before publishing the stamp, the consumer takes it (leaving
-//! `X::default()`) before moving `head` past the slot. A value that
+//! write it before publishing the stamp, the consumer's visit may take it
+//! (leaving `X::default()`) before `head` moves past the slot; what the
+//! visit leaves there stays for the next lap's producer to overwrite, or
+//! for the ring's drop. A value that
 //! carries nothing there (and says so itself) never touches the side
 //! entry's cache line: neither its producer nor its consumer reads or
 //! writes it.
@@ -98,9 +102,10 @@
 //! `&mut` it cannot keep, and must not unwind (a claimed position never
 //! published would stop the consumer for good, so an unwinding `make`
 //! aborts the process instead); `visit` sees one lent value, by an
-//! [`InSlot`] it cannot keep, which moves or drops the value exactly once,
-//! and if it unwinds the pop still drops the rest of its batch and frees
-//! the slots.
+//! [`InSlot`] it cannot keep, which moves or drops the value at most once
+//! (forgetting the `InSlot` leaks the value, soundly), and if it unwinds
+//! the pop still drops the rest of its batch and frees the slots (a
+//! second panic there, from a value's drop, aborts).
 
 use std::mem::MaybeUninit;
 
@@ -151,8 +156,9 @@ pub struct Ring<T, X = ()> {
 // entry are only ever accessed by the one thread that owns its position
 // (module protocol), never shared.
 unsafe impl<T: Send, X: Send> Send for Ring<T, X> {}
-// SAFETY: as above; `&Ring` only moves whole values in and out, and lends
-// a side entry only to the owner of its slot.
+// SAFETY: as above; `&Ring` moves whole values in and out, and lends a
+// value (`&mut T`, in place) and its side entry only to the owner of its
+// slot.
 unsafe impl<T: Send, X: Send> Sync for Ring<T, X> {}
 
 /// Aborts the process when dropped: armed while a push's `make` runs on its
@@ -360,7 +366,9 @@ impl<T, X> Ring<T, X> {
                     // the one consumer, and producers leave the slot alone
                     // until `batch` stores `head` past it. The `InSlot`
                     // cannot outlive this call, and it moves or drops the
-                    // value once: past `head`, `Drop` leaves it alone.
+                    // value at most once (a forgotten one leaks it). Then
+                    // nothing touches the value again: `batch` has already
+                    // passed `pos`, and `Ring`'s drop starts at `head`.
                     let value = unsafe { &mut *value };
                     // SAFETY: as above, for the slot's side entry.
                     let side = unsafe { &mut *side };
@@ -387,7 +395,7 @@ impl<T, X> Ring<T, X> {
         self.tail.next.load(Ordering::Relaxed) & !CLOSED
     }
 
-    /// Positions moved out and freed so far (`head`).
+    /// Positions popped and freed so far (`head`).
     pub fn popped(&self) -> usize {
         self.head.load(Ordering::Relaxed)
     }
