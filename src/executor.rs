@@ -67,7 +67,7 @@ use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
-use crate::metrics::{BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
+use crate::metrics::{AsyncCounts, BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
 use crate::park::{Sleeper, WaitQueue};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
@@ -178,7 +178,7 @@ pub struct Executor {
     /// This bus's mark in the ids it generates (see `place`).
     tag: u64,
     /// The counts of async handlers' runs, which end off the workers.
-    async_counts: Mutex<WorkerCounts>,
+    async_counts: Mutex<AsyncCounts>,
     /// Follow-ups of async handlers counted for `flush` (see "Flush").
     async_descendants: AtomicU64,
     pub(crate) dead_letters: DeadLetterStore,
@@ -246,7 +246,7 @@ impl Executor {
             retries: RetrySchedule::new(),
             completion: Completion::default(),
             tag,
-            async_counts: Mutex::new(WorkerCounts::default()),
+            async_counts: Mutex::new(AsyncCounts::default()),
             async_descendants: AtomicU64::new(0),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),

@@ -3,7 +3,8 @@
 //! A worker counts into a plain, thread-local [`BatchCounts`] while it runs
 //! a batch, and adds it to its own [`WorkerCounts`] (a mutex only it and
 //! snapshot readers take) once per batch, before it reports the batch as
-//! completed; so after `flush` returns, a snapshot is exact. No counter is
+//! completed; so after `flush` returns, a snapshot is exact. The two keep
+//! their rows in the same order, so the merge looks nothing up. No counter is
 //! written by two threads per event. `published` is not counted at all: it
 //! is the sum of the shards' ring and overflow positions, which publishing
 //! writes anyway.
@@ -132,7 +133,6 @@ pub(crate) struct BatchCounts {
 
 #[derive(Debug)]
 struct Row {
-    type_id: TypeId,
     name: &'static str,
     counts: Counts,
     touched: bool,
@@ -159,7 +159,6 @@ impl BatchCounts {
         let rows = &mut self.rows;
         *self.index.entry(type_id).or_insert_with(|| {
             rows.push(Row {
-                type_id,
                 name: name(),
                 counts: Counts::default(),
                 touched: false,
@@ -180,33 +179,60 @@ impl BatchCounts {
         row.counts.add(counts);
     }
 
-    /// Adds this batch to the worker's totals and starts afresh.
-    pub(crate) fn merge_into(&mut self, worker: &mut WorkerCounts) {
+    /// Adds this batch to `totals` and starts afresh. `totals` must be
+    /// merged from this `BatchCounts` alone: its rows are these rows, in
+    /// the same order, so a row is added by its index, with no lookup.
+    pub(crate) fn merge_into(&mut self, totals: &mut WorkerCounts) {
+        debug_assert!(totals.rows.len() <= self.rows.len());
+        let known = totals.rows.len();
+        totals.rows.extend(
+            self.rows[known..]
+                .iter()
+                .map(|row| (row.name, Counts::default())),
+        );
         for at in self.touched.drain(..) {
             let row = &mut self.rows[at];
-            worker.add(row.type_id, row.name, &row.counts);
+            totals.rows[at].1.add(&row.counts);
             row.counts = Counts::default();
             row.touched = false;
         }
     }
 }
 
-/// A worker's totals since the bus started.
+/// Totals since the bus started, one row per event type: a worker's,
+/// merged from its own [`BatchCounts`] once per batch (see
+/// [`BatchCounts::merge_into`]).
 #[derive(Default, Debug)]
 pub(crate) struct WorkerCounts {
-    per_type: TypeMap<(&'static str, Counts)>,
+    rows: Vec<(&'static str, Counts)>,
+}
+
+/// The async handlers' totals: their runs end on any thread, one at a
+/// time, and are counted as a batch of one.
+#[derive(Default, Debug)]
+pub(crate) struct AsyncCounts {
+    batch: BatchCounts,
+    totals: WorkerCounts,
+}
+
+impl AsyncCounts {
+    /// Adds the counts of one run of a handler of `type_id`.
+    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
+        self.batch.add(type_id, || name, counts);
+        self.batch.merge_into(&mut self.totals);
+    }
+
+    /// As [`WorkerCounts::add_to`].
+    pub(crate) fn add_to(
+        &self,
+        snapshot: &mut MetricsSnapshot,
+        rows: &mut HashMap<&'static str, usize>,
+    ) {
+        self.totals.add_to(snapshot, rows);
+    }
 }
 
 impl WorkerCounts {
-    /// Adds the counts of runs of one type.
-    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
-        self.per_type
-            .entry(type_id)
-            .or_insert_with(|| (name, Counts::default()))
-            .1
-            .add(counts);
-    }
-
     /// Adds these totals to `snapshot`, whose rows `rows` indexes by name
     /// (one index for every worker's totals added to one snapshot: with a
     /// search of the rows per type, a thousand types cost a snapshot
@@ -216,7 +242,7 @@ impl WorkerCounts {
         snapshot: &mut MetricsSnapshot,
         rows: &mut HashMap<&'static str, usize>,
     ) {
-        for &(name, counts) in self.per_type.values() {
+        for &(name, counts) in &self.rows {
             snapshot.dispatched += counts.dispatched;
             snapshot.delivered += counts.delivered;
             snapshot.failed += counts.failed;
@@ -275,5 +301,22 @@ mod tests {
         let a_row = snapshot.event("A").unwrap();
         assert_eq!((a_row.dispatched, a_row.delivered, a_row.failed), (4, 4, 4));
         assert_eq!(snapshot.event("B").unwrap().failed, 4);
+    }
+
+    #[test]
+    fn async_runs_add_up_per_type_whatever_their_order() {
+        let (a, b) = (TypeId::of::<u8>(), TypeId::of::<u16>());
+        let mut async_counts = AsyncCounts::default();
+        let mut delivered = Counts::default();
+        delivered.ran(RunOutcome::Delivered);
+        for type_id in [b, a, b, b] {
+            let name = if type_id == a { "A" } else { "B" };
+            async_counts.add(type_id, name, &delivered);
+        }
+        let (mut snapshot, mut rows) = (MetricsSnapshot::default(), HashMap::new());
+        async_counts.add_to(&mut snapshot, &mut rows);
+        assert_eq!(snapshot.delivered, 4);
+        assert_eq!(snapshot.event("A").unwrap().delivered, 1);
+        assert_eq!(snapshot.event("B").unwrap().delivered, 3);
     }
 }
