@@ -18,6 +18,7 @@
 
 use std::any::TypeId;
 use std::mem::{align_of, size_of, MaybeUninit};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::event::Event;
 
@@ -184,11 +185,21 @@ impl Payload {
 }
 
 impl Drop for Payload {
+    /// Drops the event. If the event's own `Drop` panics, the panic is
+    /// logged and goes no further: the bus drops events on its worker
+    /// threads, which must go on (a worker unwinding out of a batch would
+    /// leave its shard claimed), and the event is gone either way.
     fn drop(&mut self) {
         if let Some(drop_value) = self.vtable.drop_value {
+            let storage = self.storage.ptr();
             // SAFETY: the storage holds the live value the vtable was made
-            // for, and `drop` runs once.
-            unsafe { drop_value(self.storage.ptr()) }
+            // for, and `drop` runs once; after a panic the value counts as
+            // dropped, and nothing touches the storage again.
+            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { drop_value(storage) }));
+            if let Err(panic) = dropped {
+                let message = crate::executor::panic_message(&*panic);
+                tracing::error!(panic = message, "an event's drop panicked");
+            }
         }
     }
 }

@@ -50,3 +50,36 @@ fn panics_and_errors_are_caught_counted_and_isolated() {
         assert_eq!(bus.metrics().delivered, N + N / 3 + 2);
     });
 }
+
+/// An event whose drop panics (every third one).
+struct Fragile(u64);
+impl Event for Fragile {}
+impl Drop for Fragile {
+    fn drop(&mut self) {
+        if self.0.is_multiple_of(3) {
+            panic!("fragile event {} broke on drop", self.0);
+        }
+    }
+}
+
+#[test]
+fn an_event_whose_drop_panics_does_not_stop_its_worker() {
+    within(30, || {
+        // One worker, so a worker lost to the panic would hang the flush.
+        let bus = Bus::builder().workers(1).shards(1).build().unwrap();
+        let sum = Arc::new(AtomicU64::new(0));
+        let s = sum.clone();
+        bus.subscribe(move |f: &Fragile, _: &Context| -> HandlerResult {
+            s.fetch_add(f.0, Ordering::Relaxed);
+            Ok(())
+        });
+        const N: u64 = 100;
+        for i in 0..N {
+            bus.publish(Fragile(i)).ok().unwrap();
+        }
+        bus.flush();
+        assert_eq!(sum.load(Ordering::Relaxed), N * (N - 1) / 2);
+        let metrics = bus.metrics();
+        assert_eq!((metrics.published, metrics.delivered), (N, N));
+    });
+}
