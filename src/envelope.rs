@@ -1,6 +1,9 @@
-//! What the bus carries for one accepted event: the [`Envelope`] the
-//! workers run (the event, its routing, the tracker of a publisher that
-//! waits for its outcome), and its two-part form in a ring slot.
+//! What the bus carries for one accepted event: its two-part form in a
+//! ring slot, the [`SlotEvent`] a worker runs it as where it lies, and the
+//! [`Envelope`] that holds it once it leaves the ring (an overflow entry,
+//! or an event that outlives its batch: a retry, a held key, a wait). The
+//! handlers see either through an [`EventRef`]: the event, its routing,
+//! the tracker of a publisher that waits for its outcome.
 //!
 //! # In the ring
 //!
