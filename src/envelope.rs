@@ -102,6 +102,24 @@ impl RingEntry {
     pub(crate) fn into_payload(self) -> Payload {
         self.payload
     }
+
+    /// The routing of this entry, accepted at `place` with `lineage`, on
+    /// the bus tagged `tag` (a generated id is made from the place), and
+    /// its tracker.
+    #[inline(always)]
+    fn routing(&self, lineage: Lineage, place: Place, tag: u64) -> (Routing, Option<Arc<Tracker>>) {
+        let routing = Routing {
+            id: lineage.explicit_id.unwrap_or_else(|| place.id(tag)),
+            explicit: lineage.explicit_id.is_some(),
+            place,
+            after: lineage.after,
+            cause: lineage.cause,
+            tenant: self.tenant,
+            key: self.key,
+            epoch: self.epoch,
+        };
+        (routing, lineage.tracker)
+    }
 }
 
 impl Lineage {
@@ -160,26 +178,6 @@ impl Envelope {
             payload: &self.payload,
             tracker: self.tracker.as_ref(),
         }
-    }
-}
-
-impl RingEntry {
-    /// The routing of this entry, accepted at `place` with `lineage`, on
-    /// the bus tagged `tag` (a generated id is made from the place), and
-    /// its tracker.
-    #[inline(always)]
-    fn routing(&self, lineage: Lineage, place: Place, tag: u64) -> (Routing, Option<Arc<Tracker>>) {
-        let routing = Routing {
-            id: lineage.explicit_id.unwrap_or_else(|| place.id(tag)),
-            explicit: lineage.explicit_id.is_some(),
-            place,
-            after: lineage.after,
-            cause: lineage.cause,
-            tenant: self.tenant,
-            key: self.key,
-            epoch: self.epoch,
-        };
-        (routing, lineage.tracker)
     }
 }
 

@@ -4,8 +4,8 @@
 //! a batch, and adds it to its own [`WorkerCounts`] (a mutex only it and
 //! snapshot readers take) once per batch, before it reports the batch as
 //! completed; so after `flush` returns, a snapshot is exact. The two keep
-//! their rows in the same order, so the merge looks nothing up. No counter is
-//! written by two threads per event. `published` is not counted at all: it
+//! their rows in the same order, so the merge looks nothing up. No counter
+//! is written by two threads per event. `published` is not counted at all: it
 //! is the sum of the shards' ring and overflow positions, which publishing
 //! writes anyway.
 
@@ -167,10 +167,9 @@ impl BatchCounts {
         })
     }
 
-    /// Adds the counts of a run of events of one type to its `row`.
+    /// Adds the counts of a run of events of one type to its row, `at`.
     #[inline]
-    pub(crate) fn add_to_row(&mut self, row: usize, counts: &Counts) {
-        let at = row;
+    pub(crate) fn add_to_row(&mut self, at: usize, counts: &Counts) {
         let row = &mut self.rows[at];
         if !row.touched {
             row.touched = true;

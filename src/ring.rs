@@ -84,10 +84,9 @@
 //! write it before publishing the stamp, the consumer's visit may take it
 //! (leaving `X::default()`) before `head` moves past the slot; what the
 //! visit leaves there stays for the next lap's producer to overwrite, or
-//! for the ring's drop. A value that
-//! carries nothing there (and says so itself) never touches the side
-//! entry's cache line: neither its producer nor its consumer reads or
-//! writes it.
+//! for the ring's drop. A value that carries nothing there (and says so
+//! itself) never touches the side entry's cache line: neither its producer
+//! nor its consumer reads or writes it.
 //!
 //! Positions are `usize` and never wrap in practice, which needs 64 bits
 //! (the crate refuses to build on narrower targets).
@@ -621,17 +620,17 @@ mod tests {
     }
 
     /// Counts its drops.
-    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+    struct Counted<'a>(&'a AtomicUsize);
 
     impl Drop for Counted<'_> {
         fn drop(&mut self) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     #[test]
     fn values_left_in_their_slots_are_dropped_there_once() {
-        let drops = std::sync::atomic::AtomicUsize::new(0);
+        let drops = AtomicUsize::new(0);
         let ring = Ring::<_>::new(4);
         for _ in 0..3 {
             ring.push(Counted(&drops)).ok().unwrap();
@@ -646,16 +645,16 @@ mod tests {
             })
         };
         assert_eq!(popped, 3);
-        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(drops.load(Ordering::Relaxed), 2);
         drop(taken);
-        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
         drop(ring);
-        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
     }
 
     #[test]
     fn a_visit_that_unwinds_still_ends_its_batch() {
-        let drops = std::sync::atomic::AtomicUsize::new(0);
+        let drops = AtomicUsize::new(0);
         let side = Arc::new(());
         let ring: Ring<Counted<'_>, Option<Arc<()>>> = Ring::new(4);
         for _ in 0..4 {
@@ -675,13 +674,13 @@ mod tests {
             }
         }));
         assert!(unwound.is_err());
-        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
         assert_eq!(Arc::strong_count(&side), 2, "the last one's side is left");
         assert_eq!(ring.popped(), 3);
         let mut out = Vec::new();
         assert_eq!(pop(&ring, &mut out, 4), 1);
         drop((out, ring));
-        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 4);
+        assert_eq!(drops.load(Ordering::Relaxed), 4);
     }
 
     #[test]
