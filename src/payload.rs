@@ -20,7 +20,7 @@ use std::any::TypeId;
 use std::mem::{align_of, size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::event::Event;
+use crate::event::{short_type_name, Event};
 
 /// Events up to this many bytes are stored inline.
 pub const INLINE_SIZE: usize = 64;
@@ -96,11 +96,21 @@ unsafe fn drop_value<E: Event>(storage: *mut u8) {
     }
 }
 
+/// The event's [`Event::name`]; if that panics, the panic is logged and
+/// the type's default name stands in: workers ask for names (for metrics
+/// rows and logs) outside any handler's `catch_unwind`, and must go on.
+///
 /// # Safety
 /// `storage` holds a live `E` stored as [`stored_inline`] says.
 unsafe fn name_of<E: Event>(storage: *const u8) -> &'static str {
     // SAFETY: forwarded from the caller.
-    unsafe { value_ptr::<E>(storage) }.name()
+    let event = unsafe { value_ptr::<E>(storage) };
+    catch_unwind(AssertUnwindSafe(|| event.name())).unwrap_or_else(|panic| {
+        let message = crate::executor::panic_message(&*panic);
+        let name = short_type_name::<E>();
+        tracing::error!(panic = message, event = name, "an event's name panicked");
+        name
+    })
 }
 
 /// # Safety
@@ -144,7 +154,8 @@ impl Payload {
         self.vtable.type_id
     }
 
-    /// `Event::name` of the stored event.
+    /// `Event::name` of the stored event (its type's default name if that
+    /// panics).
     pub fn name(&self) -> &'static str {
         // SAFETY: the vtable was made for the stored type (module invariant).
         unsafe { (self.vtable.name)(self.storage.ptr()) }

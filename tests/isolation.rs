@@ -83,3 +83,41 @@ fn an_event_whose_drop_panics_does_not_stop_its_worker() {
         assert_eq!((metrics.published, metrics.delivered), (N, N));
     });
 }
+
+/// An event whose `name` panics (every third one).
+struct Nameless(u64);
+impl Event for Nameless {
+    fn name(&self) -> &'static str {
+        if self.0.is_multiple_of(3) {
+            panic!("nameless event {} has no name", self.0);
+        }
+        "Named"
+    }
+}
+
+#[test]
+fn an_event_whose_name_panics_is_handled_under_its_type_name() {
+    within(30, || {
+        // One worker, so a worker lost to the panic would hang the flush.
+        let bus = Bus::builder().workers(1).shards(1).build().unwrap();
+        let sum = Arc::new(AtomicU64::new(0));
+        let s = sum.clone();
+        bus.subscribe(move |n: &Nameless, _: &Context| -> HandlerResult {
+            s.fetch_add(n.0, Ordering::Relaxed);
+            // A failure logs the event's name.
+            Err(HandlerError::permanent("logged by name"))
+        });
+        const N: u64 = 100;
+        for i in 0..N {
+            bus.publish(Nameless(i)).ok().unwrap();
+        }
+        bus.flush();
+        assert_eq!(sum.load(Ordering::Relaxed), N * (N - 1) / 2);
+        // The first event's name panicked when its metrics row was made:
+        // the row carries the type's default name.
+        let metrics = bus.metrics();
+        assert_eq!(metrics.event("Nameless").map(|row| row.failed), Some(N));
+        assert_eq!(metrics.failed, N);
+        assert_eq!(bus.dead_letters().len(), N as usize);
+    });
+}
