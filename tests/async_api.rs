@@ -577,6 +577,72 @@ fn async_handlers_are_retried_dead_lettered_and_reported() {
     });
 }
 
+/// An event whose `clone` panics when its number is a multiple of 3.
+#[derive(Debug)]
+struct Brittle(u64);
+impl Event for Brittle {}
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        if self.0.is_multiple_of(3) {
+            panic!("brittle event {} broke on clone", self.0);
+        }
+        Brittle(self.0)
+    }
+}
+
+#[test]
+fn an_async_handler_that_panics_before_its_future_or_on_the_events_clone_fails_its_run() {
+    within(30, || {
+        let rt = runtime_with_threads(1);
+        // One worker and one runtime thread: losing either hangs the flush.
+        let bus = bus_on(&rt, 1);
+        let sum = Arc::new(AtomicUsize::new(0));
+        let s = sum.clone();
+        bus.subscriber::<Brittle>()
+            .name("eager")
+            .retry(RetryPolicy::none())
+            .subscribe_async(move |b: Arc<Brittle>, _ctx: diana_bus::AsyncContext| {
+                // Runs before the future exists: outside its polls.
+                assert!(b.0 % 3 != 1, "brittle event {} refused at once", b.0);
+                let s = s.clone();
+                async move {
+                    s.fetch_add(b.0 as usize, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        const N: u64 = 30;
+        for i in 0..N {
+            bus.publish(Brittle(i)).unwrap();
+        }
+        bus.flush();
+        let delivered: u64 = (0..N).filter(|i| i % 3 == 2).sum();
+        assert_eq!(sum.load(Ordering::SeqCst), delivered as usize);
+        let m = bus.metrics();
+        assert_eq!((m.delivered, m.panicked), (N / 3, 2 * N / 3));
+        let mut letters: Vec<_> = bus
+            .dead_letters()
+            .iter()
+            .map(|l| (l.event::<Brittle>().map(|b| b.0), l.error().to_owned()))
+            .collect();
+        letters.sort();
+        assert_eq!(letters.len(), 2 * N as usize / 3);
+        assert_eq!(
+            letters[..2],
+            [
+                (
+                    Some(0),
+                    "panicked: brittle event 0 broke on clone".to_owned()
+                ),
+                (
+                    Some(1),
+                    "panicked: brittle event 1 refused at once".to_owned()
+                ),
+            ]
+        );
+    });
+}
+
 #[test]
 fn a_slow_async_responder_times_out_while_the_others_answer() {
     within(30, || {

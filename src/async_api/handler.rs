@@ -4,7 +4,7 @@
 //! # How a run goes
 //!
 //! A worker calls an async subscription like any other, in stage order;
-//! the call clones the event into an `Arc`, holds the event open (see
+//! the call holds the event open (see
 //! `reliability::completion`: `flush`, `shutdown`, `publish_and_wait` and
 //! dependents wait for the run) and hands a job to the subscription's
 //! [`Runner`]. The runner starts jobs on the runtime, at most `concurrency`
@@ -15,14 +15,16 @@
 //! strictly in order, like a sync one with `strict_order`; different keys
 //! run concurrently.
 //!
-//! A job runs the handler, catching panics; a failure is retried after
+//! A job clones the event into an `Arc` and runs the handler on it,
+//! catching panics (from the clone, from the handler's code before its
+//! future exists, and from the future's polls); a failure is retried after
 //! the subscription's [`crate::RetryPolicy`] pause (a deadline kept by the
 //! bus's workers, so the runtime needs no timer), and the last failure
 //! becomes a dead letter. Outcomes reach the metrics and any
 //! `publish_and_wait` report; the end of the job ends the hold.
 //!
-//! Later stages of the same event do not wait for an async handler's run,
-//! and `unsubscribe` stops new runs and retries, but a run in flight on
+//! Later stages of the same event wait for the run and its retries to
+//! end. `unsubscribe` stops new runs and retries, but a run in flight on
 //! the runtime finishes. The runtime must outlive the bus's last event:
 //! a job on a runtime that was shut down never ends, and neither does
 //! `flush`.
@@ -116,34 +118,27 @@ impl std::fmt::Debug for AsyncContext {
 type BoxedRun = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type AsyncFn<E> = dyn Fn(Arc<E>, AsyncContext) -> BoxedRun + Send + Sync;
 
-/// One run to make: the typed event, and the run as a worker handed it
-/// over.
-struct Job<E> {
-    event: Arc<E>,
-    run: AsyncRun,
-}
-
 /// See the module docs.
 struct Runner<E> {
     bus: WeakBus,
     runtime: tokio::runtime::Handle,
     handler: Box<AsyncFn<E>>,
     limit: usize,
-    queue: Mutex<Keyed<E>>,
+    queue: Mutex<Keyed>,
 }
 
 /// The jobs of one subscription, by key. A key is present while one of
 /// its jobs runs or waits for a slot; its queue holds the jobs not yet
 /// started, in order. `ready` lists keys whose next job waits for a slot.
-struct Keyed<E> {
+struct Keyed {
     running: usize,
-    keys: HashMap<(TenantId, u64), VecDeque<Job<E>>>,
+    keys: HashMap<(TenantId, u64), VecDeque<AsyncRun>>,
     ready: VecDeque<(TenantId, u64)>,
 }
 
 impl<E: Event + Clone> Runner<E> {
-    fn submit(self: &Arc<Self>, job: Job<E>) {
-        let routing = &job.run.envelope.routing;
+    fn submit(self: &Arc<Self>, job: AsyncRun) {
+        let routing = &job.envelope.routing;
         let key = (routing.tenant, routing.key);
         let mut queue = lock(&self.queue);
         match queue.keys.get_mut(&key) {
@@ -157,7 +152,7 @@ impl<E: Event + Clone> Runner<E> {
     }
 
     /// Starts the next job of ready keys while slots are free.
-    fn start_ready(self: &Arc<Self>, queue: &mut Keyed<E>) {
+    fn start_ready(self: &Arc<Self>, queue: &mut Keyed) {
         while queue.running < self.limit {
             let Some(key) = queue.ready.pop_front() else {
                 return;
@@ -191,15 +186,15 @@ impl<E: Event + Clone> Runner<E> {
     }
 
     /// Runs the handler until it succeeds, gives up, or is unsubscribed.
-    async fn run(&self, job: Job<E>) {
+    async fn run(&self, run: AsyncRun) {
         let Some(bus) = self.bus.upgrade() else {
             return; // the bus is gone, and with it whoever waited
         };
         let executor = bus.executor();
-        let Job { event, run } = job;
         let routing = run.envelope.routing;
         let subscriber = &run.subscriber;
-        let name = event.name();
+        let payload = &run.envelope.payload;
+        let name = payload.name();
         let type_id = std::any::TypeId::of::<E>();
         let tracker = run.envelope.tracker.as_deref();
         let mut attempt = run.attempt;
@@ -214,7 +209,20 @@ impl<E: Event + Clone> Runner<E> {
                 attempt,
                 subscriber: Arc::clone(subscriber),
             };
-            let failure = match CatchUnwind((self.handler)(Arc::clone(&event), ctx)).await {
+            // The event's clone and the handler's code before its future
+            // exists can panic too: caught like a panic in a poll.
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                // Filed under `E`'s TypeId: the downcast always succeeds.
+                payload
+                    .downcast_ref::<E>()
+                    .map(|event| (self.handler)(Arc::new(event.clone()), ctx))
+            }));
+            let outcome = match started {
+                Ok(Some(future)) => CatchUnwind(future).await,
+                Ok(None) => Ok(Ok(())),
+                Err(panic) => Err(panic),
+            };
+            let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
                 Err(panic) => Some((format!("panicked: {}", panic_message(&*panic)), true, true)),
@@ -343,13 +351,7 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
                 ready: VecDeque::new(),
             }),
         });
-        let start: AsyncStart = Box::new(move |run: AsyncRun| {
-            // Filed under `E`'s TypeId: the downcast always succeeds.
-            if let Some(event) = run.envelope.payload.downcast_ref::<E>() {
-                let event = Arc::new(event.clone());
-                runner.submit(Job { event, run });
-            }
-        });
+        let start: AsyncStart = Box::new(move |run: AsyncRun| runner.submit(run));
         // The workers start runs through `start`; the handler is never called.
         Ok(self.subscribe_erased(Some(start), |_: &E, _: &Context<'_>| Ok(())))
     }
