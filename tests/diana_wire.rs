@@ -1009,3 +1009,16 @@ proptest! {
         prop_assert!(is_positive_rule);
     }
 }
+
+#[test]
+fn a_completions_clone_shares_its_responses() {
+    let responses = serde_json::from_value(json!({"narrative": {"scene": 3}})).unwrap();
+    let done = DianaInteractionCompleted::new(9, 7, "profile", responses, vec![], vec![]).unwrap();
+    let copy = done.clone();
+    assert_eq!(copy, done);
+    assert!(std::ptr::eq(copy.responses(), done.responses()));
+    assert_eq!(
+        serde_json::to_value(&copy).unwrap(),
+        serde_json::to_value(&done).unwrap()
+    );
+}

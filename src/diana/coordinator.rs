@@ -345,7 +345,7 @@ impl Aggregate {
             }
             responses
                 .entry(service)
-                .or_insert_with(|| answer.data().clone());
+                .or_insert_with(|| answer.into_data());
         }
         failures.extend(gathered.failed);
         let mut aggregate = Aggregate {

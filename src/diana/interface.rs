@@ -14,6 +14,7 @@
 //! constructor.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -288,6 +289,11 @@ impl ServiceResponse {
     pub fn data(&self) -> &JsonObject {
         &self.data
     }
+
+    /// The answer, moved out.
+    pub fn into_data(self) -> JsonObject {
+        self.data
+    }
 }
 
 impl TryFrom<ServiceResponseFields> for ServiceResponse {
@@ -307,7 +313,8 @@ wire_event!(ServiceResponse, ServiceResponseFields);
 /// "responses": {str: object}, "failed": [str], "timed_out": [str]}`. The
 /// interaction id is positive, the interface type and every service name
 /// not empty, and each service appears once across `responses`, `failed`
-/// and `timed_out`. The lists keep their order.
+/// and `timed_out`. The lists keep their order. Clones share the answers,
+/// so a clone copies little more than the interface type.
 ///
 /// # Examples
 ///
@@ -343,7 +350,8 @@ pub struct DianaInteractionCompleted {
     interaction_id: i64,
     user_id: UserId,
     interface_type: String,
-    responses: BTreeMap<String, JsonObject>,
+    /// Shared by clones: the coordinator publishes one and returns another.
+    responses: Arc<BTreeMap<String, JsonObject>>,
     failed: Vec<String>,
     timed_out: Vec<String>,
 }
@@ -388,7 +396,7 @@ impl DianaInteractionCompleted {
             interaction_id,
             user_id,
             interface_type,
-            responses,
+            responses: Arc::new(responses),
             failed,
             timed_out,
         })
