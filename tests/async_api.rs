@@ -486,6 +486,38 @@ fn async_handlers_need_a_runtime_and_a_concurrency() {
     );
 }
 
+/// A service with a sync handler and an async one.
+struct Mixed;
+impl diana_bus::Service for Mixed {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), diana_bus::ConfigError> {
+        bus.subscribe(|_: &Job, _: &Context| -> HandlerResult { Ok(()) });
+        bus.subscriber::<Keyed>()
+            .subscribe_async(|_: Arc<Keyed>, _: diana_bus::AsyncContext| async { Ok(()) })?;
+        Ok(())
+    }
+}
+
+#[test]
+fn registering_a_service_reports_a_refused_subscription() {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    assert_eq!(
+        bus.register(Arc::new(Mixed)).unwrap_err(),
+        diana_bus::ConfigError::NoRuntime
+    );
+    // What was subscribed before the refusal stays.
+    assert_eq!(
+        (bus.subscribers::<Job>(), bus.subscribers::<Keyed>()),
+        (1, 0)
+    );
+    let rt = runtime_with_threads(1);
+    let bus = bus_on(&rt, 1);
+    assert_eq!(bus.register(Arc::new(Mixed)), Ok(()));
+    assert_eq!(
+        (bus.subscribers::<Job>(), bus.subscribers::<Keyed>()),
+        (1, 1)
+    );
+}
+
 #[test]
 fn async_handlers_keep_per_key_order_within_their_concurrency_limit() {
     within(30, || {

@@ -1,7 +1,9 @@
 //! Services: a set of handlers subscribed together.
 
-use crate::bus::Bus;
 use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::error::ConfigError;
 
 /// A service: the handlers and responders of one part of a bot
 /// (gamification, narrative, ...), subscribed at once by
@@ -12,7 +14,7 @@ use std::sync::Arc;
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use diana_bus::{Bus, Context, Event, HandlerResult, Service};
+/// use diana_bus::{Bus, ConfigError, Context, Event, HandlerResult, Service};
 ///
 /// struct ReactionAdded { points: u64 }
 /// impl Event for ReactionAdded {}
@@ -21,32 +23,36 @@ use std::sync::Arc;
 /// struct Gamification { points: AtomicU64 }
 ///
 /// impl Service for Gamification {
-///     fn register(self: Arc<Self>, bus: &Bus) {
+///     fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
 ///         bus.subscriber::<ReactionAdded>().name("gamification").subscribe(
 ///             move |r: &ReactionAdded, _: &Context| -> HandlerResult {
 ///                 self.points.fetch_add(r.points, Ordering::Relaxed);
 ///                 Ok(())
 ///             },
 ///         );
+///         Ok(())
 ///     }
 /// }
 ///
 /// let bus = Bus::builder().workers(1).build()?;
 /// let gamification = Arc::new(Gamification::default());
-/// bus.register(gamification.clone());
+/// bus.register(gamification.clone())?;
 /// bus.publish(ReactionAdded { points: 5 })?;
 /// bus.flush();
 /// assert_eq!(gamification.points.load(Ordering::Relaxed), 5);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Service: Send + Sync + 'static {
-    /// Subscribes every handler of the service to `bus`.
-    fn register(self: Arc<Self>, bus: &Bus);
+    /// Subscribes every handler of the service to `bus`; fails with the
+    /// first subscription refused (an async handler on a bus without a
+    /// runtime, say: see [`crate::SubscriberBuilder::subscribe_async`]).
+    /// The subscriptions made before it stay.
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError>;
 }
 
 impl Bus {
     /// Subscribes every handler of `service` (see [`Service`]).
-    pub fn register<S: Service>(&self, service: Arc<S>) {
-        service.register(self);
+    pub fn register<S: Service>(&self, service: Arc<S>) -> Result<(), ConfigError> {
+        service.register(self)
     }
 }

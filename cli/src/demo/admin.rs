@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diana_bus::diana::{DianaInteraction, ServiceResponse};
-use diana_bus::{Bus, Context, HandlerError, RetryPolicy, Service, TenantId};
+use diana_bus::{Bus, ConfigError, Context, HandlerError, RetryPolicy, Service, TenantId};
 use serde_json::json;
 
 /// Answers interactions of one tenant with the user's role. Each tenant
@@ -27,7 +27,7 @@ impl Admin {
 }
 
 impl Service for Admin {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         bus.responder::<DianaInteraction, ServiceResponse>()
             .name("admin")
             .tenant(self.tenant)
@@ -48,5 +48,6 @@ impl Service for Admin {
                 };
                 super::reply(interaction, "admin", json!({"role": role}))
             });
+        Ok(())
     }
 }

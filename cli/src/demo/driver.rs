@@ -109,6 +109,12 @@ impl fmt::Display for DemoError {
 
 impl std::error::Error for DemoError {}
 
+impl From<ConfigError> for DemoError {
+    fn from(error: ConfigError) -> Self {
+        DemoError::Bus(error)
+    }
+}
+
 impl From<DomainError> for DemoError {
     fn from(error: DomainError) -> Self {
         DemoError::Event(error.to_string())
@@ -143,8 +149,7 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
     let bus = Bus::builder()
         .workers(settings.workers)
         .runtime(runtime.handle().clone())
-        .build()
-        .map_err(DemoError::Bus)?;
+        .build()?;
     let trace = Arc::new(Trace::new(
         settings.tenants,
         settings.traced,
@@ -156,19 +161,16 @@ pub fn run(settings: &Settings) -> Result<Summary, DemoError> {
     // another. Admin is scoped to a tenant, so each tenant has its own.
     let gamification = Arc::new(Gamification::default());
     let narrative = Arc::new(Narrative::default());
-    bus.register(gamification.clone());
-    bus.register(narrative.clone());
-    bus.register(Arc::new(Users::default()));
+    bus.register(gamification.clone())?;
+    bus.register(narrative.clone())?;
+    bus.register(Arc::new(Users::default()))?;
     for tenant in 1..=settings.tenants {
-        bus.register(Arc::new(Admin::new(TenantId(tenant), vec![1])));
+        bus.register(Arc::new(Admin::new(TenantId(tenant), vec![1])))?;
     }
     let emotional = Arc::new(Emotional::new(SLOW_EVERY, deadline * 3 / 2));
-    bus.register(emotional.clone());
-    if let Some(error) = emotional.registration_error() {
-        return Err(DemoError::Bus(error.clone()));
-    }
+    bus.register(emotional.clone())?;
     let observer = Arc::new(Observer::new(trace.clone()));
-    bus.register(observer.clone());
+    bus.register(observer.clone())?;
     let coordinator = Coordinator::new(&bus, deadline);
 
     let total = settings.tenants * settings.users * settings.interactions;

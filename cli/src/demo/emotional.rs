@@ -1,7 +1,7 @@
 //! Emotional: reads each user's mood from their messages. Its analysis is
 //! sometimes slow.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diana_bus::diana::{DianaInteraction, ServiceResponse, UserMessage};
@@ -20,7 +20,6 @@ pub struct Emotional {
     moods: PerUser<String>,
     slow_every: i64,
     slow_for: Duration,
-    unregistered: OnceLock<ConfigError>,
 }
 
 impl Emotional {
@@ -31,14 +30,7 @@ impl Emotional {
             moods: PerUser::default(),
             slow_every,
             slow_for,
-            unregistered: OnceLock::new(),
         }
-    }
-
-    /// Why the async responder could not be subscribed (a bus without a
-    /// runtime), if it could not.
-    pub fn registration_error(&self) -> Option<&ConfigError> {
-        self.unregistered.get()
     }
 }
 
@@ -53,7 +45,7 @@ fn mood(message: &str) -> &'static str {
 }
 
 impl Service for Emotional {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         let this = self.clone();
         bus.subscriber::<UserMessage>().name("emotional").subscribe(
             move |message: &UserMessage, ctx: &Context| -> HandlerResult {
@@ -67,8 +59,7 @@ impl Service for Emotional {
         // Async: a slow analysis waits on the runtime, holding neither a
         // bus worker nor the other services' handlers of the interaction.
         let this = self.clone();
-        let registered = bus
-            .responder::<DianaInteraction, ServiceResponse>()
+        bus.responder::<DianaInteraction, ServiceResponse>()
             .name("emotional")
             // Its slowness is waiting (a model behind an API, say), not
             // work: many may wait at once.
@@ -86,10 +77,7 @@ impl Service for Emotional {
                         super::reply(&interaction, "emotional", json!({"mood": mood}))
                     }
                 },
-            );
-        if let Err(error) = registered {
-            // `Service::register` cannot return it: kept for the driver.
-            let _ = self.unregistered.set(error);
-        }
+            )?;
+        Ok(())
     }
 }

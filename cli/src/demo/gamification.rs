@@ -6,7 +6,7 @@ use std::sync::Arc;
 use diana_bus::diana::{
     DianaInteraction, JsonObject, LevelUp, PointsAwarded, ReactionAdded, ServiceResponse,
 };
-use diana_bus::{Bus, Context, HandlerError, HandlerResult, Service, TenantId};
+use diana_bus::{Bus, ConfigError, Context, HandlerError, HandlerResult, Service, TenantId};
 use serde_json::json;
 
 use super::per_user::{PerUser, Sequence};
@@ -48,7 +48,7 @@ impl Gamification {
 }
 
 impl Service for Gamification {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         let this = self.clone();
         bus.subscriber::<ReactionAdded>()
             .name("gamification")
@@ -89,5 +89,6 @@ impl Service for Gamification {
                     json!({"points": points, "level": level(points)}),
                 )
             });
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use diana_bus::diana::{
     DianaInteraction, LevelUp, NarrativeProgression, PieceUnlocked, ServiceResponse,
 };
-use diana_bus::{Bus, Context, HandlerError, HandlerResult, Service};
+use diana_bus::{Bus, ConfigError, Context, HandlerError, HandlerResult, Service};
 use serde_json::json;
 
 use super::per_user::{PerUser, Sequence};
@@ -46,7 +46,7 @@ impl Narrative {
 }
 
 impl Service for Narrative {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         let this = self.clone();
         bus.subscriber::<NarrativeProgression>()
             .name("narrative")
@@ -93,5 +93,6 @@ impl Service for Narrative {
                     json!({"chapter": story.chapter, "pieces": story.pieces}),
                 )
             });
+        Ok(())
     }
 }

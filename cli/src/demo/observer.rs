@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use diana_bus::diana::{DianaInteractionCompleted, LevelUp, PieceUnlocked, PointsAwarded};
-use diana_bus::{Bus, Context, HandlerResult, Service};
+use diana_bus::{Bus, ConfigError, Context, HandlerResult, Service};
 
 use super::per_user::PerUser;
 use super::trace::Trace;
@@ -74,7 +74,7 @@ impl Observer {
 }
 
 impl Service for Observer {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         let this = self.clone();
         bus.subscriber::<PointsAwarded>().name("log").subscribe(
             move |award: &PointsAwarded, ctx: &Context| -> HandlerResult {
@@ -138,5 +138,6 @@ impl Service for Observer {
                     Ok(())
                 },
             );
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use diana_bus::diana::{DianaInteraction, ServiceResponse, UserMessage, UserStartedBot};
-use diana_bus::{Bus, Context, HandlerResult, Service};
+use diana_bus::{Bus, ConfigError, Context, HandlerResult, Service};
 use serde_json::json;
 
 use super::per_user::PerUser;
@@ -22,7 +22,7 @@ struct Profile {
 }
 
 impl Service for Users {
-    fn register(self: Arc<Self>, bus: &Bus) {
+    fn register(self: Arc<Self>, bus: &Bus) -> Result<(), ConfigError> {
         let this = self.clone();
         bus.subscriber::<UserStartedBot>().name("user").subscribe(
             move |started: &UserStartedBot, ctx: &Context| -> HandlerResult {
@@ -53,5 +53,6 @@ impl Service for Users {
                     json!({"name": profile.name, "messages": profile.messages}),
                 )
             });
+        Ok(())
     }
 }
