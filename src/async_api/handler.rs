@@ -4,16 +4,15 @@
 //! # How a run goes
 //!
 //! A worker calls an async subscription like any other, in stage order;
-//! the call holds the event open (see
-//! `reliability::completion`: `flush`, `shutdown`, `publish_and_wait` and
-//! dependents wait for the run) and hands a job to the subscription's
-//! [`Runner`]. The runner starts jobs on the runtime, at most `concurrency`
-//! at a time over all keys, and never two of one (tenant, key) at once:
-//! one key's jobs start in the order the worker handed them over, which is
-//! publish order, and each starts only when the previous one has ended,
-//! retries included. So an async subscription sees one key's events
-//! strictly in order, like a sync one with `strict_order`; different keys
-//! run concurrently.
+//! the call holds the event open (see `reliability::completion`: `flush`,
+//! `shutdown`, `publish_and_wait` and dependents wait for the run) and
+//! hands a job to the subscription's [`Runner`]. The runner starts jobs
+//! on the runtime, at most `concurrency` at a time over all keys, and
+//! never two of one (tenant, key) at once: one key's jobs start in the
+//! order the worker handed them over, which is publish order, and each
+//! starts only when the previous one has ended, retries included. So an
+//! async subscription sees one key's events strictly in order, like a
+//! sync one with `strict_order`; different keys run concurrently.
 //!
 //! A job clones the event into an `Arc` and runs the handler on it,
 //! catching panics (from the clone, from the handler's code before its
