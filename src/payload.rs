@@ -309,4 +309,25 @@ mod tests {
         let p = Payload::new(OverAligned(9));
         assert_eq!(p.downcast_ref::<OverAligned>().map(|o| o.0), Some(9));
     }
+
+    /// An event whose `name` panics, inline or boxed by its size.
+    struct Unnamed<const N: usize>([u8; N]);
+    impl<const N: usize> Event for Unnamed<N> {
+        fn name(&self) -> &'static str {
+            panic!("no name for {} bytes", self.0.len())
+        }
+    }
+
+    #[test]
+    fn a_panicking_name_gives_way_to_the_types_default_name() {
+        let inline = Payload::new(Unnamed([1; 8]));
+        assert!(inline.name().starts_with("Unnamed<"));
+        let boxed = Payload::new(Unnamed([2; 100]));
+        assert!(boxed.name().starts_with("Unnamed<"));
+        // The value is untouched.
+        assert_eq!(
+            boxed.downcast_ref::<Unnamed<100>>().map(|u| u.0[99]),
+            Some(2)
+        );
+    }
 }
