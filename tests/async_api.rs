@@ -486,6 +486,55 @@ fn async_handlers_need_a_runtime_and_a_concurrency() {
     );
 }
 
+/// An event whose drop panics when its number is even; clones included.
+#[derive(Clone, Debug)]
+struct Brash(u64);
+impl Event for Brash {}
+impl Drop for Brash {
+    fn drop(&mut self) {
+        if self.0.is_multiple_of(2) {
+            panic!("brash event {} broke on drop", self.0);
+        }
+    }
+}
+
+/// A handler's future that holds its event and is ready at once: the
+/// event's clone is dropped with the future, after its run succeeded.
+struct Holding {
+    _event: Arc<Brash>,
+}
+impl std::future::Future for Holding {
+    type Output = HandlerResult;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HandlerResult> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn an_async_run_whose_future_panics_on_drop_still_ends() {
+    within(30, || {
+        let rt = runtime_with_threads(1);
+        let bus = bus_on(&rt, 1);
+        bus.subscriber::<Brash>()
+            .subscribe_async(|b: Arc<Brash>, _ctx: diana_bus::AsyncContext| Holding { _event: b })
+            .unwrap();
+        const N: u64 = 10;
+        for i in 0..N {
+            bus.publish(Brash(i)).unwrap();
+        }
+        // One runtime thread and one key: a run that never ended would
+        // keep every later run of the key waiting, and the flush.
+        bus.flush();
+        let m = bus.metrics();
+        // Each run succeeded before its future was dropped: delivered once,
+        // not failed (a retry would run the handler twice).
+        assert_eq!((m.delivered, m.failed, m.panicked), (N, 0, 0));
+    });
+}
+
 /// A service with a sync handler and an async one.
 struct Mixed;
 impl diana_bus::Service for Mixed {

@@ -14,13 +14,16 @@
 //! async subscription sees one key's events strictly in order, like a
 //! sync one with `strict_order`; different keys run concurrently.
 //!
-//! A job clones the event into an `Arc` and runs the handler on it,
-//! catching panics (from the clone, from the handler's code before its
-//! future exists, and from the future's polls); a failure is retried after
-//! the subscription's [`crate::RetryPolicy`] pause (a deadline kept by the
-//! bus's workers, so the runtime needs no timer), and the last failure
-//! becomes a dead letter. Outcomes reach the metrics and any
-//! `publish_and_wait` report; the end of the job ends the hold.
+//! Each attempt of a job clones the event into a new `Arc` when it starts
+//! on the runtime (a retry does not see what an earlier attempt left in
+//! its clone) and runs the handler on it. A panic in the clone, in the
+//! handler's code before its future exists or in the future's polls fails
+//! the attempt; one in the future's drop, after its outcome, is logged. A
+//! failure is retried after the subscription's [`crate::RetryPolicy`]
+//! pause (a deadline kept by the bus's workers, so the runtime needs no
+//! timer), and the last failure becomes a dead letter. Outcomes reach the
+//! metrics and any `publish_and_wait` report; the end of the job ends the
+//! hold.
 //!
 //! Later stages of the same event wait for the run and its retries to
 //! end. `unsubscribe` stops new runs and retries, but a run in flight on
@@ -211,14 +214,13 @@ impl<E: Event + Clone> Runner<E> {
             // The event's clone and the handler's code before its future
             // exists can panic too: caught like a panic in a poll.
             let started = catch_unwind(AssertUnwindSafe(|| {
-                // Filed under `E`'s TypeId: the downcast always succeeds.
-                payload
+                let event = payload
                     .downcast_ref::<E>()
-                    .map(|event| (self.handler)(Arc::new(event.clone()), ctx))
+                    .expect("an async run is filed under its event's TypeId");
+                (self.handler)(Arc::new(event.clone()), ctx)
             }));
             let outcome = match started {
-                Ok(Some(future)) => CatchUnwind(future).await,
-                Ok(None) => Ok(Ok(())),
+                Ok(future) => CatchUnwind(Some(future)).await,
                 Err(panic) => Err(panic),
             };
             let failure = match outcome {
@@ -277,19 +279,36 @@ impl<E: Event + Clone> Runner<E> {
     }
 }
 
-/// Polls a handler's future, catching a panic as a failed run.
-struct CatchUnwind(BoxedRun);
+/// Polls a handler's future, catching a panic as a failed run, and drops
+/// it once it has ended, under a catch too: what the future holds (the
+/// event's clone, say) may panic on drop, and the run must still end. A
+/// panic there is logged; the run's outcome stands, since counting it as
+/// a failure would run a handler that succeeded again.
+struct CatchUnwind(Option<BoxedRun>);
 
 impl Future for CatchUnwind {
     type Output = Result<HandlerResult, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let run = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(panic) => Poll::Ready(Err(panic)),
+        let run = self
+            .0
+            .as_mut()
+            .expect("a handler's run polled after it ended");
+        let polled = catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => Ok(result),
+            Err(panic) => Err(panic),
+        };
+        let ended = self.0.take();
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(ended))) {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                panic = message,
+                "an async handler's future panicked on drop"
+            );
         }
+        Poll::Ready(outcome)
     }
 }
 

@@ -51,7 +51,8 @@ pub trait Service: Send + Sync + 'static {
 }
 
 impl Bus {
-    /// Subscribes every handler of `service` (see [`Service`]).
+    /// Subscribes every handler of `service` (see [`Service`]); fails as
+    /// [`Service::register`] does.
     pub fn register<S: Service>(&self, service: Arc<S>) -> Result<(), ConfigError> {
         service.register(self)
     }

@@ -313,8 +313,8 @@ wire_event!(ServiceResponse, ServiceResponseFields);
 /// "responses": {str: object}, "failed": [str], "timed_out": [str]}`. The
 /// interaction id is positive, the interface type and every service name
 /// not empty, and each service appears once across `responses`, `failed`
-/// and `timed_out`. The lists keep their order. Clones share the answers,
-/// so a clone copies little more than the interface type.
+/// and `timed_out`. The lists keep their order. Clones share the answers;
+/// a clone copies only the interface type and the two lists.
 ///
 /// # Examples
 ///

@@ -80,7 +80,7 @@ pub struct Summary {
 pub enum DemoError {
     /// Settings the demo cannot run (zero users, ids out of range).
     Settings(String),
-    /// The bus refused its settings.
+    /// The bus refused its settings, or a service's subscription.
     Bus(ConfigError),
     /// The async runtime could not start.
     Runtime(std::io::Error),
