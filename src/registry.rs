@@ -22,6 +22,7 @@ use std::any::TypeId;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use smallvec::SmallVec;
 
@@ -83,6 +84,23 @@ impl Subscriber {
     #[inline(always)]
     pub fn is_unsubscribed(&self) -> bool {
         self.unsubscribed.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscriber {
+    /// Drops the handler and what it captured. The last reference can be
+    /// a worker's table snapshot, let go at the end of a batch on a worker
+    /// thread, which must go on: a panic there is logged and goes no
+    /// further.
+    fn drop(&mut self) {
+        let noop: ErasedHandler = Box::new(|_: &Payload, _: &Context<'_>| Ok(()));
+        let handler = std::mem::replace(&mut self.handler, noop);
+        let start = self.start.take();
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop((handler, start))));
+        if let Err(panic) = dropped {
+            let message = crate::executor::panic_message(&*panic);
+            tracing::error!(handler = %self.name, panic = message, "a handler panicked on drop");
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use common::within;
-use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult};
+use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult, Subscription};
 
 struct Reading(u64);
 impl Event for Reading {
@@ -119,5 +119,47 @@ fn an_event_whose_name_panics_is_handled_under_its_type_name() {
         assert_eq!(metrics.event("Nameless").map(|row| row.failed), Some(N));
         assert_eq!(metrics.failed, N);
         assert_eq!(bus.dead_letters().len(), N as usize);
+    });
+}
+
+/// Panics when dropped (unless already unwinding).
+struct BrittleState;
+impl Drop for BrittleState {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a handler's state broke on drop");
+        }
+    }
+}
+
+#[test]
+fn a_handler_whose_state_panics_on_drop_can_unsubscribe_itself() {
+    within(30, || {
+        // One worker: its batch holds the table the handler was in, so
+        // the handler is dropped there, at the batch's end.
+        let bus = Bus::builder().workers(1).shards(1).build().unwrap();
+        let own = Arc::new(std::sync::Mutex::new(None::<Subscription>));
+        let (b, o, state) = (bus.clone(), own.clone(), BrittleState);
+        let subscription = bus.subscribe(move |_: &Reading, _: &Context| -> HandlerResult {
+            let _state = &state;
+            if let Some(me) = o.lock().unwrap().take() {
+                b.unsubscribe(&me);
+            }
+            Ok(())
+        });
+        *own.lock().unwrap() = Some(subscription);
+        bus.publish(Reading(1)).ok().unwrap();
+        bus.flush();
+        assert_eq!(bus.subscribers::<Reading>(), 0);
+        // The worker went on: a new subscriber gets the next event.
+        let seen = Arc::new(AtomicU64::new(0));
+        let s = seen.clone();
+        bus.subscribe(move |r: &Reading, _: &Context| -> HandlerResult {
+            s.fetch_add(r.0, Ordering::Relaxed);
+            Ok(())
+        });
+        bus.publish(Reading(2)).ok().unwrap();
+        bus.flush();
+        assert_eq!(seen.load(Ordering::Relaxed), 2);
     });
 }
