@@ -1594,6 +1594,16 @@ pub(crate) fn spawn_workers(
         .collect()
 }
 
+/// Drops user values (with `drop`) on a thread that must go on: a worker,
+/// which would leave its shard claimed, or a runtime task that must end its
+/// run. A panic from the drop is logged as `what` and goes no further.
+pub(crate) fn drop_contained(what: std::fmt::Arguments<'_>, drop: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(drop)) {
+        let message = panic_message(&*panic);
+        tracing::error!(panic = message, "{what}");
+    }
+}
+
 /// The text of a caught panic, when it has one.
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic

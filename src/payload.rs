@@ -206,11 +206,9 @@ impl Drop for Payload {
             // SAFETY: the storage holds the live value the vtable was made
             // for, and `drop` runs once; after a panic the value counts as
             // dropped, and nothing touches the storage again.
-            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { drop_value(storage) }));
-            if let Err(panic) = dropped {
-                let message = crate::executor::panic_message(&*panic);
-                tracing::error!(panic = message, "an event's drop panicked");
-            }
+            crate::executor::drop_contained(format_args!("an event's drop panicked"), || unsafe {
+                drop_value(storage)
+            });
         }
     }
 }

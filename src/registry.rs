@@ -22,7 +22,6 @@ use std::any::TypeId;
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use smallvec::SmallVec;
 
@@ -96,11 +95,10 @@ impl Drop for Subscriber {
         let noop: ErasedHandler = Box::new(|_: &Payload, _: &Context<'_>| Ok(()));
         let handler = std::mem::replace(&mut self.handler, noop);
         let start = self.start.take();
-        let dropped = catch_unwind(AssertUnwindSafe(move || drop((handler, start))));
-        if let Err(panic) = dropped {
-            let message = crate::executor::panic_message(&*panic);
-            tracing::error!(handler = %self.name, panic = message, "a handler panicked on drop");
-        }
+        crate::executor::drop_contained(
+            format_args!("handler {} panicked on drop", self.name),
+            move || drop((handler, start)),
+        );
     }
 }
 

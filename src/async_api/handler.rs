@@ -47,7 +47,7 @@ use crate::context::Context;
 use crate::delivery::RunFailure;
 use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
-use crate::executor::panic_message;
+use crate::executor::{drop_contained, panic_message};
 use crate::metrics::{Counts, RunOutcome};
 use crate::registry::{AsyncRun, AsyncStart, Subscriber, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
@@ -301,13 +301,10 @@ impl Future for CatchUnwind {
             Err(panic) => Err(panic),
         };
         let ended = self.0.take();
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| drop(ended))) {
-            let message = panic_message(&*panic);
-            tracing::error!(
-                panic = message,
-                "an async handler's future panicked on drop"
-            );
-        }
+        drop_contained(
+            format_args!("an async handler's future panicked on drop"),
+            || drop(ended),
+        );
         Poll::Ready(outcome)
     }
 }
