@@ -55,13 +55,12 @@
 //! set `stop`, unpark every worker and join them. Follow-ups published by
 //! handlers during the drain are still accepted.
 
-use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::Waker;
 use std::time::Duration;
 
+use crate::caught::catch;
 use crate::context::Context;
 use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
@@ -1483,9 +1482,7 @@ impl Executor {
             attempt,
             subscriber,
         };
-        match catch_unwind(AssertUnwindSafe(|| {
-            (subscriber.handler)(event.payload, &ctx)
-        })) {
+        match catch(|| (subscriber.handler)(event.payload, &ctx)) {
             Ok(Ok(())) => {
                 if let Some(tracker) = event.tracker {
                     tracker.succeeded();
@@ -1503,7 +1500,7 @@ impl Executor {
                 })
             }
             Err(panic) => {
-                let message = panic_message(&*panic);
+                let message = panic.message();
                 let name = event.payload.name();
                 tracing::error!(handler = %subscriber.name, event = name, id = %routing.id, attempt, panic = message, "handler panicked");
                 Err(Failure {
@@ -1592,23 +1589,4 @@ pub(crate) fn spawn_workers(
                 .spawn(move || executor.run_worker(index))
         })
         .collect()
-}
-
-/// Drops user values (with `drop`) on a thread that must go on: a worker,
-/// which would leave its shard claimed, or a runtime task that must end its
-/// run. A panic from the drop is logged as `what` and goes no further.
-pub(crate) fn drop_contained(what: std::fmt::Arguments<'_>, drop: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(drop)) {
-        let message = panic_message(&*panic);
-        tracing::error!(panic = message, "{what}");
-    }
-}
-
-/// The text of a caught panic, when it has one.
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
 }

@@ -4,6 +4,7 @@
 
 pub mod async_api;
 mod bus;
+mod caught;
 mod context;
 mod delivery;
 pub mod diana;

@@ -16,11 +16,9 @@
 //! - The bytes sit in an `UnsafeCell`, so the `&E` handed to handlers may
 //!   mutate through interior mutability.
 
+use crate::event::{short_type_name, Event};
 use std::any::TypeId;
 use std::mem::{align_of, size_of, MaybeUninit};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
-use crate::event::{short_type_name, Event};
 
 /// Events up to this many bytes are stored inline.
 pub const INLINE_SIZE: usize = 64;
@@ -105,10 +103,13 @@ unsafe fn drop_value<E: Event>(storage: *mut u8) {
 unsafe fn name_of<E: Event>(storage: *const u8) -> &'static str {
     // SAFETY: forwarded from the caller.
     let event = unsafe { value_ptr::<E>(storage) };
-    catch_unwind(AssertUnwindSafe(|| event.name())).unwrap_or_else(|panic| {
-        let message = crate::executor::panic_message(&*panic);
+    crate::caught::catch(|| event.name()).unwrap_or_else(|panic| {
         let name = short_type_name::<E>();
-        tracing::error!(panic = message, event = name, "an event's name panicked");
+        tracing::error!(
+            panic = panic.message(),
+            event = name,
+            "an event's name panicked"
+        );
         name
     })
 }
@@ -206,7 +207,7 @@ impl Drop for Payload {
             // SAFETY: the storage holds the live value the vtable was made
             // for, and `drop` runs once; after a panic the value counts as
             // dropped, and nothing touches the storage again.
-            crate::executor::drop_contained(format_args!("an event's drop panicked"), || unsafe {
+            crate::caught::drop_contained(format_args!("an event's drop panicked"), || unsafe {
                 drop_value(storage)
             });
         }

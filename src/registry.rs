@@ -95,7 +95,7 @@ impl Drop for Subscriber {
         let noop: ErasedHandler = Box::new(|_: &Payload, _: &Context<'_>| Ok(()));
         let handler = std::mem::replace(&mut self.handler, noop);
         let start = self.start.take();
-        crate::executor::drop_contained(
+        crate::caught::drop_contained(
             format_args!("handler {} panicked on drop", self.name),
             move || drop((handler, start)),
         );

@@ -535,6 +535,37 @@ fn an_async_run_whose_future_panics_on_drop_still_ends() {
     });
 }
 
+#[test]
+fn an_async_panic_whose_payload_panics_on_drop_fails_its_run() {
+    within(30, || {
+        let rt = runtime_with_threads(1);
+        let bus = bus_on(&rt, 1);
+        bus.subscriber::<Keyed>()
+            .retry(RetryPolicy::none())
+            .subscribe_async(
+                |job: Arc<Keyed>, _ctx: diana_bus::AsyncContext| async move {
+                    if job.seq.is_multiple_of(2) {
+                        std::panic::panic_any(common::Volatile);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        const N: u64 = 10;
+        for seq in 0..N {
+            bus.publish(Keyed { key: 1, seq }).unwrap();
+        }
+        // One runtime thread and one key: a run that never ended would
+        // keep every later run waiting, and the flush.
+        bus.flush();
+        let m = bus.metrics();
+        assert_eq!(
+            (m.delivered, m.panicked, m.dead_lettered),
+            (N / 2, N / 2, N / 2)
+        );
+    });
+}
+
 /// A service with a sync handler and an async one.
 struct Mixed;
 impl diana_bus::Service for Mixed {

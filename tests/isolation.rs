@@ -5,8 +5,8 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::within;
-use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult, Subscription};
+use common::{within, Volatile};
+use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult, RetryPolicy, Subscription};
 
 struct Reading(u64);
 impl Event for Reading {
@@ -161,5 +161,32 @@ fn a_handler_whose_state_panics_on_drop_can_unsubscribe_itself() {
         bus.publish(Reading(2)).ok().unwrap();
         bus.flush();
         assert_eq!(seen.load(Ordering::Relaxed), 2);
+    });
+}
+
+#[test]
+fn a_panic_whose_payload_panics_on_drop_fails_its_run() {
+    within(30, || {
+        // One worker, so a worker lost to the payload's drop would hang
+        // the flush.
+        let bus = Bus::builder().workers(1).shards(1).build().unwrap();
+        bus.subscriber::<Reading>()
+            .retry(RetryPolicy::none())
+            .subscribe(|r: &Reading, _: &Context| -> HandlerResult {
+                if r.0.is_multiple_of(2) {
+                    std::panic::panic_any(Volatile);
+                }
+                Ok(())
+            });
+        const N: u64 = 10;
+        for i in 0..N {
+            bus.publish(Reading(i)).ok().unwrap();
+        }
+        bus.flush();
+        let metrics = bus.metrics();
+        assert_eq!(
+            (metrics.delivered, metrics.panicked, metrics.dead_lettered),
+            (N / 2, N / 2, N / 2)
+        );
     });
 }

@@ -31,10 +31,8 @@
 //! a job on a runtime that was shut down never ends, and neither does
 //! `flush`.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -43,11 +41,11 @@ use super::deadline::Deadline;
 use super::publish::Admit;
 use super::request::Request;
 use crate::bus::{Bus, Sent, SubscriberBuilder, WeakBus};
+use crate::caught::{catch, drop_contained, Caught};
 use crate::context::Context;
 use crate::delivery::RunFailure;
 use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
-use crate::executor::{drop_contained, panic_message};
 use crate::metrics::{Counts, RunOutcome};
 use crate::registry::{AsyncRun, AsyncStart, Subscriber, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
@@ -213,12 +211,12 @@ impl<E: Event + Clone> Runner<E> {
             };
             // The event's clone and the handler's code before its future
             // exists can panic too: caught like a panic in a poll.
-            let started = catch_unwind(AssertUnwindSafe(|| {
+            let started = catch(|| {
                 let event = payload
                     .downcast_ref::<E>()
                     .expect("an async run is filed under its event's TypeId");
                 (self.handler)(Arc::new(event.clone()), ctx)
-            }));
+            });
             let outcome = match started {
                 Ok(future) => CatchUnwind(Some(future)).await,
                 Err(panic) => Err(panic),
@@ -226,7 +224,7 @@ impl<E: Event + Clone> Runner<E> {
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
-                Err(panic) => Some((format!("panicked: {}", panic_message(&*panic)), true, true)),
+                Err(panic) => Some((format!("panicked: {}", panic.message()), true, true)),
             };
             let Some((error, transient, panicked)) = failure else {
                 counts.ran(RunOutcome::Delivered);
@@ -287,14 +285,14 @@ impl<E: Event + Clone> Runner<E> {
 struct CatchUnwind(Option<BoxedRun>);
 
 impl Future for CatchUnwind {
-    type Output = Result<HandlerResult, Box<dyn Any + Send>>;
+    type Output = Result<HandlerResult, Caught>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let run = self
             .0
             .as_mut()
             .expect("a handler's run polled after it ended");
-        let polled = catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        let polled = catch(|| run.as_mut().poll(cx));
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Ok(result),

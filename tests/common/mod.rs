@@ -55,3 +55,14 @@ impl Gate {
         cond.notify_all();
     }
 }
+
+/// A panic payload that panics again when dropped, as `panic_any(Volatile)`
+/// throws it: what catches it must survive dropping it.
+pub struct Volatile;
+impl Drop for Volatile {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a panic's payload broke on drop");
+        }
+    }
+}

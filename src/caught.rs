@@ -1,0 +1,58 @@
+//! Panics caught on threads that must go on: a worker, which would leave
+//! its shard claimed if it unwound out of a batch, and a runtime task that
+//! must end its handler's run.
+//!
+//! A caught panic's payload is user data (`panic_any` throws any value),
+//! and its drop is user code that can panic in turn. [`Caught`] owns the
+//! payload and drops it under a catch of its own; a second panic from
+//! that drop is logged and its payload leaked, since dropping that one
+//! could panic again, and so on.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// A caught panic: its payload (always there until the drop), dropped
+/// safely.
+pub(crate) struct Caught(Option<Box<dyn Any + Send>>);
+
+/// Runs `f`, catching a panic from it.
+#[inline(always)]
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Caught(Some(payload)))
+}
+
+/// Drops user values (with `drop`) on a thread that must go on. A panic
+/// from the drop is logged as `what` and goes no further.
+pub(crate) fn drop_contained(what: fmt::Arguments<'_>, drop: impl FnOnce()) {
+    if let Err(panic) = catch(drop) {
+        tracing::error!(panic = panic.message(), "{what}");
+    }
+}
+
+impl Caught {
+    /// The panic's text, when its payload is a string.
+    pub(crate) fn message(&self) -> &str {
+        let payload = self.0.as_deref();
+        payload
+            .and_then(|p| p.downcast_ref::<&str>().copied())
+            .or_else(|| payload?.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-string panic payload)")
+    }
+}
+
+impl Drop for Caught {
+    fn drop(&mut self) {
+        let payload = self.0.take();
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            tracing::error!("a caught panic's payload panicked on drop; its own payload is leaked");
+            std::mem::forget(again);
+        }
+    }
+}
+
+impl fmt::Debug for Caught {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Caught").field(&self.message()).finish()
+    }
+}
