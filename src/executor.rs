@@ -104,11 +104,11 @@ const HELP_INTERVAL: Duration = Duration::from_millis(10);
 const BATCHES_PER_CLAIM: usize = 4;
 
 /// Lingering (see [`Executor::linger`]): a batch smaller than this is
-/// small; the worker waits for this many events, polling the ring's length
-/// up to `LINGER_POLLS` times, `LINGER_PAUSES` spin hints apart (a spin
-/// hint is about 33 ns on the development machine: 4 µs a poll, 8 µs at
-/// most). Few, widely spaced polls: each one reads the ring's `tail`, the
-/// line the publisher is writing, and costs its next push a miss.
+/// small; the worker waits for this many events, polling whether the last
+/// of them is published up to `LINGER_POLLS` times, `LINGER_PAUSES` spin
+/// hints apart (a spin hint is about 33 ns on the development machine:
+/// 4 µs a poll, 8 µs at most). Few, widely spaced polls: each one reads a
+/// slot the publisher is about to write, and costs that push a miss.
 const LINGER_BATCH: usize = 32;
 #[cfg(not(diana_bus_loom))]
 const LINGER_POLLS: u32 = 2;
@@ -669,7 +669,8 @@ impl Executor {
         }
         if !worked {
             for shard in 0..self.shards.len() {
-                if self.owner(shard) != index && self.shards[shard].ring.len() >= self.config.batch
+                if self.owner(shard) != index
+                    && self.shards[shard].ring.is_published(self.config.batch - 1)
                 {
                     worked |= self.drain(index, shard, local);
                 }
@@ -681,7 +682,7 @@ impl Executor {
     /// Claims `index`'s shard and runs up to [`BATCHES_PER_CLAIM`] batches.
     fn drain(&self, worker: usize, index: usize, local: &mut Local) -> bool {
         let shard = &self.shards[index];
-        if !shard.has_pending() || !shard.try_claim() {
+        if !shard.has_published() || !shard.try_claim() {
             return false;
         }
         let mut worked = false;
@@ -737,8 +738,10 @@ impl Executor {
             // is free, not after every batch: a wake-up costs both sides a
             // system call, and the half still queued keeps this worker busy
             // while they wake. The ring drains until empty, so the wake-up
-            // comes (by the batch that empties it, at the latest).
-            if shard.ring.len() <= shard.ring.capacity() / 2 {
+            // comes (by the batch that empties it, at the latest). Waiters
+            // first: the ring's length reads `tail`, which a streaming
+            // publisher writes.
+            if shard.space.has_waiters() && shard.ring.len() <= shard.ring.capacity() / 2 {
                 shard.space.notify();
             }
             if small_batches >= 2 {
@@ -759,20 +762,20 @@ impl Executor {
 
     /// Waits a moment for a batch to build up, when events stream in while
     /// this worker keeps up with them: two small batches in a row, and more
-    /// events already queued. Taking each event as it lands makes the
-    /// worker and the publisher fight over the ring's cache lines (`tail`,
-    /// the slot being written), which costs the publisher a miss per event;
-    /// waiting a few microseconds lets it fill a batch undisturbed. Not
-    /// after a batch that emptied the ring: a request and its reply (one
-    /// event each, then nothing) never wait.
+    /// events already published. Taking each event as it lands makes the
+    /// worker and the publisher fight over the slot being written, which
+    /// costs the publisher a miss per event; waiting a few microseconds
+    /// lets it fill a batch undisturbed. Not after a batch that emptied the
+    /// ring: a request and its reply (one event each, then nothing) never
+    /// wait.
     // Under loom `LINGER_POLLS` is 0 (models never wait on timing).
     #[cfg_attr(diana_bus_loom, allow(clippy::reversed_empty_ranges))]
     fn linger(shard: &Shard) {
-        if shard.ring.is_empty() {
+        if !shard.ring.is_published(0) {
             return;
         }
         for _ in 0..LINGER_POLLS {
-            if shard.ring.len() >= LINGER_BATCH {
+            if shard.ring.is_published(LINGER_BATCH - 1) {
                 return;
             }
             (0..LINGER_PAUSES).for_each(|_| spin_loop());

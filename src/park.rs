@@ -129,12 +129,19 @@ impl WaitQueue {
         done
     }
 
+    /// Whether anyone waits (a snapshot, for a caller that has fenced as
+    /// [`WaitQueue::notify`] says).
+    #[inline]
+    pub fn has_waiters(&self) -> bool {
+        self.waiters.load(Ordering::Relaxed) > 0
+    }
+
     /// Wakes the waiters, if any. The caller made its change and then
     /// fenced (`SeqCst`), so a waiter that this misses re-checks after the
     /// change.
     #[inline]
     pub fn notify(&self) {
-        if self.waiters.load(Ordering::Relaxed) > 0 {
+        if self.has_waiters() {
             let wakers = std::mem::take(&mut *lock(&self.lock));
             self.waiters.fetch_sub(wakers.len(), Ordering::Relaxed);
             self.cond.notify_all();

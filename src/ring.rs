@@ -378,6 +378,18 @@ impl<T, X> Ring<T, X> {
         count
     }
 
+    /// Whether the value `ahead` positions past `head` is published: a
+    /// hint, for the consumer's polling, that reads `head` and that one
+    /// slot's stamp (Relaxed) but not `tail`, the line every push writes.
+    /// A position claimed and not yet published reads as absent, so this
+    /// is no substitute for [`Ring::len`] where a claim must count (the
+    /// wake-up protocols).
+    #[inline]
+    pub fn is_published(&self, ahead: usize) -> bool {
+        let pos = self.head.load(Ordering::Relaxed) + ahead;
+        self.slots[pos & self.mask].stamp.load(Ordering::Relaxed) == pos + 1
+    }
+
     /// Refuses every later [`Ring::push`]; returns whether it was open.
     pub fn close(&self) -> bool {
         self.tail.next.fetch_or(CLOSED, Ordering::SeqCst) & CLOSED == 0

@@ -11,7 +11,7 @@
 //! a shard's events are handled by one thread at a time, in ring order:
 //! that, and one (tenant, key) mapping to one shard, is per-key order. An
 //! idle worker may claim another's shard when its backlog is at least a
-//! batch; after releasing such a claim it fences and wakes the owner if
+//! batch (the batch's last event is published); after releasing such a claim it fences and wakes the owner if
 //! events arrived meanwhile, because the owner may have parked seeing the
 //! shard claimed.
 //!
@@ -192,10 +192,21 @@ impl Shard {
         self.claimed.load(Ordering::Relaxed)
     }
 
-    /// Whether events are waiting (in the ring or the overflow).
+    /// Whether events are waiting (in the ring or the overflow), counting
+    /// a push still being written: what the sleeper protocol checks.
     #[inline]
     pub(crate) fn has_pending(&self) -> bool {
         !self.ring.is_empty() || self.overflow_len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether an event is ready to pop (published in the ring, or in the
+    /// overflow): what a worker polls while it streams. Unlike
+    /// [`Shard::has_pending`] it does not read the ring's `tail`, which
+    /// every publish writes; each read of it would cost the next publish a
+    /// cache miss.
+    #[inline]
+    pub(crate) fn has_published(&self) -> bool {
+        self.ring.is_published(0) || self.overflow_len.load(Ordering::Relaxed) > 0
     }
 
     /// Events accepted into this shard so far (ring and overflow).
