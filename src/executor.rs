@@ -5,11 +5,11 @@
 //!
 //! Worker `w` owns shards `w, w + W, w + 2W, ...` and is the one woken for
 //! them (see `shard` for claims and helping). For each claimed shard it runs
-//! up to `batch` events as one *batch* (one table load per registry shard,
-//! one counter merge), each where it lies in its ring slot; it moves out
-//! only the events that outlive the batch (a failure, a held key, a wait,
-//! an explicit id), frees the slots with one store, records the shard's
-//! progress, then fences once and notifies waiting publishers and flushers
+//! up to `batch` events as one *batch* (one table load per registry shard),
+//! each where it lies in its ring slot; it moves out only the events that
+//! outlive the batch (a failure, a held key, a wait, an explicit id), frees
+//! the slots with one store, records the shard's progress, then fences
+//! once and notifies waiting publishers and flushers
 //! (publishers blocked on a full ring once half of it is free). When a
 //! stream trickles in while the worker keeps up, it lingers a few
 //! microseconds between small batches, so that a batch builds up (see
@@ -66,7 +66,7 @@ use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
-use crate::metrics::{AsyncCounts, BatchCounts, Counts, MetricsSnapshot, RunOutcome, WorkerCounts};
+use crate::metrics::{Counter, Counts, MetricsSnapshot, RunOutcome, Totals};
 use crate::park::{Sleeper, WaitQueue};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
@@ -162,7 +162,8 @@ struct Worker {
     sleeper: CachePadded<Sleeper>,
     batch_seq: AtomicU64,
     descendants: AtomicU64,
-    counts: Mutex<WorkerCounts>,
+    /// The worker's counts, as snapshots read them.
+    totals: Arc<Totals>,
 }
 
 /// Shards, workers and registry: everything the worker threads share.
@@ -177,7 +178,7 @@ pub struct Executor {
     /// This bus's mark in the ids it generates (see `place`).
     tag: u64,
     /// The counts of async handlers' runs, which end off the workers.
-    async_counts: Mutex<AsyncCounts>,
+    async_counts: Mutex<Counter>,
     /// Follow-ups of async handlers counted for `flush` (see "Flush").
     async_descendants: AtomicU64,
     pub(crate) dead_letters: DeadLetterStore,
@@ -198,7 +199,7 @@ struct Local {
     /// The current batch's events' tenants, in order, when there is a
     /// quota to give their budget back to.
     tenants: Vec<TenantId>,
-    counts: BatchCounts,
+    counts: Counter,
     /// The failed runs of the current batch, settled when it ends.
     failures: Vec<BatchFailure>,
     /// The batch's events that now hold their key: (index in the batch,
@@ -245,7 +246,7 @@ impl Executor {
             retries: RetrySchedule::new(),
             completion: Completion::default(),
             tag,
-            async_counts: Mutex::new(AsyncCounts::default()),
+            async_counts: Mutex::new(Counter::default()),
             async_descendants: AtomicU64::new(0),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
@@ -576,9 +577,11 @@ impl Executor {
             snapshot.rejected += shard.rejected.load(Ordering::Relaxed);
         }
         for worker in self.workers.iter() {
-            lock(&worker.counts).add_to(&mut snapshot, &mut rows);
+            worker.totals.add_to(&mut snapshot, &mut rows);
         }
-        lock(&self.async_counts).add_to(&mut snapshot, &mut rows);
+        lock(&self.async_counts)
+            .totals()
+            .add_to(&mut snapshot, &mut rows);
         snapshot.dead_lettered = self.dead_letters.recorded();
         snapshot.dead_letters_dropped = self.dead_letters.dropped();
         snapshot.deduplicated = self.dedup.duplicates();
@@ -598,7 +601,7 @@ impl Executor {
         let mut local = Local {
             kept: Vec::new(),
             tenants: Vec::new(),
-            counts: BatchCounts::default(),
+            counts: Counter::new(Arc::clone(&me.totals)),
             failures: Vec::new(),
             holding: Vec::new(),
             waiting: Vec::new(),
@@ -817,7 +820,7 @@ impl Executor {
         if !local.kept.is_empty() {
             self.settle_batch(worker, shard, local);
         }
-        self.end_batch(worker, seq, &mut local.counts);
+        self.end_batch(worker, seq);
         fed
     }
 
@@ -911,11 +914,11 @@ impl Executor {
         seq
     }
 
-    /// Merges the batch's counts and marks the worker idle again.
-    fn end_batch(&self, worker: usize, seq: u64, counts: &mut BatchCounts) {
-        let me = &self.workers[worker];
-        counts.merge_into(&mut lock(&me.counts));
-        me.batch_seq.store(seq + 2, Ordering::Release);
+    /// Marks the worker idle again (its counts are in already).
+    fn end_batch(&self, worker: usize, seq: u64) {
+        self.workers[worker]
+            .batch_seq
+            .store(seq + 2, Ordering::Release);
     }
 
     /// After a batch with failures, holds, deferrals, waits or explicit
@@ -993,7 +996,7 @@ impl Executor {
         worker: usize,
         envelope: Arc<Envelope>,
         rest: &[Arc<Subscriber>],
-        counts: &mut BatchCounts,
+        counts: &mut Counter,
     ) {
         let shard = self.shard_for(&envelope.routing);
         if !self.run_held(worker, shard, &envelope, rest, counts) {
@@ -1004,13 +1007,7 @@ impl Executor {
     /// A deferred event whose key was released before it could be queued:
     /// it is next in line, so it runs now, in full, and then its key's
     /// queue moves.
-    fn release(
-        &self,
-        worker: usize,
-        shard: &Shard,
-        envelope: Arc<Envelope>,
-        counts: &mut BatchCounts,
-    ) {
+    fn release(&self, worker: usize, shard: &Shard, envelope: Arc<Envelope>, counts: &mut Counter) {
         if !self.run_queued(worker, shard, &envelope, counts) {
             self.release_queue(worker, shard, &envelope.routing, counts);
         }
@@ -1019,13 +1016,7 @@ impl Executor {
     /// Runs the events queued behind `routing`'s key, each in full and in
     /// order, until one holds the key again or none is left (which
     /// releases the key).
-    fn release_queue(
-        &self,
-        worker: usize,
-        shard: &Shard,
-        routing: &Routing,
-        counts: &mut BatchCounts,
-    ) {
+    fn release_queue(&self, worker: usize, shard: &Shard, routing: &Routing, counts: &mut Counter) {
         while let Some(next) = shard.next_held(routing.tenant, routing.key) {
             if self.run_queued(worker, shard, &next, counts) {
                 return;
@@ -1041,7 +1032,7 @@ impl Executor {
         worker: usize,
         shard: &Shard,
         envelope: &Arc<Envelope>,
-        counts: &mut BatchCounts,
+        counts: &mut Counter,
     ) -> bool {
         let routing = &envelope.routing;
         let holds = if routing.after.is_some_and(|after| !self.is_done(after)) {
@@ -1130,7 +1121,7 @@ impl Executor {
         let seq = self.begin_batch(worker);
         let routing = envelope.routing;
         self.go_on(worker, envelope, &then.rest, &mut local.counts);
-        self.end_batch(worker, seq, &mut local.counts);
+        self.end_batch(worker, seq);
         self.finish_and_notify(&routing);
     }
 
@@ -1142,7 +1133,7 @@ impl Executor {
         name: &'static str,
         counts: &Counts,
     ) {
-        lock(&self.async_counts).add(type_id, name, counts);
+        lock(&self.async_counts).add(type_id, || name, counts);
     }
 
     /// Completes `tracker` once the event at `place` is fully handled.
@@ -1225,7 +1216,7 @@ impl Executor {
         let seq = self.begin_batch(worker);
         let shard = &self.shards[envelope.routing.place.shard as usize];
         self.release(worker, shard, envelope, &mut local.counts);
-        self.end_batch(worker, seq, &mut local.counts);
+        self.end_batch(worker, seq);
         fence(Ordering::SeqCst);
         self.settled.notify();
     }
@@ -1236,7 +1227,7 @@ impl Executor {
         worker: usize,
         shard: &Shard,
         envelope: &Arc<Envelope>,
-        counts: &mut BatchCounts,
+        counts: &mut Counter,
     ) -> bool {
         let handlers = TableCache::new(&self.registry)
             .handlers(envelope.payload.type_id())
@@ -1252,7 +1243,7 @@ impl Executor {
         shard: &Shard,
         envelope: &Arc<Envelope>,
         handlers: &[Arc<Subscriber>],
-        counts: &mut BatchCounts,
+        counts: &mut Counter,
     ) -> bool {
         let mut run = Counts::default();
         let mut failures = Vec::new();
@@ -1380,7 +1371,7 @@ impl Executor {
             || envelope.payload.name(),
             &counts,
         );
-        self.end_batch(worker, seq, &mut local.counts);
+        self.end_batch(worker, seq);
         // Last: after any reschedule above (so the pending count never dips
         // to 0) and after the counts are merged (so a flush that sees it
         // finished also sees its counts).

@@ -1,18 +1,20 @@
 //! Counters, kept per worker and summed when a snapshot is taken.
 //!
-//! A worker counts into a plain, thread-local [`BatchCounts`] while it runs
-//! a batch, and adds it to its own [`WorkerCounts`] (a mutex only it and
-//! snapshot readers take) once per batch, before it reports the batch as
-//! completed; so after `flush` returns, a snapshot is exact. The two keep
-//! their rows in the same order, so the merge looks nothing up. No counter
-//! is written by two threads per event. `published` is not counted at all: it
-//! is the sum of the shards' ring and overflow positions, which publishing
-//! writes anyway.
+//! A worker sums a run of same-type events in a plain [`Counts`], then
+//! adds it to its [`Counter`]: one row of atomics per event type, which
+//! only that worker writes (a load and a store per counter, no
+//! read-modify-write) and snapshots read without stopping it. The worker
+//! adds a batch's counts before it reports the batch as completed (with
+//! Release), so after `flush` returns, a snapshot is exact. No counter is
+//! written by two threads, and none by a publisher: `published` is not
+//! counted at all, it is the sum of the shards' ring and overflow
+//! positions, which publishing writes anyway.
 
 use std::any::TypeId;
 use std::collections::hash_map::{Entry, HashMap};
 
 use crate::registry::TypeMap;
+use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 
 /// The bus's counters at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,14 +77,6 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: &Counts) {
-        self.dispatched += other.dispatched;
-        self.delivered += other.delivered;
-        self.failed += other.failed;
-        self.panicked += other.panicked;
-        self.retried += other.retried;
-    }
-
     /// Counts one re-run after a failure.
     #[inline(always)]
     pub(crate) fn retried(&mut self) {
@@ -117,30 +111,95 @@ pub(crate) enum RunOutcome {
     Panicked,
 }
 
-/// A worker's counts for the batch it is running, per type.
-///
-/// Its rows outlive the batch, so a type's name is asked for once per
-/// worker (a default [`Event::name`](crate::Event::name) searches the
-/// type's path), and `touched` lists the rows this batch counted into, so
-/// a merge costs what the batch touched, not every type ever seen.
-/// Allocation-free once it has seen the batch's types.
-#[derive(Default, Debug)]
-pub(crate) struct BatchCounts {
-    rows: Vec<Row>,
-    index: TypeMap<usize>,
-    touched: Vec<usize>,
-}
-
+/// One event type's totals, as one counting thread keeps them: written by
+/// that thread alone (a load and a store per counter, no read-modify-write),
+/// read by snapshots at any time. A cache line of its own: with many types,
+/// counting a run of events costs one line.
 #[derive(Debug)]
-struct Row {
+#[repr(align(64))]
+struct TypeTotals {
     name: &'static str,
-    counts: Counts,
-    touched: bool,
+    dispatched: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    retried: AtomicU64,
 }
 
-impl BatchCounts {
+impl TypeTotals {
+    fn new(name: &'static str) -> Self {
+        TypeTotals {
+            name,
+            dispatched: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds `counts`; only the row's own thread calls this.
+    #[inline]
+    fn add(&self, counts: &Counts) {
+        let add = |total: &AtomicU64, n: u64| {
+            total.store(total.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        };
+        add(&self.dispatched, counts.dispatched);
+        add(&self.delivered, counts.delivered);
+        add(&self.failed, counts.failed);
+        add(&self.panicked, counts.panicked);
+        add(&self.retried, counts.retried);
+    }
+
+    fn get(&self) -> Counts {
+        Counts {
+            dispatched: self.dispatched.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One counting thread's rows, as snapshots read them: appended (under the
+/// lock) the first time the thread meets a type, never removed.
+#[derive(Default, Debug)]
+pub(crate) struct Totals {
+    rows: Mutex<Vec<Arc<TypeTotals>>>,
+}
+
+/// What a counting thread counts with: its rows of [`Totals`], indexed by
+/// type. A worker owns one; the async handlers' runs, which end on any
+/// thread, share one under a lock.
+///
+/// A type's name is asked for once per counter (a default
+/// [`Event::name`](crate::Event::name) searches the type's path).
+/// Allocation-free once it has seen the types it counts.
+#[derive(Default, Debug)]
+pub(crate) struct Counter {
+    totals: Arc<Totals>,
+    index: TypeMap<usize>,
+    rows: Vec<Arc<TypeTotals>>,
+}
+
+impl Counter {
+    /// A counter whose rows `totals` shows.
+    pub(crate) fn new(totals: Arc<Totals>) -> Self {
+        Counter {
+            totals,
+            index: TypeMap::default(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// What snapshots read of this counter.
+    pub(crate) fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
     /// Adds the counts of a run of events of one type; `name` is asked for
-    /// only the first time this worker meets the type.
+    /// only the first time this counter meets the type.
     #[inline]
     pub(crate) fn add(
         &mut self,
@@ -152,96 +211,38 @@ impl BatchCounts {
         self.add_to_row(row, counts);
     }
 
-    /// The row of `type_id`, for [`BatchCounts::add_to_row`]; `name` is
-    /// asked for only the first time this worker meets the type.
+    /// The row of `type_id`, for [`Counter::add_to_row`]; `name` is asked
+    /// for only the first time this counter meets the type.
     #[inline]
     pub(crate) fn row(&mut self, type_id: TypeId, name: impl FnOnce() -> &'static str) -> usize {
-        let rows = &mut self.rows;
+        let (rows, totals) = (&mut self.rows, &self.totals);
         *self.index.entry(type_id).or_insert_with(|| {
-            rows.push(Row {
-                name: name(),
-                counts: Counts::default(),
-                touched: false,
-            });
+            let row = Arc::new(TypeTotals::new(name()));
+            lock(&totals.rows).push(Arc::clone(&row));
+            rows.push(row);
             rows.len() - 1
         })
     }
 
     /// Adds the counts of a run of events of one type to its row, `at`.
     #[inline]
-    pub(crate) fn add_to_row(&mut self, at: usize, counts: &Counts) {
-        let row = &mut self.rows[at];
-        if !row.touched {
-            row.touched = true;
-            self.touched.push(at);
-        }
-        row.counts.add(counts);
-    }
-
-    /// Adds this batch to `totals` and starts afresh. `totals` must be
-    /// merged from this `BatchCounts` alone: its rows are these rows, in
-    /// the same order, so a row is added by its index, with no lookup.
-    pub(crate) fn merge_into(&mut self, totals: &mut WorkerCounts) {
-        debug_assert!(totals.rows.len() <= self.rows.len());
-        let known = totals.rows.len();
-        totals.rows.extend(
-            self.rows[known..]
-                .iter()
-                .map(|row| (row.name, Counts::default())),
-        );
-        for at in self.touched.drain(..) {
-            let row = &mut self.rows[at];
-            totals.rows[at].1.add(&row.counts);
-            row.counts = Counts::default();
-            row.touched = false;
-        }
+    pub(crate) fn add_to_row(&self, at: usize, counts: &Counts) {
+        self.rows[at].add(counts);
     }
 }
 
-/// Totals since the bus started, one row per event type: a worker's,
-/// merged from its own [`BatchCounts`] once per batch (see
-/// [`BatchCounts::merge_into`]).
-#[derive(Default, Debug)]
-pub(crate) struct WorkerCounts {
-    rows: Vec<(&'static str, Counts)>,
-}
-
-/// The async handlers' totals: their runs end on any thread, one at a
-/// time, and are counted as a batch of one.
-#[derive(Default, Debug)]
-pub(crate) struct AsyncCounts {
-    batch: BatchCounts,
-    totals: WorkerCounts,
-}
-
-impl AsyncCounts {
-    /// Adds the counts of one run of a handler of `type_id`.
-    pub(crate) fn add(&mut self, type_id: TypeId, name: &'static str, counts: &Counts) {
-        self.batch.add(type_id, || name, counts);
-        self.batch.merge_into(&mut self.totals);
-    }
-
-    /// As [`WorkerCounts::add_to`].
-    pub(crate) fn add_to(
-        &self,
-        snapshot: &mut MetricsSnapshot,
-        rows: &mut HashMap<&'static str, usize>,
-    ) {
-        self.totals.add_to(snapshot, rows);
-    }
-}
-
-impl WorkerCounts {
+impl Totals {
     /// Adds these totals to `snapshot`, whose rows `rows` indexes by name
-    /// (one index for every worker's totals added to one snapshot: with a
+    /// (one index for every counter's totals added to one snapshot: with a
     /// search of the rows per type, a thousand types cost a snapshot
-    /// millions of name comparisons, under the worker's lock).
+    /// millions of name comparisons).
     pub(crate) fn add_to(
         &self,
         snapshot: &mut MetricsSnapshot,
         rows: &mut HashMap<&'static str, usize>,
     ) {
-        for &(name, counts) in &self.rows {
+        for row in lock(&self.rows).iter() {
+            let (name, counts) = (row.name, row.get());
             snapshot.dispatched += counts.dispatched;
             snapshot.delivered += counts.delivered;
             snapshot.failed += counts.failed;
@@ -273,49 +274,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_add_up_per_type_and_in_total() {
+    fn counters_add_up_per_type_and_in_total() {
         let (a, b) = (TypeId::of::<u8>(), TypeId::of::<u16>());
-        let mut batch = BatchCounts::default();
-        let mut worker = WorkerCounts::default();
-        for _ in 0..2 {
-            let mut run_a = Counts::default();
-            run_a.dispatched();
-            run_a.ran(RunOutcome::Delivered);
-            run_a.ran(RunOutcome::Panicked);
-            batch.add(a, || "A", &run_a);
-            let mut run_b = Counts::default();
-            run_b.dispatched();
-            run_b.ran(RunOutcome::Failed);
-            batch.add(b, || "B", &run_b);
-            batch.merge_into(&mut worker);
+        // Two counters (two workers), each meeting the types in its own
+        // order, so their rows differ in order.
+        let mut counters: Vec<Counter> = (0..2).map(|_| Counter::default()).collect();
+        for (n, counter) in counters.iter_mut().enumerate() {
+            for type_id in if n == 0 { [a, b] } else { [b, a] } {
+                let mut run = Counts::default();
+                run.dispatched();
+                if type_id == a {
+                    run.ran(RunOutcome::Delivered);
+                    run.ran(RunOutcome::Panicked);
+                    run.retried();
+                } else {
+                    run.ran(RunOutcome::Failed);
+                }
+                let name = if type_id == a { "A" } else { "B" };
+                counter.add(type_id, || name, &run);
+                counter.add(type_id, || unreachable!("a name is asked for once"), &run);
+            }
         }
         let (mut snapshot, mut rows) = (MetricsSnapshot::default(), HashMap::new());
-        worker.add_to(&mut snapshot, &mut rows);
-        worker.add_to(&mut snapshot, &mut rows);
+        for counter in &counters {
+            counter.totals().add_to(&mut snapshot, &mut rows);
+        }
         assert_eq!(snapshot.per_type.len(), 2, "one row per type");
         assert_eq!(snapshot.dispatched, 8);
         assert_eq!(snapshot.delivered, 4);
         assert_eq!(snapshot.failed, 8);
         assert_eq!(snapshot.panicked, 4);
+        assert_eq!(snapshot.retried, 4);
         let a_row = snapshot.event("A").unwrap();
         assert_eq!((a_row.dispatched, a_row.delivered, a_row.failed), (4, 4, 4));
-        assert_eq!(snapshot.event("B").unwrap().failed, 4);
+        let b_row = snapshot.event("B").unwrap();
+        assert_eq!((b_row.dispatched, b_row.delivered, b_row.failed), (4, 0, 4));
     }
 
     #[test]
-    fn async_runs_add_up_per_type_whatever_their_order() {
-        let (a, b) = (TypeId::of::<u8>(), TypeId::of::<u16>());
-        let mut async_counts = AsyncCounts::default();
-        let mut delivered = Counts::default();
-        delivered.ran(RunOutcome::Delivered);
-        for type_id in [b, a, b, b] {
-            let name = if type_id == a { "A" } else { "B" };
-            async_counts.add(type_id, name, &delivered);
-        }
-        let (mut snapshot, mut rows) = (MetricsSnapshot::default(), HashMap::new());
-        async_counts.add_to(&mut snapshot, &mut rows);
-        assert_eq!(snapshot.delivered, 4);
-        assert_eq!(snapshot.event("A").unwrap().delivered, 1);
-        assert_eq!(snapshot.event("B").unwrap().delivered, 3);
+    fn a_snapshot_sees_a_row_from_its_first_count_on() {
+        let counter_totals = Arc::new(Totals::default());
+        let mut counter = Counter::new(Arc::clone(&counter_totals));
+        let mut run = Counts::default();
+        run.ran(RunOutcome::Delivered);
+        let row = counter.row(TypeId::of::<u8>(), || "A");
+        let read = |totals: &Totals| {
+            let (mut snapshot, mut rows) = (MetricsSnapshot::default(), HashMap::new());
+            totals.add_to(&mut snapshot, &mut rows);
+            snapshot.event("A").map(|row| row.delivered)
+        };
+        assert_eq!(read(&counter_totals), Some(0));
+        counter.add_to_row(row, &run);
+        counter.add_to_row(row, &run);
+        assert_eq!(read(&counter_totals), Some(2));
     }
 }
