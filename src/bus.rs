@@ -19,7 +19,7 @@ use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
 use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
 use crate::metrics::MetricsSnapshot;
-use crate::payload::Payload;
+use crate::payload::{Payload, TypeIdOf};
 use crate::place::Place;
 use crate::registry::{AsyncStart, SubscriberOptions, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
@@ -784,10 +784,12 @@ impl<E: Event> SubscriberBuilder<'_, E> {
             start,
         };
         // The registry files this handler under `E`'s TypeId, so the
-        // downcast always succeeds.
+        // downcast always succeeds. It reads that TypeId from beside the
+        // handler's captures, a line the call reads anyway.
+        let of = TypeIdOf::<E>::new();
         let erased = Box::new(move |payload: &Payload, ctx: &Context<'_>| {
             payload
-                .downcast_ref::<E>()
+                .downcast_ref_by(&of)
                 .map_or(Ok(()), |event| handler(event, ctx))
         });
         self.bus.inner.executor.registry.insert(options, erased)

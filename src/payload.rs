@@ -18,6 +18,7 @@
 
 use crate::event::{short_type_name, Event};
 use std::any::TypeId;
+use std::marker::PhantomData;
 use std::mem::{align_of, size_of, MaybeUninit};
 
 /// Events up to this many bytes are stored inline.
@@ -187,12 +188,31 @@ impl Payload {
     /// The event, if it is an `E`.
     #[inline(always)]
     pub fn downcast_ref<E: Event>(&self) -> Option<&E> {
-        if self.vtable.type_id == TypeId::of::<E>() {
-            // SAFETY: the type ids match, so `storage` holds an `E`.
+        self.downcast_ref_by(&TypeIdOf::<E>::new())
+    }
+
+    /// The event, if it is an `E`, with `E`'s `TypeId` read from `of`.
+    #[inline(always)]
+    pub(crate) fn downcast_ref_by<E: Event>(&self, of: &TypeIdOf<E>) -> Option<&E> {
+        if self.vtable.type_id == of.0 {
+            // SAFETY: the type ids match (`of` holds `E`'s), so `storage`
+            // holds an `E`.
             Some(unsafe { value_ptr::<E>(self.storage.ptr()) })
         } else {
             None
         }
+    }
+}
+
+/// `E`'s `TypeId` as a value, to keep beside data that is read anyway (a
+/// handler's captures). `TypeId::of::<E>()` in code is a 16-byte constant
+/// of `E`'s own: with many event types, comparing with it costs a cache
+/// miss per event. Made only by [`TypeIdOf::new`], so it holds `E`'s.
+pub(crate) struct TypeIdOf<E>(TypeId, PhantomData<fn() -> E>);
+
+impl<E: Event> TypeIdOf<E> {
+    pub(crate) fn new() -> Self {
+        TypeIdOf(TypeId::of::<E>(), PhantomData)
     }
 }
 
