@@ -855,10 +855,15 @@ impl Executor {
                 if let Some(done) = slot.take() {
                     local.counts.add_to_row(done.row, &done.counts);
                 }
+                let entry = batch.tables.entry(type_id);
+                let name = || event.payload.name();
                 slot.insert(TypeRun {
                     type_id,
-                    row: local.counts.row(type_id, || event.payload.name()),
-                    handlers: batch.tables.handlers(type_id),
+                    row: match entry {
+                        Some(entry) => local.counts.numbered_row(entry.number, type_id, name),
+                        None => local.counts.row(type_id, name),
+                    },
+                    handlers: entry.map_or(&[], |entry| &entry.handlers),
                     counts: Counts::default(),
                 })
             }
@@ -1230,8 +1235,8 @@ impl Executor {
         counts: &mut Counter,
     ) -> bool {
         let handlers = TableCache::new(&self.registry)
-            .handlers(envelope.payload.type_id())
-            .to_vec();
+            .entry(envelope.payload.type_id())
+            .map_or_else(Vec::new, |entry| entry.handlers.to_vec());
         self.run_held(worker, shard, envelope, &handlers, counts)
     }
 

@@ -13,7 +13,7 @@
 use std::any::TypeId;
 use std::collections::hash_map::{Entry, HashMap};
 
-use crate::registry::TypeMap;
+use crate::registry::{TypeMap, TypeNumber};
 use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 
 /// The bus's counters at one moment.
@@ -180,8 +180,14 @@ pub(crate) struct Totals {
 pub(crate) struct Counter {
     totals: Arc<Totals>,
     index: TypeMap<usize>,
+    /// Rows by type number (see [`Counter::numbered_row`]); [`NO_ROW`]
+    /// where this counter has not met the number yet.
+    by_number: Vec<usize>,
     rows: Vec<Arc<TypeTotals>>,
 }
+
+/// In [`Counter`]'s `by_number`: not met yet.
+const NO_ROW: usize = usize::MAX;
 
 impl Counter {
     /// A counter whose rows `totals` shows.
@@ -189,6 +195,7 @@ impl Counter {
         Counter {
             totals,
             index: TypeMap::default(),
+            by_number: Vec::new(),
             rows: Vec::new(),
         }
     }
@@ -222,6 +229,38 @@ impl Counter {
             rows.push(row);
             rows.len() - 1
         })
+    }
+
+    /// [`Counter::row`] for a type with a number in the registry, found by
+    /// it: an index into a dense list instead of a hash lookup.
+    #[inline]
+    pub(crate) fn numbered_row(
+        &mut self,
+        number: TypeNumber,
+        type_id: TypeId,
+        name: impl FnOnce() -> &'static str,
+    ) -> usize {
+        match self.by_number.get(number as usize) {
+            Some(&row) if row != NO_ROW => row,
+            _ => self.number_row(number, type_id, name),
+        }
+    }
+
+    /// Files the row of `type_id` under its number.
+    #[cold]
+    fn number_row(
+        &mut self,
+        number: TypeNumber,
+        type_id: TypeId,
+        name: impl FnOnce() -> &'static str,
+    ) -> usize {
+        let row = self.row(type_id, name);
+        let at = number as usize;
+        if self.by_number.len() <= at {
+            self.by_number.resize(at + 1, NO_ROW);
+        }
+        self.by_number[at] = row;
+        row
     }
 
     /// Adds the counts of a run of events of one type to its row, `at`.
@@ -309,6 +348,20 @@ mod tests {
         assert_eq!((a_row.dispatched, a_row.delivered, a_row.failed), (4, 4, 4));
         let b_row = snapshot.event("B").unwrap();
         assert_eq!((b_row.dispatched, b_row.delivered, b_row.failed), (4, 0, 4));
+    }
+
+    #[test]
+    fn a_numbered_row_is_its_types_row() {
+        let (a, b) = (TypeId::of::<u8>(), TypeId::of::<u16>());
+        let mut counter = Counter::default();
+        let row_a = counter.row(a, || "A");
+        // Numbers come from the registry, in any order, with gaps.
+        assert_eq!(counter.numbered_row(7, a, || unreachable!()), row_a);
+        let row_b = counter.numbered_row(3, b, || "B");
+        assert_ne!(row_b, row_a);
+        assert_eq!(counter.row(b, || unreachable!()), row_b);
+        assert_eq!(counter.numbered_row(3, b, || unreachable!()), row_b);
+        assert_eq!(counter.numbered_row(7, a, || unreachable!()), row_a);
     }
 
     #[test]

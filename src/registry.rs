@@ -163,24 +163,44 @@ impl Hasher for TypeIdHasher {
 
 pub(crate) type TypeMap<V> = HashMap<TypeId, V, BuildHasherDefault<TypeIdHasher>>;
 
-/// The handlers of one shard's event types, sorted by (stage, id).
+/// A number for each event type ever subscribed to on a bus: dense from
+/// 0, kept when the type's last subscriber goes, never reused. Workers
+/// find a type's counter row by it (see `metrics::Counter`), which the
+/// handler lookup brings along, instead of a hash lookup of their own.
+pub(crate) type TypeNumber = u32;
+
+/// The handlers of one event type, sorted by (stage, id), and its number.
+#[derive(Clone, Debug)]
+pub(crate) struct TypeEntry {
+    pub(crate) number: TypeNumber,
+    pub(crate) handlers: SmallVec<[Arc<Subscriber>; 4]>,
+}
+
+/// The handlers of one shard's event types.
 #[derive(Default, Debug)]
 pub struct Table {
-    by_type: TypeMap<SmallVec<[Arc<Subscriber>; 4]>>,
+    by_type: TypeMap<TypeEntry>,
 }
 
 impl Table {
     /// The handlers of `type_id`, in the order they run.
     #[inline]
     pub fn handlers(&self, type_id: TypeId) -> &[Arc<Subscriber>] {
-        self.by_type.get(&type_id).map_or(&[], |h| h.as_slice())
+        self.entry(type_id).map_or(&[], |entry| &entry.handlers)
+    }
+
+    /// `type_id`'s entry, if it has subscribers.
+    #[inline]
+    pub(crate) fn entry(&self, type_id: TypeId) -> Option<&TypeEntry> {
+        self.by_type.get(&type_id)
     }
 }
 
 /// The sharded subscriber tables.
 pub struct Registry {
     shards: [ArcCell<Table>; TABLE_SHARDS],
-    write: Mutex<()>,
+    /// Serialises the writers; holds every type's number.
+    write: Mutex<TypeMap<TypeNumber>>,
     next_id: AtomicU64,
 }
 
@@ -188,7 +208,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: std::array::from_fn(|_| ArcCell::new(Table::default())),
-            write: Mutex::new(()),
+            write: Mutex::new(TypeMap::default()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -217,13 +237,13 @@ impl<'r> TableCache<'r> {
         }
     }
 
-    /// The handlers of `type_id`, from this batch's snapshot of its shard.
+    /// `type_id`'s entry, from this batch's snapshot of its shard.
     #[inline]
-    pub(crate) fn handlers(&self, type_id: TypeId) -> &[Arc<Subscriber>] {
+    pub(crate) fn entry(&self, type_id: TypeId) -> Option<&TypeEntry> {
         let shard = table_shard(type_id);
         self.loaded[shard]
             .get_or_init(|| self.registry.shards[shard].load())
-            .handlers(type_id)
+            .entry(type_id)
     }
 }
 
@@ -311,13 +331,18 @@ impl Registry {
     }
 
     fn update(&self, type_id: TypeId, change: impl FnOnce(&mut SmallVec<[Arc<Subscriber>; 4]>)) {
-        let _writer = lock(&self.write);
+        let mut numbers = lock(&self.write);
+        let next = TypeNumber::try_from(numbers.len()).expect("fewer than 2^32 event types");
+        let number = *numbers.entry(type_id).or_insert(next);
         let cell = &self.shards[table_shard(type_id)];
         let current = cell.load_full();
         let mut by_type = current.by_type.clone();
-        let handlers = by_type.entry(type_id).or_default();
-        change(handlers);
-        if handlers.is_empty() {
+        let entry = by_type.entry(type_id).or_insert_with(|| TypeEntry {
+            number,
+            handlers: SmallVec::new(),
+        });
+        change(&mut entry.handlers);
+        if entry.handlers.is_empty() {
             by_type.remove(&type_id);
         }
         cell.store(Arc::new(Table { by_type }));
@@ -334,7 +359,42 @@ impl std::fmt::Debug for Registry {
 mod tests {
     use std::mem::{align_of, offset_of, size_of};
 
-    use super::Subscriber;
+    use super::*;
+
+    fn subscribe<E: 'static>(registry: &Registry) -> Subscription {
+        let options = SubscriberOptions {
+            type_id: TypeId::of::<E>(),
+            event_name: "E",
+            name: None,
+            tenant: None,
+            stage: 0,
+            retry: RetryPolicy::none(),
+            strict_order: false,
+            start: None,
+        };
+        registry.insert(options, Box::new(|_: &Payload, _: &Context<'_>| Ok(())))
+    }
+
+    fn number_of<E: 'static>(registry: &Registry) -> Option<TypeNumber> {
+        TableCache::new(registry)
+            .entry(TypeId::of::<E>())
+            .map(|entry| entry.number)
+    }
+
+    #[test]
+    fn a_type_keeps_its_number_while_its_subscribers_come_and_go() {
+        let registry = Registry::default();
+        let first = subscribe::<u8>(&registry);
+        subscribe::<u16>(&registry);
+        let (a, b) = (number_of::<u8>(&registry), number_of::<u16>(&registry));
+        assert_eq!((a, b), (Some(0), Some(1)));
+        registry.remove(&first);
+        assert_eq!(number_of::<u8>(&registry), None, "no subscribers, no entry");
+        subscribe::<u32>(&registry);
+        subscribe::<u8>(&registry);
+        assert_eq!(number_of::<u8>(&registry), a);
+        assert_eq!(number_of::<u32>(&registry), Some(2));
+    }
 
     #[test]
     fn what_a_call_reads_of_its_subscriber_is_one_cache_line() {
