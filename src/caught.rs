@@ -33,20 +33,38 @@ pub(crate) fn drop_contained(what: fmt::Arguments<'_>, drop: impl FnOnce()) {
 impl Caught {
     /// The panic's text, when its payload is a string.
     pub(crate) fn message(&self) -> &str {
-        let payload = self.0.as_deref();
-        payload
-            .and_then(|p| p.downcast_ref::<&str>().copied())
-            .or_else(|| payload?.downcast_ref::<String>().map(String::as_str))
+        self.0
+            .as_deref()
+            .and_then(text)
             .unwrap_or("(non-string panic payload)")
     }
+}
+
+/// A panic payload's text: `panic!` throws a `&str` or a `String`.
+fn text(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
 impl Drop for Caught {
     fn drop(&mut self) {
         let payload = self.0.take();
         if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-            tracing::error!("a caught panic's payload panicked on drop; its own payload is leaked");
-            std::mem::forget(again);
+            // A string drops without running user code; anything else is
+            // leaked, since its drop could panic in turn.
+            match text(&*again) {
+                Some(text) => {
+                    tracing::error!(panic = text, "a caught panic's payload panicked on drop");
+                }
+                None => {
+                    tracing::error!(
+                        "a caught panic's payload panicked on drop; its own payload is leaked"
+                    );
+                    std::mem::forget(again);
+                }
+            }
         }
     }
 }

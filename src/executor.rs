@@ -1378,7 +1378,7 @@ impl Executor {
         );
         self.end_batch(worker, seq);
         // Last: after any reschedule above (so the pending count never dips
-        // to 0) and after the counts are merged (so a flush that sees it
+        // to 0) and after its counts are stored (so a flush that sees it
         // finished also sees its counts).
         self.finish_and_notify(&routing);
     }

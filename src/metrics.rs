@@ -17,6 +17,11 @@ use crate::registry::{TypeMap, TypeNumber};
 use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 
 /// The bus's counters at one moment.
+///
+/// Taken while events are in flight, it reads each worker's counters one
+/// after the other, not all at one instant; related ones stay consistent
+/// (no more `panicked` than `failed` runs, no run of an event not yet
+/// counted as dispatched). After `flush` it is exact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// Events accepted (by `publish*` and `ctx.publish*`).
@@ -138,11 +143,12 @@ impl TypeTotals {
         }
     }
 
-    /// Adds `counts`; only the row's own thread calls this.
+    /// Adds `counts`; only the row's own thread calls this. Each counter
+    /// is stored with Release, in the order `get` reads them backwards.
     #[inline]
     fn add(&self, counts: &Counts) {
         let add = |total: &AtomicU64, n: u64| {
-            total.store(total.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+            total.store(total.load(Ordering::Relaxed) + n, Ordering::Release);
         };
         add(&self.dispatched, counts.dispatched);
         add(&self.delivered, counts.delivered);
@@ -151,13 +157,23 @@ impl TypeTotals {
         add(&self.retried, counts.retried);
     }
 
+    /// The counts, read while the row's thread may be adding to them. Each
+    /// load is Acquire and reads a counter stored before the one read
+    /// before it, so a counter read later is at least as recent: a
+    /// snapshot never shows more panicked runs than failed ones, or a
+    /// run of an event not yet counted as dispatched.
     fn get(&self) -> Counts {
+        let retried = self.retried.load(Ordering::Acquire);
+        let panicked = self.panicked.load(Ordering::Acquire);
+        let failed = self.failed.load(Ordering::Acquire);
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let dispatched = self.dispatched.load(Ordering::Acquire);
         Counts {
-            dispatched: self.dispatched.load(Ordering::Relaxed),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            panicked: self.panicked.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
+            dispatched,
+            delivered,
+            failed,
+            panicked,
+            retried,
         }
     }
 }
@@ -264,8 +280,9 @@ impl Counter {
     }
 
     /// Adds the counts of a run of events of one type to its row, `at`.
+    /// `&mut`: a row has one writer (see [`TypeTotals::add`]).
     #[inline]
-    pub(crate) fn add_to_row(&self, at: usize, counts: &Counts) {
+    pub(crate) fn add_to_row(&mut self, at: usize, counts: &Counts) {
         self.rows[at].add(counts);
     }
 }

@@ -379,11 +379,14 @@ impl<T, X> Ring<T, X> {
     }
 
     /// Whether the value `ahead` positions past `head` is published: a
-    /// hint, for the consumer's polling, that reads `head` and that one
-    /// slot's stamp (Relaxed) but not `tail`, the line every push writes.
-    /// A position claimed and not yet published reads as absent, so this
-    /// is no substitute for [`Ring::len`] where a claim must count (the
-    /// wake-up protocols).
+    /// hint for polling, which reads `head` and that one slot's stamp
+    /// (Relaxed) but not `tail`, the line every push writes. Any thread may
+    /// ask; off the consumer, `head` may be stale, so the answer may be
+    /// about a position already popped. A position claimed and not yet
+    /// published reads as absent, so this is no substitute for
+    /// [`Ring::len`] where a claim must count (the wake-up protocols): a
+    /// poller that falls back on those loses nothing to a wrong answer but
+    /// time.
     #[inline]
     pub fn is_published(&self, ahead: usize) -> bool {
         let pos = self.head.load(Ordering::Relaxed) + ahead;
@@ -568,6 +571,41 @@ mod tests {
         assert_eq!(pop(&ring, &mut out, 10), 1);
         assert_eq!(pop(&ring, &mut out, 10), 0);
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn published_is_what_a_pop_would_take_and_not_a_claim() {
+        let ring = Ring::<u32>::new(4);
+        assert!(!ring.is_published(0));
+        // While `make` runs, the position is claimed (`len` counts it) but
+        // not published.
+        let mut while_made = None;
+        ring.push_with(
+            7,
+            |value, _, _| {
+                while_made = Some((ring.is_published(0), ring.len()));
+                value
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(while_made, Some((false, 1)));
+        assert!(ring.is_published(0));
+        assert!(!ring.is_published(1));
+        ring.push(8).unwrap();
+        assert!(ring.is_published(1));
+        let mut out = Vec::new();
+        pop(&ring, &mut out, 1);
+        assert!(ring.is_published(0), "8 is next");
+        assert!(!ring.is_published(1));
+        pop(&ring, &mut out, 1);
+        assert!(!ring.is_published(0));
+        // Nothing a lap or more ahead is published.
+        for value in 0..4 {
+            ring.push(value).unwrap();
+        }
+        assert!(ring.is_published(3));
+        assert!(!ring.is_published(4));
     }
 
     #[test]

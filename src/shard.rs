@@ -11,9 +11,9 @@
 //! a shard's events are handled by one thread at a time, in ring order:
 //! that, and one (tenant, key) mapping to one shard, is per-key order. An
 //! idle worker may claim another's shard when its backlog is at least a
-//! batch (the batch's last event is published); after releasing such a claim it fences and wakes the owner if
-//! events arrived meanwhile, because the owner may have parked seeing the
-//! shard claimed.
+//! batch (the batch's last event is published); after releasing such a
+//! claim it fences and wakes the owner if events arrived meanwhile,
+//! because the owner may have parked seeing the shard claimed.
 //!
 //! # Overflow
 //!
