@@ -5,7 +5,8 @@
 //! A caught panic's payload is user data (`panic_any` throws any value),
 //! and its drop is user code that can panic in turn. [`Caught`] owns the
 //! payload and drops it under a catch of its own; a second panic from
-//! that drop is logged and its payload leaked, since dropping that one
+//! that drop is logged, and its payload dropped if it is a string (whose
+//! drop runs no user code) or leaked otherwise, since dropping that one
 //! could panic again, and so on.
 
 use std::any::Any;

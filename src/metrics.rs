@@ -5,10 +5,11 @@
 //! only that worker writes (a load and a store per counter, no
 //! read-modify-write) and snapshots read without stopping it. The worker
 //! adds a batch's counts before it reports the batch as completed (with
-//! Release), so after `flush` returns, a snapshot is exact. No counter is
-//! written by two threads, and none by a publisher: `published` is not
-//! counted at all, it is the sum of the shards' ring and overflow
-//! positions, which publishing writes anyway.
+//! Release), so after `flush` returns, a snapshot is exact. Every counter
+//! has one writer at a time (its worker; for the async handlers' runs,
+//! whoever holds their counter's lock), and none is written by a
+//! publisher: `published` is not counted at all, it is the sum of the
+//! shards' ring and overflow positions, which publishing writes anyway.
 
 use std::any::TypeId;
 use std::collections::hash_map::{Entry, HashMap};
@@ -18,10 +19,13 @@ use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 
 /// The bus's counters at one moment.
 ///
-/// Taken while events are in flight, it reads each worker's counters one
-/// after the other, not all at one instant; related ones stay consistent
-/// (no more `panicked` than `failed` runs, no run of an event not yet
-/// counted as dispatched). After `flush` it is exact.
+/// Taken while events are in flight, it reads the shards' positions, then
+/// each worker's counters, one after the other, not all at one instant:
+/// `dispatched` may then pass `published`, and a retried, released or
+/// async run counted by one worker may show before its event's dispatch,
+/// counted by another. Within one worker's counts of a type, `panicked`
+/// never passes `failed`, and a first run never shows before its
+/// dispatch. After `flush` it is exact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     /// Events accepted (by `publish*` and `ctx.publish*`).
@@ -143,8 +147,9 @@ impl TypeTotals {
         }
     }
 
-    /// Adds `counts`; only the row's own thread calls this. Each counter
-    /// is stored with Release, in the order `get` reads them backwards.
+    /// Adds `counts`; one writer at a time (see the module docs). Each
+    /// counter is stored with Release, in the order `get` reads them
+    /// backwards.
     #[inline]
     fn add(&self, counts: &Counts) {
         let add = |total: &AtomicU64, n: u64| {
@@ -157,11 +162,11 @@ impl TypeTotals {
         add(&self.retried, counts.retried);
     }
 
-    /// The counts, read while the row's thread may be adding to them. Each
+    /// The counts, read while the row's writer may be adding to them. Each
     /// load is Acquire and reads a counter stored before the one read
-    /// before it, so a counter read later is at least as recent: a
-    /// snapshot never shows more panicked runs than failed ones, or a
-    /// run of an event not yet counted as dispatched.
+    /// before it, so a counter read later is at least as recent: the row
+    /// never shows more panicked runs than failed ones, or a first run of
+    /// an event it has not counted as dispatched.
     fn get(&self) -> Counts {
         let retried = self.retried.load(Ordering::Acquire);
         let panicked = self.panicked.load(Ordering::Acquire);

@@ -195,8 +195,9 @@ impl Payload {
     #[inline(always)]
     pub(crate) fn downcast_ref_by<E: Event>(&self, of: &TypeIdOf<E>) -> Option<&E> {
         if self.vtable.type_id == of.0 {
-            // SAFETY: the type ids match (`of` holds `E`'s), so `storage`
-            // holds an `E`.
+            // SAFETY: the type ids match, and `of` holds `E`'s (only
+            // `TypeIdOf::new` makes one, and it is invariant in `E`), so
+            // `storage` holds an `E`.
             Some(unsafe { value_ptr::<E>(self.storage.ptr()) })
         } else {
             None
@@ -208,7 +209,7 @@ impl Payload {
 /// handler's captures). `TypeId::of::<E>()` in code is a 16-byte constant
 /// of `E`'s own: with many event types, comparing with it costs a cache
 /// miss per event. Made only by [`TypeIdOf::new`], so it holds `E`'s.
-pub(crate) struct TypeIdOf<E>(TypeId, PhantomData<fn() -> E>);
+pub(crate) struct TypeIdOf<E>(TypeId, PhantomData<fn(E) -> E>);
 
 impl<E: Event> TypeIdOf<E> {
     pub(crate) fn new() -> Self {

@@ -282,7 +282,7 @@ impl Registry {
             unsubscribed: AtomicBool::new(false),
             handler,
         });
-        self.update(options.type_id, |handlers| {
+        self.update(options.type_id, true, |handlers| {
             let at = handlers.partition_point(|h| (h.stage, h.id) < (subscriber.stage, id));
             handlers.insert(at, subscriber);
         });
@@ -297,7 +297,7 @@ impl Registry {
     /// `None` if it was already gone. The caller waits out running calls.
     pub(crate) fn remove(&self, subscription: &Subscription) -> Option<Arc<Subscriber>> {
         let mut removed = None;
-        self.update(subscription.type_id, |handlers| {
+        self.update(subscription.type_id, false, |handlers| {
             if let Some(at) = handlers.iter().position(|h| h.id == subscription.id) {
                 let subscriber = handlers.remove(at);
                 // Set before the new table is stored (and both before the
@@ -330,16 +330,32 @@ impl Registry {
             .len()
     }
 
-    fn update(&self, type_id: TypeId, change: impl FnOnce(&mut SmallVec<[Arc<Subscriber>; 4]>)) {
+    /// Changes the handlers of `type_id` in a copy of its table shard and
+    /// stores the copy. A type without subscribers gets an entry (and its
+    /// number, the first time) only when `create` says so: a removal of
+    /// what is not there changes nothing.
+    fn update(
+        &self,
+        type_id: TypeId,
+        create: bool,
+        change: impl FnOnce(&mut SmallVec<[Arc<Subscriber>; 4]>),
+    ) {
         let mut numbers = lock(&self.write);
-        let next = TypeNumber::try_from(numbers.len()).expect("fewer than 2^32 event types");
-        let number = *numbers.entry(type_id).or_insert(next);
         let cell = &self.shards[table_shard(type_id)];
         let current = cell.load_full();
+        if !create && current.entry(type_id).is_none() {
+            return;
+        }
         let mut by_type = current.by_type.clone();
-        let entry = by_type.entry(type_id).or_insert_with(|| TypeEntry {
-            number,
-            handlers: SmallVec::new(),
+        let entry = by_type.entry(type_id).or_insert_with(|| {
+            let next = numbers.len();
+            let number = *numbers.entry(type_id).or_insert_with(|| {
+                TypeNumber::try_from(next).expect("fewer than 2^32 event types")
+            });
+            TypeEntry {
+                number,
+                handlers: SmallVec::new(),
+            }
         });
         change(&mut entry.handlers);
         if entry.handlers.is_empty() {
@@ -390,6 +406,10 @@ mod tests {
         assert_eq!((a, b), (Some(0), Some(1)));
         registry.remove(&first);
         assert_eq!(number_of::<u8>(&registry), None, "no subscribers, no entry");
+        // Removing what is not there (a subscription of another bus, say)
+        // numbers nothing.
+        let stranger = subscribe::<u64>(&Registry::default());
+        assert!(registry.remove(&stranger).is_none());
         subscribe::<u32>(&registry);
         subscribe::<u8>(&registry);
         assert_eq!(number_of::<u8>(&registry), a);
