@@ -13,19 +13,10 @@ impl Event for Ping {}
 struct Echo;
 impl Event for Echo {}
 
-fn small_bus() -> Bus {
-    Bus::builder()
-        .workers(1)
-        .shards(1)
-        .capacity(2)
-        .build()
-        .unwrap()
-}
-
 /// A small bus whose Ping handler publishes an Echo, and the count of
 /// Echoes handled (Relaxed: the bus must order it for its readers).
 fn echoing_bus() -> (Bus, Arc<AtomicUsize>) {
-    let bus = small_bus();
+    let bus = loom_tests::loom_bus(1);
     let echoes = Arc::new(AtomicUsize::new(0));
     bus.subscribe(|_: &Ping, ctx: &Context| -> HandlerResult {
         ctx.publish(Echo);
@@ -42,7 +33,7 @@ fn echoing_bus() -> (Bus, Arc<AtomicUsize>) {
 #[test]
 fn an_unsubscribed_handler_is_idle_and_never_runs_again() {
     loom::model(|| {
-        let bus = small_bus();
+        let bus = loom_tests::loom_bus(1);
         let running = Arc::new(AtomicBool::new(false));
         let returned = Arc::new(AtomicBool::new(false));
         let late_calls = Arc::new(AtomicUsize::new(0));
@@ -76,7 +67,7 @@ fn an_unsubscribed_handler_is_idle_and_never_runs_again() {
 #[test]
 fn an_event_published_after_subscribe_returned_is_delivered() {
     loom::model(|| {
-        let bus = small_bus();
+        let bus = loom_tests::loom_bus(1);
         // the worker may be dispatching this one, with the old table, while
         // we subscribe
         bus.publish(Echo).unwrap();

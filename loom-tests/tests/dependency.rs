@@ -7,7 +7,7 @@
 //! reports as a deadlock.
 #![cfg(diana_bus_loom)]
 
-use diana_bus::{Bus, Context, Event, HandlerResult, Meta};
+use diana_bus::{Context, Event, HandlerResult, Meta};
 use loom::sync::{Arc, Mutex};
 
 /// Keys 1 and 2 go to shards 1 and 0 of a 2-shard bus (tenant 0).
@@ -26,12 +26,7 @@ fn a_dependent_runs_after_its_dependency_on_another_worker() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(1);
     model.check(|| {
-        let bus = Bus::builder()
-            .workers(2)
-            .shards(2)
-            .capacity(2)
-            .build()
-            .unwrap();
+        let bus = loom_tests::loom_bus(2);
         let runs = Arc::new(Mutex::new(Vec::new()));
         let r = runs.clone();
         bus.subscribe(move |k: &Keyed, _: &Context| -> HandlerResult {

@@ -3,7 +3,7 @@
 //! so related counters stay consistent, and after `flush` it is exact.
 #![cfg(diana_bus_loom)]
 
-use diana_bus::{Bus, Context, Event, HandlerResult};
+use diana_bus::{Context, Event, HandlerResult};
 
 struct Tick;
 impl Event for Tick {}
@@ -11,12 +11,7 @@ impl Event for Tick {}
 #[test]
 fn a_snapshot_racing_the_count_never_shows_a_run_before_its_dispatch() {
     loom::model(|| {
-        let bus = Bus::builder()
-            .workers(1)
-            .shards(1)
-            .capacity(2)
-            .build()
-            .unwrap();
+        let bus = loom_tests::loom_bus(1);
         bus.subscribe(|_: &Tick, _: &Context| -> HandlerResult { Ok(()) });
         bus.publish(Tick).unwrap();
         // Races the worker's count: one handler, so every delivered run

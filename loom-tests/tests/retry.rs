@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use diana_bus::{Bus, Context, Event, HandlerError, HandlerResult, RetryPolicy};
+use diana_bus::{Context, Event, HandlerError, HandlerResult, RetryPolicy};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 
@@ -15,12 +15,7 @@ impl Event for Job {}
 #[test]
 fn flush_waits_for_a_scheduled_retry() {
     loom::model(|| {
-        let bus = Bus::builder()
-            .workers(1)
-            .shards(1)
-            .capacity(2)
-            .build()
-            .unwrap();
+        let bus = loom_tests::loom_bus(1);
         let successes = Arc::new(AtomicUsize::new(0));
         let s = successes.clone();
         bus.subscriber::<Job>()
@@ -58,12 +53,7 @@ fn a_held_key_releases_its_queue_in_order() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(1);
     model.check(|| {
-        let bus = Bus::builder()
-            .workers(2)
-            .shards(2)
-            .capacity(2)
-            .build()
-            .unwrap();
+        let bus = loom_tests::loom_bus(2);
         let runs = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let r = runs.clone();
         bus.subscriber::<Keyed>()
