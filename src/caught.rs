@@ -1,6 +1,7 @@
 //! Panics caught on threads that must go on: a worker, which would leave
-//! its shard claimed if it unwound out of a batch, and a runtime task that
-//! must end its handler's run.
+//! its shard claimed if it unwound out of a batch (or stop for good if it
+//! unwound out of its loop, from a waker it wakes), and a runtime task
+//! that must end its handler's run.
 //!
 //! A caught panic's payload is user data (`panic_any` throws any value),
 //! and its drop is user code that can panic in turn. [`Caught`] owns the
@@ -12,6 +13,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Waker;
 
 /// A caught panic: its payload (always there until the drop), dropped
 /// safely.
@@ -23,12 +25,21 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Caught> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| Caught(Some(payload)))
 }
 
-/// Drops user values (with `drop`) on a thread that must go on. A panic
-/// from the drop is logged as `what` and goes no further.
-pub(crate) fn drop_contained(what: fmt::Arguments<'_>, drop: impl FnOnce()) {
-    if let Err(panic) = catch(drop) {
+/// Runs user code that returns nothing (a value's drop, a waker) on a
+/// thread that must go on. A panic from it is logged as `what` and goes no
+/// further.
+pub(crate) fn contain(what: fmt::Arguments<'_>, f: impl FnOnce()) {
+    if let Err(panic) = catch(f) {
         tracing::error!(panic = panic.message(), "{what}");
     }
+}
+
+/// Wakes an async task from a worker. A waker is its executor's code; a
+/// panic from it must not stop the worker.
+pub(crate) fn wake(waker: Waker) {
+    contain(format_args!("an async task's waker panicked"), || {
+        waker.wake()
+    });
 }
 
 impl Caught {

@@ -173,6 +173,6 @@ fn remember(state: &mut State, waker: &Waker) {
 
 fn wake(state: &mut State) {
     if let Some(waker) = state.waker.take() {
-        waker.wake();
+        crate::caught::wake(waker);
     }
 }

@@ -662,7 +662,7 @@ impl Executor {
             match task {
                 Task::Retry(retry) => self.run_retry(index, retry, local),
                 Task::Release(envelope) => self.run_release(index, envelope, local),
-                Task::Wake(waker) => waker.wake(),
+                Task::Wake(waker) => crate::caught::wake(waker),
                 Task::Continue(envelope, then) => self.run_continue(index, envelope, then, local),
             }
             worked = true;

@@ -145,7 +145,7 @@ impl WaitQueue {
             let wakers = std::mem::take(&mut *lock(&self.lock));
             self.waiters.fetch_sub(wakers.len(), Ordering::Relaxed);
             self.cond.notify_all();
-            wakers.into_iter().for_each(Waker::wake);
+            wakers.into_iter().for_each(crate::caught::wake);
         }
     }
 

@@ -228,7 +228,7 @@ impl Drop for Payload {
             // SAFETY: the storage holds the live value the vtable was made
             // for, and `drop` runs once; after a panic the value counts as
             // dropped, and nothing touches the storage again.
-            crate::caught::drop_contained(format_args!("an event's drop panicked"), || unsafe {
+            crate::caught::contain(format_args!("an event's drop panicked"), || unsafe {
                 drop_value(storage)
             });
         }

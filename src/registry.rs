@@ -106,7 +106,7 @@ impl Drop for Subscriber {
         let noop: ErasedHandler = Box::new(|_: &Payload, _: &Context<'_>| Ok(()));
         let handler = std::mem::replace(&mut self.handler, noop);
         let start = self.start.take();
-        crate::caught::drop_contained(
+        crate::caught::contain(
             format_args!("handler {} panicked on drop", self.name),
             move || drop((handler, start)),
         );

@@ -869,3 +869,96 @@ fn later_stages_wait_for_an_async_run_and_its_retries() {
         assert_eq!(bus.dead_letters().len(), 1);
     });
 }
+
+/// A waker that counts its wakes and panics in each, as a broken executor's
+/// might: the worker that wakes it must go on.
+#[derive(Default)]
+struct PanickingWaker(AtomicUsize);
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("the executor's waker broke");
+    }
+}
+
+/// Polls `future` once with `waker`.
+fn poll_with<F: std::future::Future>(
+    future: std::pin::Pin<&mut F>,
+    waker: &Arc<PanickingWaker>,
+) -> std::task::Poll<F::Output> {
+    let waker = std::task::Waker::from(waker.clone());
+    future.poll(&mut std::task::Context::from_waker(&waker))
+}
+
+#[test]
+fn a_waker_that_panics_when_its_event_is_done_does_not_stop_the_worker() {
+    within(30, || {
+        let gate = Gate::default();
+        let bus = Bus::builder().workers(1).shards(1).build().unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (g, r) = (gate.clone(), runs.clone());
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            g.wait();
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let waker = Arc::new(PanickingWaker::default());
+        let mut waiting = std::pin::pin!(bus.publish_and_wait(Job(1)));
+        assert!(poll_with(waiting.as_mut(), &waker).is_pending());
+        gate.open();
+        common::wait_until(10, || waker.0.load(Ordering::SeqCst) == 1);
+        bus.publish(Job(2)).unwrap();
+        bus.flush();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let std::task::Poll::Ready(report) = poll_with(waiting.as_mut(), &waker) else {
+            panic!("the handler ran, and the wait is still pending");
+        };
+        assert_eq!(report.unwrap().succeeded, 1);
+        let report = bus.shutdown();
+        assert_eq!(report.delivered, 2);
+    });
+}
+
+#[test]
+fn a_waker_that_panics_at_its_deadline_does_not_stop_the_worker() {
+    within(30, || {
+        let gate = Gate::default();
+        let bus = Bus::builder().workers(2).shards(2).build().unwrap();
+        let g = gate.clone();
+        bus.respond(
+            move |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                g.wait();
+                Ok(1)
+            },
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let waker = Arc::new(PanickingWaker::default());
+        let mut asking = std::pin::pin!(
+            bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(20))
+        );
+        assert!(poll_with(asking.as_mut(), &waker).is_pending());
+        // One worker waits at the gate in the responder; the other wakes
+        // the request at its deadline.
+        common::wait_until(10, || waker.0.load(Ordering::SeqCst) == 1);
+        assert_eq!(
+            poll_with(asking.as_mut(), &waker),
+            std::task::Poll::Ready(Err(RequestError::Timeout))
+        );
+        gate.open();
+        for n in 0..100 {
+            bus.publish_with(Job(n), Meta::new().key(n)).unwrap();
+        }
+        bus.flush();
+        assert_eq!(runs.load(Ordering::SeqCst), 100);
+        let report = bus.shutdown();
+        assert_eq!(report.delivered, 101);
+    });
+}

@@ -41,7 +41,7 @@ use super::deadline::Deadline;
 use super::publish::Admit;
 use super::request::Request;
 use crate::bus::{Bus, Sent, SubscriberBuilder, WeakBus};
-use crate::caught::{catch, drop_contained, Caught};
+use crate::caught::{catch, contain, Caught};
 use crate::context::Context;
 use crate::delivery::RunFailure;
 use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
@@ -299,7 +299,7 @@ impl Future for CatchUnwind {
             Err(panic) => Err(panic),
         };
         let ended = self.0.take();
-        drop_contained(
+        contain(
             format_args!("an async handler's future panicked on drop"),
             || drop(ended),
         );
