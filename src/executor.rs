@@ -100,6 +100,15 @@ const IDLE_YIELDS: u32 = 0;
 /// wake-ups a second. A due retry shortens the sleep.
 const HELP_INTERVAL: Duration = Duration::from_millis(10);
 
+/// A worker that has found every shard empty at this many wake-ups in a
+/// row (a second of [`HELP_INTERVAL`]s) is *drowsy*: it sleeps up to
+/// [`DROWSY_HELP_INTERVAL`] instead, until a wake-up finds an event in any
+/// shard. An idle bus then costs each worker 10 wake-ups a second, and a
+/// handler that starts a long run on a bus that was idle leaves its
+/// worker's other shards waiting that much longer for help.
+const DROWSY_AFTER: u32 = 100;
+const DROWSY_HELP_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Batches a worker runs from one shard before it moves to the next.
 const BATCHES_PER_CLAIM: usize = 4;
 
@@ -610,9 +619,11 @@ impl Executor {
             deferred_keys: Vec::new(),
         };
         let mut idle = 0u32;
+        let mut empty_wakes = 0u32;
         loop {
             if self.work_once(index, &mut local) {
                 idle = 0;
+                empty_wakes = 0;
                 continue;
             }
             if self.stop.load(Ordering::Acquire) {
@@ -636,8 +647,18 @@ impl Executor {
                 continue;
             }
             tracing::trace!("worker parked");
-            let until_retry = self.retries.until_next_due().unwrap_or(HELP_INTERVAL);
-            me.sleeper.park(until_retry.min(HELP_INTERVAL));
+            let help_in = if empty_wakes < DROWSY_AFTER {
+                HELP_INTERVAL
+            } else {
+                DROWSY_HELP_INTERVAL
+            };
+            let until_retry = self.retries.until_next_due().unwrap_or(help_in);
+            me.sleeper.park(until_retry.min(help_in));
+            empty_wakes = if self.shards.iter().any(Shard::has_pending) {
+                0
+            } else {
+                empty_wakes.saturating_add(1)
+            };
         }
         tracing::debug!("worker stopped");
     }

@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::{wait_until, within, Gate};
 use diana_bus::{Bus, Context, Event, HandlerResult};
@@ -39,7 +40,20 @@ fn worker_name() -> String {
 
 #[test]
 fn an_idle_worker_takes_over_a_shard_whose_owner_is_stuck() {
-    within(60, || {
+    take_over_a_stuck_shard(Duration::ZERO);
+}
+
+#[test]
+fn a_worker_drowsy_from_a_second_of_idleness_still_takes_over() {
+    // Past a second of empty wake-ups, helpers look for backlogs ten times
+    // less often (the executor's DROWSY_AFTER).
+    take_over_a_stuck_shard(Duration::from_millis(1500));
+}
+
+/// Worker 0 is held in a handler, after the bus has been idle for `idle`;
+/// worker 1 must take over the backlog of worker 0's other shard.
+fn take_over_a_stuck_shard(idle: Duration) {
+    within(60, move || {
         const KEYS: u64 = 64;
         const BACKLOG: u64 = 300; // above the default batch of 256
         let bus = Bus::builder()
@@ -100,6 +114,7 @@ fn an_idle_worker_takes_over_a_shard_whose_owner_is_stuck() {
             .collect();
         assert!(owned_by_0.len() > 4, "worker 0 owns some keys: {owner:?}");
 
+        std::thread::sleep(idle);
         // round 1: hold worker 0 inside the handler of one of its keys
         let stuck = owned_by_0[0];
         blocked_key.store(stuck, Ordering::SeqCst);
