@@ -5,6 +5,7 @@
 mod alloc_count;
 mod compare;
 mod demo;
+mod idle;
 mod load;
 mod plot;
 mod progress;
@@ -45,6 +46,9 @@ enum Command {
     /// Run a simulated Diana bot: five independent services, many users
     /// and tenants, every interaction through the Diana flow, with a trace.
     Demo(DemoArgs),
+    /// Measure the CPU that diana-bus and its peers use while no events
+    /// come: each takes one event, then sits idle.
+    Idle(IdleArgs),
     /// Print the ratios B/A between two runs saved with `run --json`.
     Compare {
         /// The first run (the denominator).
@@ -62,6 +66,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE.svg")]
         output: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// Seconds each implementation sits idle while its CPU time is read.
+    #[arg(long, value_name = "S", default_value = "5", value_parser = parse_duration)]
+    seconds: Duration,
+    /// diana-bus worker threads.
+    #[arg(long, value_name = "W", default_value_t = 2)]
+    workers: usize,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +285,11 @@ fn execute(command: Command) -> Result<(), String> {
                 Some(path) => record.write(path),
                 None => Ok(()),
             }
+        }
+        Command::Idle(args) => {
+            let rows = idle::measure(args.seconds, args.workers)?;
+            print!("{}", idle::render(args.seconds, &rows));
+            Ok(())
         }
         Command::Compare { a, b } => {
             let (first, second) = (Record::read(&a)?, Record::read(&b)?);

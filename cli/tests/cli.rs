@@ -635,3 +635,31 @@ fn demo_refuses_an_empty_workload() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn idle_measures_every_implementation_at_rest() {
+    let output = diana_bus(&["idle", "--seconds", "0.1", "--workers", "3"]);
+    let stdout = stdout(&output);
+    assert!(output.status.success(), "{stdout}\n{}", stderr(&output));
+    for (implementation, threads) in [
+        ("diana-bus", "3"),
+        ("crossbeam-channel", "1"),
+        ("disruptor-yield", "1"),
+        ("disruptor-spin", "1"),
+    ] {
+        let row = stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(implementation))
+            .unwrap_or_else(|| panic!("no {implementation} row in\n{stdout}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], threads, "{row}");
+        assert!(
+            cells[2]
+                .strip_suffix('%')
+                .is_some_and(|share| share.parse::<f64>().is_ok()),
+            "no share of a core in {row}"
+        );
+    }
+    assert_fails(&["idle", "--seconds", "0"], "must be above 0");
+    assert_fails(&["idle", "--workers", "0"], "worker threads");
+}

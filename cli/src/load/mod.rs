@@ -46,7 +46,7 @@ pub use flow::{Flow, SERVICES};
 pub use handlers::Handlers;
 pub use latency::{histogram, merge, Latencies};
 pub use message::{Message, Pong, SAMPLE_EVERY};
-pub use peers::{Peer, PEERS};
+pub use peers::{Peer, Yield, PEERS};
 pub use profile::{Pattern, Profile, Shape, PROFILES};
 pub use reply::Reply;
 pub use runner::{RunError, Runner, Sample};
