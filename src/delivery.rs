@@ -110,23 +110,34 @@ impl Tracker {
 
     /// A handler run failed; `dead_lettered` if it was its last.
     pub(crate) fn failed(&self, failure: RunFailure) {
-        let mut state = lock(&self.state);
-        state.report.failed += 1;
-        state.report.dead_lettered += usize::from(failure.dead_lettered);
-        state.report.failures.push(failure);
-        wake(&mut state);
+        self.change(|state| {
+            state.report.failed += 1;
+            state.report.dead_lettered += usize::from(failure.dead_lettered);
+            state.report.failures.push(failure);
+        });
     }
 
     /// The event is fully handled.
     pub(crate) fn complete(&self) {
-        let mut state = lock(&self.state);
-        state.done = true;
-        wake(&mut state);
+        self.change(|state| state.done = true);
     }
 
     /// Something the waiting task looks at changed (an answer arrived).
     pub(crate) fn notify(&self) {
-        wake(&mut lock(&self.state));
+        self.change(|_| {});
+    }
+
+    /// Changes the state, then wakes the waiting task, after letting go of
+    /// the lock: a waker may poll its task at once, which takes the lock.
+    fn change(&self, change: impl FnOnce(&mut State)) {
+        let waker = {
+            let mut state = lock(&self.state);
+            change(&mut state);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            crate::caught::wake(waker);
+        }
     }
 
     /// The report once the event is fully handled; else leaves `waker`.
@@ -168,11 +179,5 @@ fn remember(state: &mut State, waker: &Waker) {
     match &state.waker {
         Some(current) if current.will_wake(waker) => {}
         _ => state.waker = Some(waker.clone()),
-    }
-}
-
-fn wake(state: &mut State) {
-    if let Some(waker) = state.waker.take() {
-        crate::caught::wake(waker);
     }
 }

@@ -962,3 +962,70 @@ fn a_waker_that_panics_at_its_deadline_does_not_stop_the_worker() {
         assert_eq!(report.delivered, 101);
     });
 }
+
+/// A task that its waker polls at once, on the waking thread, as some
+/// executors do.
+struct PolledOnWake<F: std::future::Future> {
+    task: std::sync::Mutex<Option<std::pin::Pin<Box<F>>>>,
+    output: std::sync::Mutex<Option<F::Output>>,
+}
+
+impl<F> PolledOnWake<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    fn poll(self: &Arc<Self>) {
+        let waker = std::task::Waker::from(Arc::clone(self));
+        let mut task = self.task.lock().unwrap();
+        if let Some(future) = task.as_mut() {
+            let polled = future
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker));
+            if let std::task::Poll::Ready(output) = polled {
+                *self.output.lock().unwrap() = Some(output);
+                *task = None;
+            }
+        }
+    }
+}
+
+impl<F> std::task::Wake for PolledOnWake<F>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    fn wake(self: Arc<Self>) {
+        self.poll();
+    }
+}
+
+#[test]
+fn a_waker_that_polls_its_task_at_once_gets_the_report() {
+    within(30, || {
+        let gate = Gate::default();
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let g = gate.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            g.wait();
+            Ok(())
+        });
+        bus.subscribe(|_: &Job, _: &Context| -> HandlerResult {
+            Err(HandlerError::permanent("no"))
+        });
+        let waiting = bus.clone();
+        let task = Arc::new(PolledOnWake {
+            task: std::sync::Mutex::new(Some(Box::pin(async move {
+                waiting.publish_and_wait(Job(1)).await
+            }))),
+            output: std::sync::Mutex::new(None),
+        });
+        task.poll();
+        assert!(task.output.lock().unwrap().is_none());
+        gate.open();
+        bus.flush();
+        let report = task.output.lock().unwrap().take();
+        let report = report.expect("woken, polled and ready").unwrap();
+        assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
+    });
+}
