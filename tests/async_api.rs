@@ -1029,3 +1029,23 @@ fn a_waker_that_polls_its_task_at_once_gets_the_report() {
         assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
     });
 }
+
+#[test]
+fn a_wait_too_long_for_an_instant_never_times_out() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.respond(|b: &Balance, _: &Context| -> Result<u64, HandlerError> { Ok(b.user) });
+        let rt = runtime();
+        let answer = rt.block_on(bus.request::<Balance, u64>(Balance { user: 3 }, Duration::MAX));
+        assert_eq!(answer, Ok(3));
+        let gathered = rt
+            .block_on(async {
+                bus.gather::<Balance, u64>(Balance { user: 4 })
+                    .deadline(Duration::MAX)
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answers.len(), 1);
+        assert!(gathered.timed_out.is_empty());
+    });
+}

@@ -381,3 +381,33 @@ fn strict_order_holds_a_key_behind_its_retry_while_other_keys_flow() {
         );
     });
 }
+
+#[test]
+fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        for policy in [
+            RetryPolicy::fixed(2, Duration::MAX),
+            RetryPolicy::exponential(3, Duration::from_secs(u64::MAX / 2)).cap(Duration::MAX),
+        ] {
+            bus.subscriber::<Order>().retry(policy).subscribe(
+                |_: &Order, _: &Context| -> HandlerResult {
+                    Err(HandlerError::transient("try again in a while"))
+                },
+            );
+        }
+        let handled = Arc::new(AtomicU64::new(0));
+        let h = handled.clone();
+        bus.subscribe(move |o: &Order, _: &Context| -> HandlerResult {
+            h.fetch_add(o.id, Ordering::SeqCst);
+            Ok(())
+        });
+        bus.publish(Order { id: 1 }).unwrap();
+        bus.publish(Order { id: 2 }).unwrap();
+        common::wait_until(10, || handled.load(Ordering::SeqCst) == 3);
+        let metrics = bus.metrics();
+        assert_eq!((metrics.failed, metrics.retried), (4, 0));
+        // Its drain would wait a century for the retries.
+        std::mem::forget(bus);
+    });
+}

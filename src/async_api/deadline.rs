@@ -16,11 +16,12 @@ pub(crate) struct Deadline<'e> {
 }
 
 impl<'e> Deadline<'e> {
-    /// `after` from now, or never.
+    /// `after` from now, or never (also when `after` is past what an
+    /// `Instant` can hold, as `Duration::MAX` is).
     pub(crate) fn after(executor: &'e Executor, after: Option<Duration>) -> Self {
         Deadline {
             executor,
-            at: after.map(|after| Instant::now() + after),
+            at: after.and_then(|after| Instant::now().checked_add(after)),
             armed: None,
         }
     }

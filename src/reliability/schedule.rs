@@ -104,6 +104,15 @@ pub(crate) struct RetrySchedule {
 
 const NONE_DUE: u64 = u64::MAX;
 
+/// The longest pause a task is queued for: a century, never in practice.
+/// Longer pauses (`Duration::MAX` is one) would overflow an `Instant`.
+const LONGEST_PAUSE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// When a task queued at `now` for `pause` comes due.
+fn due_after(now: Instant, pause: Duration) -> Instant {
+    now.checked_add(pause.min(LONGEST_PAUSE)).unwrap_or(now)
+}
+
 impl RetrySchedule {
     pub(crate) fn new() -> Self {
         RetrySchedule {
@@ -130,7 +139,7 @@ impl RetrySchedule {
         let mut state = lock(&self.state);
         state.seq += 1;
         let key = TaskKey {
-            due: Instant::now() + pause,
+            due: due_after(Instant::now(), pause),
             seq: state.seq,
         };
         state.tasks.insert(key, task);
@@ -216,6 +225,15 @@ mod tests {
         assert!(schedule.pop_due().is_some());
         assert!(schedule.pop_due().is_none());
         assert!(schedule.until_next_due().unwrap() > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn a_pause_too_long_for_an_instant_waits_a_century() {
+        let schedule = RetrySchedule::new();
+        schedule.schedule(wake(), Duration::MAX);
+        assert!(schedule.pop_due().is_none());
+        let wait = schedule.until_next_due().unwrap();
+        assert!(wait > LONGEST_PAUSE - Duration::from_secs(60) && wait <= LONGEST_PAUSE);
     }
 
     #[test]
