@@ -601,7 +601,7 @@ impl Bus {
 
     /// Removes and returns the dead letters, oldest first.
     pub fn take_dead_letters(&self) -> Vec<DeadLetter> {
-        self.inner.executor.dead_letters.take(|_| true)
+        self.inner.executor.dead_letters.take_all()
     }
 
     /// Runs the failed handler of each dead letter that `filter` selects
@@ -609,6 +609,8 @@ impl Bus {
     /// that handler: the ones that succeeded do not see the event again).
     /// The letters leave the store; a letter whose subscription is gone
     /// stays. Returns how many were replayed; `flush` waits for them.
+    /// `filter` runs outside the store's lock, on copies: it may read the
+    /// store, and if it panics, no letter has left.
     pub fn replay_dead_letters(&self, mut filter: impl FnMut(&DeadLetter) -> bool) -> usize {
         let executor = &self.inner.executor;
         if executor.is_closed() {

@@ -411,3 +411,56 @@ fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
         std::mem::forget(bus);
     });
 }
+
+/// A bus whose only handler has dead-lettered `letters` orders.
+fn bus_with_dead_letters(letters: u64) -> Bus {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    bus.subscriber::<Order>()
+        .name("broken")
+        .subscribe(|_: &Order, _: &Context| -> HandlerResult {
+            Err(HandlerError::permanent("down"))
+        });
+    for id in 0..letters {
+        bus.publish(Order { id }).unwrap();
+    }
+    bus.flush();
+    assert_eq!(bus.dead_letters().len() as u64, letters);
+    bus
+}
+
+#[test]
+fn a_replay_filter_that_panics_leaves_every_dead_letter() {
+    within(30, || {
+        let bus = bus_with_dead_letters(5);
+        let mut seen = 0;
+        let replay = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bus.replay_dead_letters(|_| {
+                seen += 1;
+                assert!(seen < 3, "the filter broke");
+                true
+            })
+        }));
+        assert!(replay.is_err());
+        assert_eq!(bus.dead_letters().len(), 5);
+        assert_eq!(
+            bus.replay_dead_letters(|letter| letter.event::<Order>().unwrap().id < 2),
+            2
+        );
+        bus.flush();
+        assert_eq!(bus.dead_letters().len(), 5, "replayed, and failed again");
+    });
+}
+
+#[test]
+fn a_replay_filter_may_look_at_the_dead_letters() {
+    within(30, || {
+        let bus = bus_with_dead_letters(3);
+        let store = bus.clone();
+        // the newest letter only
+        let replayed = bus.replay_dead_letters(|letter| {
+            store.dead_letters().last().map(|newest| newest.event_id()) == Some(letter.event_id())
+        });
+        assert_eq!(replayed, 1);
+        assert_eq!(bus.dead_letters().len(), 2);
+    });
+}

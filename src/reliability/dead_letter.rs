@@ -1,7 +1,7 @@
 //! Dead letters: the (event, handler) pairs that failed for good, kept in a
 //! bounded store for inspection, replay or draining.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::envelope::Envelope;
 use crate::event::{Event, EventId, TenantId};
@@ -53,6 +53,18 @@ impl DeadLetter {
     /// The event itself, if it is an `E`.
     pub fn event<E: Event>(&self) -> Option<&E> {
         self.envelope.payload.downcast_ref()
+    }
+}
+
+impl DeadLetter {
+    /// Which letter this is: its event and subscription (a handler gives
+    /// up on an event once), by address, which stays its own while a copy
+    /// of the letter is held.
+    fn identity(&self) -> (usize, usize) {
+        (
+            Arc::as_ptr(&self.envelope) as usize,
+            Arc::as_ptr(&self.subscriber) as usize,
+        )
     }
 }
 
@@ -118,11 +130,34 @@ impl DeadLetterStore {
         lock(&self.letters).iter().cloned().collect()
     }
 
+    /// Removes and returns every letter, oldest first.
+    pub(crate) fn take_all(&self) -> Vec<DeadLetter> {
+        std::mem::take(&mut *lock(&self.letters)).into()
+    }
+
     /// Removes and returns the letters `keep` selects, oldest first.
+    /// `keep` is user code: it looks at copies, outside the lock, so it
+    /// may read the store, and a panic from it leaves the store whole.
+    /// A letter dropped for room meanwhile is not taken.
     pub(crate) fn take(&self, mut keep: impl FnMut(&DeadLetter) -> bool) -> Vec<DeadLetter> {
+        // The copies hold their events and subscriptions until the end, so
+        // no address in `chosen` is reused meanwhile.
+        let copies = self.list();
+        let chosen: HashSet<(usize, usize)> = copies
+            .iter()
+            .filter(|letter| keep(letter))
+            .map(DeadLetter::identity)
+            .collect();
+        if chosen.is_empty() {
+            return Vec::new();
+        }
         let mut letters = lock(&self.letters);
-        let (taken, left): (VecDeque<_>, VecDeque<_>) = letters.drain(..).partition(|l| keep(l));
+        let (taken, left): (VecDeque<_>, VecDeque<_>) = letters
+            .drain(..)
+            .partition(|letter| chosen.contains(&letter.identity()));
         *letters = left;
+        drop(letters);
+        drop(copies);
         taken.into()
     }
 
