@@ -34,6 +34,9 @@ pub const MAX_WORKERS: usize = 1024;
 pub const MAX_SHARDS: usize = 1 << 16;
 /// The most slots one shard's ring may have.
 pub const MAX_CAPACITY: usize = 1 << 22;
+/// The most ring slots a bus may have in all, shards times capacity: 4 GiB
+/// of 128-byte slots.
+pub const MAX_SLOTS: usize = 1 << 25;
 
 const DEFAULT_CAPACITY: usize = 1024;
 const DEFAULT_DEAD_LETTER_CAPACITY: usize = 10_000;
@@ -190,6 +193,9 @@ impl BusBuilder {
             return Err(ConfigError::Capacity(requested));
         }
         let capacity = ring::effective_capacity(requested);
+        if shards * capacity > MAX_SLOTS {
+            return Err(ConfigError::Slots { shards, capacity });
+        }
         let batch = self.batch.unwrap_or(DEFAULT_BATCH.min(capacity));
         if batch == 0 || batch > capacity {
             return Err(ConfigError::Batch(batch));

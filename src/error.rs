@@ -91,6 +91,14 @@ pub enum ConfigError {
     },
     /// `capacity(0)`, or above [`crate::bus::MAX_CAPACITY`] slots per shard.
     Capacity(usize),
+    /// More ring slots in all (shards times capacity, both rounded up to
+    /// powers of two) than [`crate::bus::MAX_SLOTS`].
+    Slots {
+        /// The shard count.
+        shards: usize,
+        /// The slots per shard.
+        capacity: usize,
+    },
     /// `batch(0)`, or a batch larger than the ring.
     Batch(usize),
     /// `dead_letter_capacity(0)`.
@@ -108,7 +116,7 @@ pub enum ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::bus::{MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+        use crate::bus::{MAX_CAPACITY, MAX_SHARDS, MAX_SLOTS, MAX_WORKERS};
         match self {
             ConfigError::Workers(n) => {
                 write!(f, "workers({n}): need 1 to {MAX_WORKERS} worker threads")
@@ -120,6 +128,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Capacity(n) => {
                 write!(f, "capacity({n}): need 1 to {MAX_CAPACITY} slots per shard")
             }
+            ConfigError::Slots { shards, capacity } => write!(
+                f,
+                "{shards} shards of {capacity} slots: at most {MAX_SLOTS} ring slots in all"
+            ),
             ConfigError::Batch(n) => write!(f, "batch({n}): need 1 up to the ring capacity"),
             ConfigError::TenantQuota(n) => {
                 write!(

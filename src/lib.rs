@@ -26,7 +26,7 @@ mod sync;
 pub use async_api::AsyncContext;
 pub use async_api::{Expect, Gather, Gathered, Request, RequestError, Service};
 pub use bus::{Backpressure, Bus, BusBuilder, ShutdownReport, SubscriberBuilder};
-pub use bus::{MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+pub use bus::{MAX_CAPACITY, MAX_SHARDS, MAX_SLOTS, MAX_WORKERS};
 pub use context::Context;
 pub use delivery::{DeliveryReport, RunFailure};
 pub use error::{ConfigError, HandlerError, HandlerResult, PublishError};

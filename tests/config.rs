@@ -1,6 +1,6 @@
 //! Bad builder settings are errors, never panics; good ones are rounded.
 
-use diana_bus::{Bus, ConfigError, MAX_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+use diana_bus::{Bus, ConfigError, MAX_CAPACITY, MAX_SHARDS, MAX_SLOTS, MAX_WORKERS};
 
 #[test]
 fn impossible_settings_are_config_errors() {
@@ -49,6 +49,26 @@ fn impossible_settings_are_config_errors() {
         ConfigError::Batch(9)
     );
     assert_eq!(err(Bus::builder().batch(0)), ConfigError::Batch(0));
+    assert_eq!(
+        err(Bus::builder().shards(MAX_SHARDS).capacity(MAX_CAPACITY)),
+        ConfigError::Slots {
+            shards: MAX_SHARDS,
+            capacity: MAX_CAPACITY
+        }
+    );
+    assert_eq!(
+        err(Bus::builder()
+            .workers(2)
+            .shards(9)
+            .capacity(MAX_SLOTS / 16 + 1)),
+        ConfigError::Slots {
+            shards: 16,
+            capacity: MAX_SLOTS / 8
+        },
+        "both rounded up first"
+    );
+    let text = err(Bus::builder().shards(64).capacity(MAX_CAPACITY)).to_string();
+    assert!(text.contains("64 shards of 4194304 slots"), "{text}");
     let text = err(Bus::builder().capacity(0)).to_string();
     assert!(text.contains("capacity(0)"), "{text}");
 }
