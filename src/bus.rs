@@ -53,8 +53,12 @@ pub(crate) struct WeakBus(std::sync::Weak<Inner>);
 
 #[cfg(not(diana_bus_loom))]
 impl WeakBus {
+    /// The bus, lent (see [`Bus::lent`]), if it is still there.
     pub(crate) fn upgrade(&self) -> Option<Bus> {
-        self.0.upgrade().map(|inner| Bus { inner })
+        self.0.upgrade().map(|inner| Bus {
+            owners: None,
+            inner,
+        })
     }
 }
 
@@ -247,8 +251,8 @@ impl BusBuilder {
                 return Err(ConfigError::Spawn(error.to_string()));
             }
         };
-        Ok(Bus {
-            inner: Arc::new(Inner {
+        let owners = std::sync::Arc::new_cyclic(|owners| {
+            Owners(Arc::new(Inner {
                 executor,
                 workers: Mutex::new(workers),
                 #[cfg(not(diana_bus_loom))]
@@ -257,7 +261,12 @@ impl BusBuilder {
                     Backpressure::Block => OnFull::Wait,
                     Backpressure::Reject => OnFull::Refuse,
                 },
-            }),
+                owners: owners.clone(),
+            }))
+        });
+        Ok(Bus {
+            inner: Arc::clone(&owners.0),
+            owners: Some(owners),
         })
     }
 }
@@ -322,8 +331,11 @@ pub struct ShutdownReport {
 /// assert_eq!((report.published, report.delivered), (10, 10));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
 pub struct Bus {
+    /// Shared by the handles users hold (see [`Owners`]); `None` in a bus
+    /// lent to an async handler's context, which must not keep the bus
+    /// open.
+    owners: Option<std::sync::Arc<Owners>>,
     inner: Arc<Inner>,
 }
 
@@ -333,6 +345,33 @@ struct Inner {
     #[cfg(not(diana_bus_loom))]
     runtime: Option<tokio::runtime::Handle>,
     on_full: OnFull,
+    /// For a clone of a lent bus, which is the user's own handle.
+    owners: std::sync::Weak<Owners>,
+}
+
+/// The users' share of a bus. Dropping the last handle that holds it shuts
+/// the bus down, while `Inner` is still there: the async runs that the
+/// shutdown's drain waits for reach the bus through a weak reference
+/// (the bus holds their handlers, so they must not keep it alive), and
+/// can, until the drain is over.
+struct Owners(Arc<Inner>);
+
+impl Drop for Owners {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// A clone is a handle of its own, and keeps the bus open: also a clone of
+/// a lent bus ([`crate::AsyncContext::bus`]), unless the bus is already
+/// shutting down.
+impl Clone for Bus {
+    fn clone(&self) -> Self {
+        Bus {
+            owners: self.owners.clone().or_else(|| self.inner.owners.upgrade()),
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl Bus {
@@ -568,6 +607,16 @@ impl Bus {
         WeakBus(Arc::downgrade(&self.inner))
     }
 
+    /// The bus, for an async handler's context: it does not keep the bus
+    /// open (its clones do).
+    #[cfg(not(diana_bus_loom))]
+    pub(crate) fn lent(&self) -> Bus {
+        Bus {
+            owners: None,
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a
     /// worker thread, which takes it even over the limit (it cannot wait
     /// for itself).
@@ -681,12 +730,6 @@ fn finish(executor: &Executor, workers: Vec<thread::JoinHandle<()>>) {
         if worker.join().is_err() {
             tracing::error!("a diana-bus worker thread panicked outside a handler");
         }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
 

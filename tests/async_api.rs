@@ -1049,3 +1049,66 @@ fn a_wait_too_long_for_an_instant_never_times_out() {
         assert!(gathered.timed_out.is_empty());
     });
 }
+
+/// A runtime that outlives the test: a runtime thread stuck in the bus
+/// must fail the test (through `within`), not hang the runtime's drop.
+fn leaked_runtime(threads: usize) -> &'static tokio::runtime::Runtime {
+    Box::leak(Box::new(runtime_with_threads(threads)))
+}
+
+#[test]
+fn dropping_the_last_handle_runs_the_async_handlers_of_every_accepted_event() {
+    let rt = leaked_runtime(1);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        // The async stage starts only once the sync one is done, after the
+        // last handle is gone.
+        bus.subscriber::<Keyed>()
+            .stage(0)
+            .subscribe(|_: &Keyed, _: &Context| -> HandlerResult {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(())
+            });
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        bus.subscriber::<Keyed>()
+            .stage(1)
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        for key in 0..4 {
+            bus.publish(Keyed { key, seq: 0 }).unwrap();
+        }
+        drop(bus);
+        assert_eq!(ran.load(Ordering::SeqCst), 4);
+    });
+}
+
+#[test]
+fn a_clone_of_the_context_bus_keeps_the_bus_open() {
+    let rt = leaked_runtime(1);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let kept: Arc<std::sync::Mutex<Option<Bus>>> = Arc::default();
+        let k = kept.clone();
+        bus.subscriber::<Keyed>()
+            .subscribe_async(move |_: Arc<Keyed>, ctx: diana_bus::AsyncContext| {
+                *k.lock().unwrap() = Some(ctx.bus().clone());
+                async { Ok(()) }
+            })
+            .unwrap();
+        bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
+        bus.flush();
+        drop(bus);
+        let kept = kept.lock().unwrap().take().expect("the handler ran");
+        assert!(!kept.is_closed(), "the user's clone is a handle of its own");
+        kept.publish(Keyed { key: 2, seq: 0 }).unwrap();
+        let report = kept.shutdown();
+        assert_eq!(report.delivered, 2);
+    });
+}

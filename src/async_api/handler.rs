@@ -86,7 +86,9 @@ impl AsyncContext {
         &self.subscriber.name
     }
 
-    /// The bus.
+    /// The bus. This one does not keep the bus open: when the last handle
+    /// its users hold is dropped, it shuts down. A clone of it is a handle
+    /// of its own, which does.
     pub fn bus(&self) -> &Bus {
         &self.bus
     }
@@ -204,7 +206,7 @@ impl<E: Event + Clone> Runner<E> {
                 counts.retried();
             }
             let ctx = AsyncContext {
-                bus: bus.clone(),
+                bus: bus.lent(),
                 routing,
                 attempt,
                 subscriber: Arc::clone(subscriber),
