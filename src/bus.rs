@@ -295,8 +295,9 @@ pub struct ShutdownReport {
     /// Publishes refused.
     pub rejected: u64,
     /// Whether this call drained the bus and joined its workers. False when
-    /// called on a worker thread (from a handler): a worker cannot join
-    /// itself, so a helper thread finishes the drain in the background.
+    /// called from a handler (sync, on a worker thread, or async): the
+    /// drain would wait for the handler itself, so a helper thread
+    /// finishes it in the background.
     pub joined: bool,
 }
 
@@ -700,7 +701,7 @@ impl Inner {
             tracing::info!("diana-bus shutting down");
         }
         let workers = std::mem::take(&mut *lock(&self.workers));
-        let joined = if executor.current_worker().is_some() {
+        let joined = if executor.in_handler() {
             if !workers.is_empty() {
                 let executor = Arc::clone(executor);
                 thread::spawn(move || finish(&executor, workers));

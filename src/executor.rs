@@ -288,6 +288,17 @@ impl Executor {
         (executor == self.address()).then_some(index)
     }
 
+    /// Whether this thread is running one of this bus's handlers: it is
+    /// one of its workers, or in an async handler's code on the runtime.
+    /// There, nothing may wait for the handler's own event to settle.
+    pub(crate) fn in_handler(&self) -> bool {
+        #[cfg(not(diana_bus_loom))]
+        let in_async = crate::async_api::runs_handler_of(self);
+        #[cfg(diana_bus_loom)]
+        let in_async = false;
+        self.current_worker().is_some() || in_async
+    }
+
     #[inline]
     fn shard_of(&self, tenant: TenantId, key: u64) -> usize {
         // splitmix64's finaliser over (tenant, key): spreads neighbouring
@@ -507,7 +518,7 @@ impl Executor {
     /// follow-up of those, is fully handled. On a worker thread it returns
     /// at once: the event being handled cannot be settled from inside.
     pub(crate) fn flush(&self) {
-        if self.current_worker().is_some() {
+        if self.in_handler() {
             tracing::warn!("flush called from a handler returns at once: a handler cannot wait for its own event");
             return;
         }

@@ -1112,3 +1112,36 @@ fn a_clone_of_the_context_bus_keeps_the_bus_open() {
         assert_eq!(report.delivered, 2);
     });
 }
+
+#[test]
+fn flush_and_shutdown_from_an_async_handler_do_not_wait_for_it() {
+    let rt = leaked_runtime(2);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let flushed = Arc::new(AtomicUsize::new(0));
+        let f = flushed.clone();
+        bus.subscriber::<Keyed>()
+            .subscribe_async(move |k: Arc<Keyed>, ctx: diana_bus::AsyncContext| {
+                // before the future, and in it
+                ctx.bus().flush();
+                let f = f.clone();
+                async move {
+                    ctx.bus().flush();
+                    f.fetch_add(1, Ordering::SeqCst);
+                    if k.key == 1 {
+                        let report = ctx.bus().shutdown();
+                        assert!(!report.joined, "its drain waits for this run");
+                    }
+                    Ok(())
+                }
+            })
+            .unwrap();
+        bus.publish(Keyed { key: 0, seq: 0 }).unwrap();
+        bus.flush();
+        assert_eq!(flushed.load(Ordering::SeqCst), 1);
+        bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
+        common::wait_until(10, || bus.is_closed());
+        let report = bus.shutdown();
+        assert_eq!((report.delivered, flushed.load(Ordering::SeqCst)), (2, 2));
+    });
+}

@@ -46,10 +46,37 @@ use crate::context::Context;
 use crate::delivery::RunFailure;
 use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
+use crate::executor::Executor;
 use crate::metrics::{Counts, RunOutcome};
 use crate::registry::{AsyncRun, AsyncStart, Subscriber, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
 use crate::sync::lock;
+
+std::thread_local! {
+    /// The executor whose async handler's code this thread is running (its
+    /// start, or a poll of its future); null when none.
+    static RUNNING_HANDLER_OF: std::cell::Cell<*const Executor> =
+        const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Runs `f`, an async handler's code, marked as running a handler of
+/// `executor` (see [`Executor::in_handler`]), and then as before.
+fn as_handler_of<T>(executor: &Executor, f: impl FnOnce() -> T) -> T {
+    struct Restore(*const Executor);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RUNNING_HANDLER_OF.with(|running| running.set(self.0));
+        }
+    }
+    let _restore = Restore(RUNNING_HANDLER_OF.with(|running| running.replace(executor)));
+    f()
+}
+
+/// Whether this thread is running the code of one of `executor`'s async
+/// handlers.
+pub(crate) fn runs_handler_of(executor: &Executor) -> bool {
+    RUNNING_HANDLER_OF.with(|running| std::ptr::eq(running.get(), executor))
+}
 
 /// What an async handler knows about its run, and how it publishes
 /// follow-ups. Owned, so it can move into the handler's future.
@@ -217,10 +244,10 @@ impl<E: Event + Clone> Runner<E> {
                 let event = payload
                     .downcast_ref::<E>()
                     .expect("an async run is filed under its event's TypeId");
-                (self.handler)(Arc::new(event.clone()), ctx)
+                as_handler_of(executor, || (self.handler)(Arc::new(event.clone()), ctx))
             });
             let outcome = match started {
-                Ok(future) => CatchUnwind(Some(future)).await,
+                Ok(future) => CatchUnwind(Some(future), executor).await,
                 Err(panic) => Err(panic),
             };
             let failure = match outcome {
@@ -284,17 +311,18 @@ impl<E: Event + Clone> Runner<E> {
 /// event's clone, say) may panic on drop, and the run must still end. A
 /// panic there is logged; the run's outcome stands, since counting it as
 /// a failure would run a handler that succeeded again.
-struct CatchUnwind(Option<BoxedRun>);
+struct CatchUnwind<'e>(Option<BoxedRun>, &'e Executor);
 
-impl Future for CatchUnwind {
+impl Future for CatchUnwind<'_> {
     type Output = Result<HandlerResult, Caught>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let executor = self.1;
         let run = self
             .0
             .as_mut()
             .expect("a handler's run polled after it ended");
-        let polled = catch(|| run.as_mut().poll(cx));
+        let polled = catch(|| as_handler_of(executor, || run.as_mut().poll(cx)));
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => Ok(result),

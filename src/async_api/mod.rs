@@ -42,6 +42,8 @@ mod service;
 
 pub use gather::{Expect, Gather, Gathered};
 #[cfg(not(diana_bus_loom))]
+pub(crate) use handler::runs_handler_of;
+#[cfg(not(diana_bus_loom))]
 pub use handler::AsyncContext;
 pub use request::{Request, RequestError};
 pub use service::Service;
