@@ -60,6 +60,7 @@ use std::collections::HashMap;
 use std::task::Waker;
 use std::time::Duration;
 
+use crate::async_api::timer::Timer;
 use crate::caught::catch;
 use crate::context::Context;
 use crate::delivery::{RunFailure, Tracker};
@@ -75,7 +76,7 @@ use crate::reliability::completion::{Completion, Waiter};
 use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
 use crate::reliability::quota::TenantQuota;
-use crate::reliability::schedule::{Continuation, Queued, RetrySchedule, RetryTask, Task, TaskKey};
+use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask, Task};
 use crate::ring::PushError;
 use crate::shard::Shard;
 use crate::sync::{
@@ -182,6 +183,8 @@ pub struct Executor {
     workers: Box<[CachePadded<Worker>]>,
     pub(crate) registry: Registry,
     pub(crate) retries: RetrySchedule,
+    /// The deadlines of async waits.
+    pub(crate) timer: Timer,
     /// Events past their batch but not fully handled, and their waiters.
     pub(crate) completion: Completion,
     /// This bus's mark in the ids it generates (see `place`).
@@ -253,6 +256,7 @@ impl Executor {
                 .collect(),
             registry: Registry::default(),
             retries: RetrySchedule::new(),
+            timer: Timer::default(),
             completion: Completion::default(),
             tag,
             async_counts: Mutex::new(Counter::default()),
@@ -694,7 +698,6 @@ impl Executor {
             match task {
                 Task::Retry(retry) => self.run_retry(index, retry, local),
                 Task::Release(envelope) => self.run_release(index, envelope, local),
-                Task::Wake(waker) => crate::caught::wake(waker),
                 Task::Continue(envelope, then) => self.run_continue(index, envelope, then, local),
             }
             worked = true;
@@ -1083,35 +1086,9 @@ impl Executor {
     }
 
     /// Schedules `task`; its event stays open until the task is finished.
-    fn schedule(&self, task: Task, pause: Duration) -> Queued {
-        if let Some(envelope) = task.envelope() {
-            self.completion.hold(&envelope.routing);
-        }
-        self.retries.schedule(task, pause)
-    }
-
-    /// Wakes `waker` at `deadline` (an async wait's timeout), unless
-    /// [`Executor::cancel_wake`] takes it back first.
-    pub(crate) fn wake_at(&self, deadline: std::time::Instant, waker: Waker) -> TaskKey {
-        let pause = deadline.saturating_duration_since(std::time::Instant::now());
-        let queued = self.schedule(Task::Wake(waker), pause);
-        if queued.first {
-            // A parked worker sleeps until the first due task at most
-            // (read after it announced sleep): this one is earlier than
-            // what it may have seen. Behind another task, it is not.
-            fence(Ordering::SeqCst);
-            for worker in self.workers.iter() {
-                worker.sleeper.wake_if_sleeping();
-            }
-        }
-        queued.key
-    }
-
-    /// Takes back a wake-up of [`Executor::wake_at`] whose wait ended
-    /// first, so that it neither wakes a finished task nor lingers in the
-    /// schedule until its time.
-    pub(crate) fn cancel_wake(&self, key: TaskKey) {
-        self.retries.cancel(key);
+    fn schedule(&self, task: Task, pause: Duration) {
+        self.completion.hold(&task.envelope().routing);
+        self.retries.schedule(task, pause);
     }
 
     /// Hands an async handler's run to its runner; the event stays open
@@ -1361,10 +1338,7 @@ impl Executor {
     /// shard if it sleeps: the task is work that a worker's pre-park check
     /// sees (P3 of the sleeper protocol in `park`, with the fence here).
     fn run_soon(&self, task: Task) {
-        let shard = task
-            .envelope()
-            .map_or(0, |e| e.routing.place.shard as usize);
-        let owner = self.owner(shard);
+        let owner = self.owner(task.envelope().routing.place.shard as usize);
         self.schedule(task, Duration::ZERO);
         fence(Ordering::SeqCst);
         self.workers[owner].sleeper.wake_if_sleeping();

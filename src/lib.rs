@@ -42,6 +42,7 @@ pub use reliability::retry::RetryPolicy;
 #[cfg(diana_bus_loom)]
 #[doc(hidden)]
 pub mod model {
+    pub use crate::async_api::timer::Timer;
     pub use crate::park::{Sleeper, WaitQueue};
     pub use crate::ring::{InSlot, PushError, Ring};
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{within, Gate};
+use common::{within, Gate, OpenOnDrop};
 use diana_bus::{
     Backpressure, Bus, Context, Event, EventId, HandlerError, HandlerResult, Meta, PublishError,
     RequestError, RetryPolicy, TenantId,
@@ -1143,5 +1143,30 @@ fn flush_and_shutdown_from_an_async_handler_do_not_wait_for_it() {
         common::wait_until(10, || bus.is_closed());
         let report = bus.shutdown();
         assert_eq!((report.delivered, flushed.load(Ordering::SeqCst)), (2, 2));
+    });
+}
+
+#[test]
+fn a_request_times_out_while_every_worker_is_held_in_a_handler() {
+    within(30, || {
+        let gate = Gate::default();
+        let _open = OpenOnDrop(gate.clone());
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let (g, entered) = (gate.clone(), Arc::new(AtomicBool::new(false)));
+        let e = entered.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            e.store(true, Ordering::SeqCst);
+            g.wait();
+            Ok(())
+        });
+        bus.respond(|b: &Balance, _: &Context| -> Result<u64, HandlerError> { Ok(b.user) });
+        bus.publish(Job(1)).unwrap();
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        // The only worker is held: the deadline cannot wait for it.
+        let late = runtime()
+            .block_on(bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(30)));
+        assert_eq!(late, Err(RequestError::Timeout));
+        gate.open();
+        bus.flush();
     });
 }

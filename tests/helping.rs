@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, within, Gate};
+use common::{wait_until, within, Gate, OpenOnDrop};
 use diana_bus::{Bus, Context, Event, HandlerResult};
 
 struct Keyed {
@@ -19,15 +19,6 @@ struct Keyed {
 impl Event for Keyed {
     fn key(&self) -> Option<u64> {
         Some(self.key)
-    }
-}
-
-/// Opens the gate when dropped, so a failing assertion does not leave a
-/// handler parked (and the bus's drop waiting for it).
-struct OpenOnDrop(Gate);
-impl Drop for OpenOnDrop {
-    fn drop(&mut self) {
-        self.0.open();
     }
 }
 

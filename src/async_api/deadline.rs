@@ -1,18 +1,18 @@
-//! A deadline for an async wait, kept by the bus's workers.
+//! A deadline for an async wait, kept by the bus's timer (see `timer`).
 
 use std::task::{Context as TaskContext, Waker};
 use std::time::{Duration, Instant};
 
+use super::timer::WakeKey;
 use crate::executor::Executor;
-use crate::reliability::schedule::TaskKey;
 
-/// When an async wait gives up, and the wake-up the workers hold for it
-/// meanwhile; dropping the deadline (the wait ended) takes the wake-up back.
+/// When an async wait gives up, and the wake-up the bus's timer holds for
+/// it meanwhile; dropping the deadline (the wait ended) takes the wake-up back.
 #[derive(Debug)]
 pub(crate) struct Deadline<'e> {
     executor: &'e Executor,
     at: Option<Instant>,
-    armed: Option<(Waker, TaskKey)>,
+    armed: Option<(Waker, WakeKey)>,
 }
 
 impl<'e> Deadline<'e> {
@@ -26,8 +26,8 @@ impl<'e> Deadline<'e> {
         }
     }
 
-    /// Whether the deadline has passed; if not, makes sure the workers
-    /// wake this task when it does.
+    /// Whether the deadline has passed; if not, makes sure the timer
+    /// wakes this task when it does.
     pub(crate) fn passed(&mut self, cx: &TaskContext<'_>) -> bool {
         let Some(at) = self.at else {
             return false;
@@ -41,7 +41,7 @@ impl<'e> Deadline<'e> {
             .is_some_and(|(waker, _)| waker.will_wake(cx.waker()))
         {
             self.disarm();
-            let key = self.executor.wake_at(at, cx.waker().clone());
+            let key = self.executor.timer.wake_at(at, cx.waker().clone());
             self.armed = Some((cx.waker().clone(), key));
         }
         false
@@ -49,7 +49,7 @@ impl<'e> Deadline<'e> {
 
     fn disarm(&mut self) {
         if let Some((_, key)) = self.armed.take() {
-            self.executor.cancel_wake(key);
+            self.executor.timer.cancel(key);
         }
     }
 }
@@ -63,18 +63,24 @@ impl Drop for Deadline<'_> {
 #[cfg(all(test, not(diana_bus_loom)))]
 mod tests {
     use super::*;
+    use crate::async_api::counting_waker::CountingWaker;
     use crate::Bus;
 
     #[test]
-    fn an_armed_deadline_is_taken_back_from_the_workers_when_the_wait_ends() {
+    fn a_deadline_armed_once_is_taken_back_from_the_timer_when_the_wait_ends() {
         let bus = Bus::builder().workers(1).build().unwrap();
-        let executor = bus.executor();
-        let cx = TaskContext::from_waker(Waker::noop());
-        let mut deadline = Deadline::after(executor, Some(Duration::from_secs(60)));
+        let (count, waker) = CountingWaker::new();
+        let cx = TaskContext::from_waker(&waker);
+        let mut deadline = Deadline::after(bus.executor(), Some(Duration::from_millis(20)));
         assert!(!deadline.passed(&cx));
         assert!(!deadline.passed(&cx), "armed once for the same waker");
-        assert!(executor.retries.until_next_due().is_some());
         drop(deadline);
-        assert_eq!(executor.retries.until_next_due(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(count.wakes(), 0, "woken after the wait ended");
+        let mut deadline = Deadline::after(bus.executor(), Some(Duration::from_millis(20)));
+        assert!(!deadline.passed(&cx));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(count.wakes(), 1, "woken at the deadline");
+        assert!(deadline.passed(&cx));
     }
 }

@@ -20,8 +20,8 @@
 //! handler's code before its future exists or in the future's polls fails
 //! the attempt; one in the future's drop, after its outcome, is logged. A
 //! failure is retried after the subscription's [`crate::RetryPolicy`]
-//! pause (a deadline kept by the bus's workers, so the runtime needs no
-//! timer), and the last failure becomes a dead letter. Outcomes reach the
+//! pause (a deadline kept by the bus's timer thread, so the runtime needs
+//! no timer), and the last failure becomes a dead letter. Outcomes reach the
 //! metrics and any `publish_and_wait` report; the end of the job ends the
 //! hold.
 //!

@@ -31,6 +31,8 @@
 //! waits for the first answer, a gather for every expected responder;
 //! both learn of failures from the event's [`crate::DeliveryReport`].
 
+#[cfg(all(test, not(diana_bus_loom)))]
+mod counting_waker;
 mod deadline;
 mod gather;
 // Async handlers hold the bus weakly; loom's `Arc` has no `Weak`.
@@ -39,6 +41,7 @@ mod handler;
 mod publish;
 mod request;
 mod service;
+pub(crate) mod timer;
 
 pub use gather::{Expect, Gather, Gathered};
 #[cfg(not(diana_bus_loom))]

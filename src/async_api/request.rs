@@ -220,25 +220,14 @@ impl Bus {
 #[cfg(all(test, not(diana_bus_loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
-
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::async_api::counting_waker::CountingWaker;
 
     #[test]
     fn the_requester_is_woken_once_enough_answers_are_in_and_not_before() {
         let tracker = Arc::new(Tracker::default());
         let reply = Reply::new(Arc::clone(&tracker), 3, 2);
-        let wakes = std::sync::Arc::new(CountingWaker::default());
-        let waker = Waker::from(std::sync::Arc::clone(&wakes));
-        let woken = || wakes.0.load(Ordering::Relaxed);
+        let (wakes, waker) = CountingWaker::new();
+        let woken = || wakes.wakes();
 
         tracker.progress(&waker);
         reply.answer("a", 1);

@@ -2,11 +2,10 @@
 //! events waiting for a worker.
 //!
 //! A failed run that may be retried becomes a [`RetryTask`] in a queue
-//! ordered by due time (a B-tree, so that a task can also be taken out
-//! again: a deadline whose wait ended early is cancelled); an event whose dependency was handled (see
-//! `completion`) becomes a [`Task::Release`], due at once; the deadline of
-//! an async wait becomes a [`Task::Wake`], so the workers are the bus's
-//! timer and no runtime needs to provide one. None blocks
+//! ordered by due time (a B-tree); an event whose dependency was handled (see `completion`)
+//! becomes a [`Task::Release`], due at once; an async run that ended
+//! becomes a [`Task::Continue`]. (The deadlines of async waits are the
+//! timer's, `async_api::timer`.) None blocks
 //! a worker or holds up other events: any worker takes due tasks at the
 //! top of its loop (a lock-free check of `next_due` first) and runs them,
 //! and a worker about to park sleeps no longer than until the next due
@@ -14,7 +13,6 @@
 //! (`completion`), not the schedule's.
 
 use std::collections::BTreeMap;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::envelope::Envelope;
@@ -27,19 +25,16 @@ pub(crate) enum Task {
     Retry(RetryTask),
     /// An event whose dependency is fully handled: to be run in full.
     Release(Arc<Envelope>),
-    /// A deadline of an async wait (`request`, `gather`): wakes its task.
-    Wake(Waker),
     /// An async run ended: the later stages it held back, and the key.
     Continue(Arc<Envelope>, Arc<Continuation>),
 }
 
 impl Task {
-    /// The event the task is about, if any.
-    pub(crate) fn envelope(&self) -> Option<&Envelope> {
+    /// The event the task is about.
+    pub(crate) fn envelope(&self) -> &Envelope {
         match self {
-            Task::Retry(retry) => Some(&retry.envelope),
-            Task::Release(envelope) | Task::Continue(envelope, _) => Some(envelope),
-            Task::Wake(_) => None,
+            Task::Retry(retry) => &retry.envelope,
+            Task::Release(envelope) | Task::Continue(envelope, _) => envelope,
         }
     }
 }
@@ -75,16 +70,9 @@ impl Continuation {
 /// Where a task waits: its due time, and a sequence number that keeps
 /// tasks due at the same instant apart (and in the order queued).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TaskKey {
+struct TaskKey {
     due: Instant,
     seq: u64,
-}
-
-/// A task just queued: its key, and whether it is now the first due.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Queued {
-    pub(crate) key: TaskKey,
-    pub(crate) first: bool,
 }
 
 #[derive(Default)]
@@ -135,7 +123,7 @@ impl RetrySchedule {
     }
 
     /// Queues `task` to run after `pause`.
-    pub(crate) fn schedule(&self, task: Task, pause: Duration) -> Queued {
+    pub(crate) fn schedule(&self, task: Task, pause: Duration) {
         let mut state = lock(&self.state);
         state.seq += 1;
         let key = TaskKey {
@@ -143,21 +131,7 @@ impl RetrySchedule {
             seq: state.seq,
         };
         state.tasks.insert(key, task);
-        let first = state
-            .tasks
-            .first_key_value()
-            .is_some_and(|(k, _)| *k == key);
         self.publish_next_due(&state);
-        Queued { key, first }
-    }
-
-    /// Takes the task queued under `key` out again, unless it was run (or
-    /// taken out) already.
-    pub(crate) fn cancel(&self, key: TaskKey) -> Option<Task> {
-        let mut state = lock(&self.state);
-        let task = state.tasks.remove(&key);
-        self.publish_next_due(&state);
-        task
     }
 
     /// Whether a task's time has come; no lock.
@@ -207,22 +181,36 @@ impl std::fmt::Debug for RetrySchedule {
 #[cfg(all(test, not(diana_bus_loom)))]
 mod tests {
     use super::*;
+    use crate::event::{EventId, Meta, Routing};
 
-    fn wake() -> Task {
-        Task::Wake(Waker::noop().clone())
+    struct Any;
+    impl crate::Event for Any {}
+
+    /// A released event, told apart by its id.
+    fn release(id: u128) -> Task {
+        let routing = Routing {
+            id: EventId(id),
+            ..Routing::resolve(&Any, Meta::new(), 0)
+        };
+        Task::Release(Arc::new(Envelope::new(routing, Any)))
+    }
+
+    fn id(task: Option<Task>) -> Option<u128> {
+        task.map(|task| task.envelope().routing.id.0)
     }
 
     #[test]
-    fn tasks_come_due_in_time_order_and_report_whether_they_are_first() {
+    fn tasks_come_due_in_time_order() {
         let schedule = RetrySchedule::new();
-        let later = schedule.schedule(wake(), Duration::from_millis(20));
-        let sooner = schedule.schedule(wake(), Duration::ZERO);
-        let last = schedule.schedule(wake(), Duration::from_secs(60));
-        assert!(later.first && sooner.first && !last.first);
-        assert!(schedule.pop_due().is_some(), "the one due now");
+        schedule.schedule(release(1), Duration::from_millis(20));
+        schedule.schedule(release(2), Duration::ZERO);
+        schedule.schedule(release(3), Duration::from_secs(60));
+        schedule.schedule(release(4), Duration::ZERO);
+        assert_eq!(id(schedule.pop_due()), Some(2), "due now, queued first");
+        assert_eq!(id(schedule.pop_due()), Some(4));
         assert!(schedule.pop_due().is_none(), "the next is 20 ms away");
         std::thread::sleep(Duration::from_millis(25));
-        assert!(schedule.pop_due().is_some());
+        assert_eq!(id(schedule.pop_due()), Some(1));
         assert!(schedule.pop_due().is_none());
         assert!(schedule.until_next_due().unwrap() > Duration::from_secs(50));
     }
@@ -230,25 +218,9 @@ mod tests {
     #[test]
     fn a_pause_too_long_for_an_instant_waits_a_century() {
         let schedule = RetrySchedule::new();
-        schedule.schedule(wake(), Duration::MAX);
+        schedule.schedule(release(1), Duration::MAX);
         assert!(schedule.pop_due().is_none());
         let wait = schedule.until_next_due().unwrap();
         assert!(wait > LONGEST_PAUSE - Duration::from_secs(60) && wait <= LONGEST_PAUSE);
-    }
-
-    #[test]
-    fn a_cancelled_task_never_comes_due_and_a_run_one_cannot_be_cancelled() {
-        let schedule = RetrySchedule::new();
-        let cancelled = schedule.schedule(wake(), Duration::ZERO);
-        let run = schedule.schedule(wake(), Duration::ZERO);
-        assert!(schedule.cancel(cancelled.key).is_some());
-        assert!(schedule.pop_due().is_some(), "the other one");
-        assert!(schedule.pop_due().is_none());
-        assert!(schedule.cancel(run.key).is_none(), "already run");
-        assert!(
-            schedule.cancel(cancelled.key).is_none(),
-            "already cancelled"
-        );
-        assert_eq!(schedule.until_next_due(), None, "nothing left to wait for");
     }
 }

@@ -56,6 +56,15 @@ impl Gate {
     }
 }
 
+/// Opens the gate when dropped, so a failing assertion does not leave a
+/// handler parked (and the bus's drop waiting for it).
+pub struct OpenOnDrop(pub Gate);
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
 /// A panic payload that panics again when dropped, as `panic_any(Volatile)`
 /// throws it: what catches it must survive dropping it.
 pub struct Volatile;
