@@ -798,7 +798,9 @@ impl<E: Event> SubscriberBuilder<'_, E> {
 
     /// For async handlers: how many runs of this subscription may be in
     /// flight at once (default 16), over all keys; one key's runs never
-    /// overlap.
+    /// overlap. A run is in flight until it succeeds or gives up, its
+    /// retry pauses included: a run waiting out a long pause holds its
+    /// place.
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = limit;
         self

@@ -7,9 +7,15 @@
 //! runtime, and any executor (tokio, async-std, smol, a test's
 //! `block_on`) can poll them. A publisher waiting for room leaves its
 //! waker with the full ring's (and the tenant quota's) wait queue, which
-//! the workers notify after every batch (see `park`). A deadline is a task
-//! in the bus's own retry schedule that wakes the waiting task (see
-//! `reliability::schedule`), so timeouts need no timer from the runtime.
+//! the workers notify after every batch (see `park`). A deadline is kept
+//! by the bus's own timer thread, which wakes the waiting task (see
+//! `timer`), so timeouts need no timer from the runtime, and come on time
+//! however busy the workers are.
+//!
+//! Do not block a sync handler on one of these futures (with a
+//! `block_on`): its worker may be the one that must handle the event
+//! waited for, and the wait would be for itself. From a sync handler,
+//! publish with `ctx.publish`; an async handler may await them.
 //!
 //! # Cancel safety
 //!
