@@ -17,7 +17,7 @@ use crate::delivery::Tracker;
 use crate::envelope::RingEntry;
 use crate::error::{ConfigError, HandlerResult, PublishError};
 use crate::event::{short_type_name, Event, EventId, Meta, Routing, TenantId};
-use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull};
+use crate::executor::{spawn_workers, Accepted, Config, Executor, OnFull, WhenClosed};
 use crate::metrics::MetricsSnapshot;
 use crate::payload::{Payload, TypeIdOf};
 use crate::place::Place;
@@ -497,7 +497,7 @@ impl Bus {
             return self.send_guarded(event, meta, tracker, on_full, parent);
         }
         let routing = executor.route(&event, meta, executor.epoch());
-        self.push_event(event, &routing, tracker, on_full)
+        self.push_event(event, &routing, tracker, on_full, WhenClosed::Refuse)
             .map(|place| Sent::Accepted(executor.accepted(None, place)))
     }
 
@@ -517,6 +517,14 @@ impl Bus {
             routing.epoch = parent.epoch;
             routing.cause = parent.id;
         }
+        // A follow-up from an async handler's own code is accepted during
+        // the shutdown drain, like a sync handler's: the drain waits for
+        // the handler, and so for what it publishes meanwhile.
+        let when_closed = if parent.is_some() && executor.in_handler() {
+            WhenClosed::Accept
+        } else {
+            WhenClosed::Refuse
+        };
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
         if explicit && !executor.dedup.reserve(tenant, id) {
@@ -537,7 +545,7 @@ impl Bus {
             }
         }
         let pushed = self
-            .push_event(event, &routing, tracker, on_full)
+            .push_event(event, &routing, tracker, on_full, when_closed)
             .map(|place| executor.accepted(explicit.then_some(id), place));
         if pushed.is_err() {
             if explicit {
@@ -562,13 +570,14 @@ impl Bus {
         routing: &Routing,
         tracker: Option<Arc<Tracker>>,
         on_full: OnFull,
+        when_closed: WhenClosed,
     ) -> Result<Place, PublishError<E>> {
         let (entry, mut lineage) = RingEntry::new(routing, Payload::new(event), tracker);
         let mut entry = Some(entry);
         match self
             .inner
             .executor
-            .push((&mut entry, &mut lineage), on_full)
+            .push((&mut entry, &mut lineage), on_full, when_closed)
         {
             Ok(place) => {
                 // An accepted push took both: nothing is left to drop, and

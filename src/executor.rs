@@ -152,6 +152,16 @@ pub(crate) enum OnFull {
     Retry,
 }
 
+/// Whether a publish is accepted once the bus is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhenClosed {
+    /// Refused: every publish from outside the handlers.
+    Refuse,
+    /// Accepted: a follow-up published by a handler while it runs, which
+    /// the shutdown's drain waits for (it waits for the handler).
+    Accept,
+}
+
 /// The bus's sizing, validated by the builder.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
@@ -382,12 +392,22 @@ impl Executor {
     /// Not generic, so every event type shares one copy of the push: with
     /// many types, a copy per type would crowd the instruction cache (and
     /// the compiler).
-    pub(crate) fn push(&self, seed: Seed<'_>, on_full: OnFull) -> Result<Place, PublishError<()>> {
+    pub(crate) fn push(
+        &self,
+        seed: Seed<'_>,
+        on_full: OnFull,
+        when_closed: WhenClosed,
+    ) -> Result<Place, PublishError<()>> {
         let entry = seed.0.as_ref().expect("a seed brings its entry");
         let index = self.shard_of(entry.tenant(), entry.key());
         let shard = &self.shards[index];
+        let refuse_when_closed = when_closed == WhenClosed::Refuse;
         // Refusals go to a cold path.
-        match shard.push(seed, |id, place| self.record_explicit(id, place), true) {
+        match shard.push(
+            seed,
+            |id, place| self.record_explicit(id, place),
+            refuse_when_closed,
+        ) {
             Ok(place) => {
                 self.after_push(index);
                 Ok(place)

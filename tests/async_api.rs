@@ -1170,3 +1170,52 @@ fn a_request_times_out_while_every_worker_is_held_in_a_handler() {
         bus.flush();
     });
 }
+
+#[test]
+fn an_async_follow_up_is_accepted_during_the_shutdown_drain() {
+    let rt = leaked_runtime(1);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let gate = Gate::default();
+        let (entered, g) = (Arc::new(AtomicBool::new(false)), gate.clone());
+        let e = entered.clone();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let r = refused.clone();
+        bus.subscriber::<Keyed>()
+            .subscribe_async(move |k: Arc<Keyed>, ctx: diana_bus::AsyncContext| {
+                let (e, g, r) = (e.clone(), g.clone(), r.clone());
+                async move {
+                    e.store(true, Ordering::SeqCst);
+                    // blocks the runtime thread: the test's only purpose
+                    g.wait();
+                    if ctx.publish(Job(k.key)).await.is_err() {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(())
+                }
+            })
+            .unwrap();
+        let handled = Arc::new(AtomicUsize::new(0));
+        let h = handled.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            h.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        bus.publish(Keyed { key: 7, seq: 0 }).unwrap();
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        let closing = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.shutdown())
+        };
+        common::wait_until(10, || bus.is_closed());
+        gate.open();
+        let report = closing.join().unwrap();
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            0,
+            "the follow-up was refused"
+        );
+        assert_eq!(handled.load(Ordering::SeqCst), 1);
+        assert_eq!(report.delivered, 2);
+    });
+}

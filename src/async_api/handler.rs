@@ -123,7 +123,9 @@ impl AsyncContext {
     /// Publishes a follow-up, waiting for room like
     /// [`Bus::publish_async`]. As with [`Context::publish`], it inherits
     /// this event's tenant (unless it names its own), records this event as
-    /// its cause, and `flush` waits for it.
+    /// its cause, and `flush` waits for it. Published from the handler's
+    /// future, it is accepted during the shutdown drain too; from a task
+    /// the handler spawned, after shutdown, it is refused as closed.
     pub async fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
         let tenant = event.tenant().unwrap_or(self.routing.tenant);
         Admit::new(&self.bus, event, Meta::new().tenant(tenant), None)
