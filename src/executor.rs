@@ -264,7 +264,7 @@ impl Executor {
             workers: (0..config.workers)
                 .map(|_| CachePadded(Worker::default()))
                 .collect(),
-            registry: Registry::default(),
+            registry: Registry::new(tag),
             retries: RetrySchedule::new(),
             timer: Timer::default(),
             completion: Completion::default(),

@@ -132,6 +132,8 @@ impl std::fmt::Debug for Subscriber {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Subscription {
     pub(crate) id: u64,
+    /// The tag of its bus.
+    bus: u64,
     pub(crate) type_id: TypeId,
     pub(crate) name: String,
 }
@@ -202,14 +204,19 @@ pub struct Registry {
     /// Serialises the writers; holds every type's number.
     write: Mutex<TypeMap<TypeNumber>>,
     next_id: AtomicU64,
+    /// The tag of the bus it belongs to (see `place::next_bus_tag`), which
+    /// its subscriptions carry: ids are counted per registry.
+    bus: u64,
 }
 
-impl Default for Registry {
-    fn default() -> Self {
+impl Registry {
+    /// The registry of the bus tagged `bus`.
+    pub(crate) fn new(bus: u64) -> Self {
         Registry {
             shards: std::array::from_fn(|_| ArcCell::new(Table::default())),
             write: Mutex::new(TypeMap::default()),
             next_id: AtomicU64::new(1),
+            bus,
         }
     }
 }
@@ -288,6 +295,7 @@ impl Registry {
         });
         Subscription {
             id,
+            bus: self.bus,
             type_id: options.type_id,
             name,
         }
@@ -296,6 +304,9 @@ impl Registry {
     /// Flags the subscriber and removes it from its table; returns it, or
     /// `None` if it was already gone. The caller waits out running calls.
     pub(crate) fn remove(&self, subscription: &Subscription) -> Option<Arc<Subscriber>> {
+        if subscription.bus != self.bus {
+            return None; // another bus's
+        }
         let mut removed = None;
         self.update(subscription.type_id, false, |handlers| {
             if let Some(at) = handlers.iter().position(|h| h.id == subscription.id) {
@@ -399,21 +410,31 @@ mod tests {
 
     #[test]
     fn a_type_keeps_its_number_while_its_subscribers_come_and_go() {
-        let registry = Registry::default();
+        let registry = Registry::new(1);
         let first = subscribe::<u8>(&registry);
         subscribe::<u16>(&registry);
         let (a, b) = (number_of::<u8>(&registry), number_of::<u16>(&registry));
         assert_eq!((a, b), (Some(0), Some(1)));
         registry.remove(&first);
         assert_eq!(number_of::<u8>(&registry), None, "no subscribers, no entry");
-        // Removing what is not there (a subscription of another bus, say)
-        // numbers nothing.
-        let stranger = subscribe::<u64>(&Registry::default());
+        // Removing what is not there numbers nothing.
+        let stranger = subscribe::<u64>(&Registry::new(2));
         assert!(registry.remove(&stranger).is_none());
         subscribe::<u32>(&registry);
         subscribe::<u8>(&registry);
         assert_eq!(number_of::<u8>(&registry), a);
         assert_eq!(number_of::<u32>(&registry), Some(2));
+    }
+
+    #[test]
+    fn a_subscription_of_another_bus_removes_nothing() {
+        let (ours, theirs) = (Registry::new(1), Registry::new(2));
+        let kept = subscribe::<u8>(&ours);
+        let stranger = subscribe::<u8>(&theirs);
+        assert_eq!((kept.id, stranger.id), (1, 1), "ids are per registry");
+        assert!(ours.remove(&stranger).is_none());
+        assert_eq!(ours.count(TypeId::of::<u8>()), 1);
+        assert!(ours.remove(&kept).is_some());
     }
 
     #[test]

@@ -113,3 +113,24 @@ fn a_subscription_made_after_publishing_sees_only_later_events() {
         assert_eq!(calls.load(Ordering::SeqCst), 10);
     });
 }
+
+#[test]
+fn a_subscription_of_another_bus_unsubscribes_nothing() {
+    let (ours, theirs) = (
+        Bus::builder().workers(1).build().unwrap(),
+        Bus::builder().workers(1).build().unwrap(),
+    );
+    let runs = Arc::new(AtomicU64::new(0));
+    let r = runs.clone();
+    let kept = ours.subscribe(move |_: &Note, _: &Context| -> HandlerResult {
+        r.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    let stranger = theirs.subscribe(|_: &Note, _: &Context| -> HandlerResult { Ok(()) });
+    assert!(!ours.unsubscribe(&stranger));
+    ours.publish(Note(1)).unwrap();
+    ours.flush();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(ours.unsubscribe(&kept));
+    assert!(theirs.unsubscribe(&stranger));
+}
