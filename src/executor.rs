@@ -1310,16 +1310,7 @@ impl Executor {
             self.start_async(envelope, subscriber, attempt, then);
             return None;
         }
-        let retry = failure.will_retry(&subscriber, attempt);
-        if let Some(tracker) = &envelope.tracker {
-            tracker.failed(RunFailure {
-                handler: subscriber.name.to_string(),
-                attempt,
-                error: failure.message.clone(),
-                dead_lettered: !retry,
-            });
-        }
-        if retry {
+        if failure.will_retry(&subscriber, attempt) {
             let pause = subscriber
                 .retry
                 .pause_before(attempt + 1, envelope.routing.id.0 as u64);
@@ -1534,26 +1525,48 @@ impl Executor {
             Ok(Err(error)) => {
                 let name = event.payload.name();
                 tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "handler failed");
-                Err(Failure {
+                let failure = Failure {
                     message: error.message().to_owned(),
                     retryable: error.is_transient(),
                     panicked: false,
                     started: false,
-                })
+                };
+                Err(report(event.tracker, subscriber, attempt, failure))
             }
             Err(panic) => {
                 let message = panic.message();
                 let name = event.payload.name();
                 tracing::error!(handler = %subscriber.name, event = name, id = %routing.id, attempt, panic = message, "handler panicked");
-                Err(Failure {
+                let failure = Failure {
                     message: format!("panicked: {message}"),
                     retryable: true,
                     panicked: true,
                     started: false,
-                })
+                };
+                Err(report(event.tracker, subscriber, attempt, failure))
             }
         }
     }
+}
+
+/// Tells a waiting publisher (`publish_and_wait`, `request`, `gather`) of
+/// a failed run at once, not when the event's other handlers are done: a
+/// gather may be waiting for this very handler.
+fn report(
+    tracker: Option<&Arc<Tracker>>,
+    subscriber: &Subscriber,
+    attempt: u32,
+    failure: Failure,
+) -> Failure {
+    if let Some(tracker) = tracker {
+        tracker.failed(RunFailure {
+            handler: subscriber.name.to_string(),
+            attempt,
+            error: failure.message.clone(),
+            dead_lettered: !failure.will_retry(subscriber, attempt),
+        });
+    }
+    failure
 }
 
 impl Failure {

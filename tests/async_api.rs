@@ -1219,3 +1219,48 @@ fn an_async_follow_up_is_accepted_during_the_shutdown_drain() {
         assert_eq!(report.delivered, 2);
     });
 }
+
+#[test]
+fn a_gather_of_named_responders_ends_when_they_are_in_though_one_failed_first() {
+    within(30, || {
+        let gate = Gate::default();
+        let _open = OpenOnDrop(gate.clone());
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.responder::<Balance, u64>().name("admin").respond(
+            |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                Err(HandlerError::permanent("down"))
+            },
+        );
+        bus.responder::<Balance, u64>().name("game").respond(
+            |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                // the gather has seen admin fail by then, and waits
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(7)
+            },
+        );
+        // not named, and runs last: held until the gather is over
+        let g = gate.clone();
+        bus.responder::<Balance, u64>().name("slow").respond(
+            move |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                g.wait();
+                Ok(0)
+            },
+        );
+        let gathered = runtime()
+            .block_on(async {
+                bus.gather::<Balance, u64>(Balance { user: 1 })
+                    .expect(diana_bus::Expect::Names(vec![
+                        "admin".into(),
+                        "game".into(),
+                    ]))
+                    .deadline(Duration::MAX)
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answer("game"), Some(&7));
+        assert_eq!(gathered.failed.len(), 1);
+        assert!(gathered.timed_out.is_empty());
+        gate.open();
+        bus.flush();
+    });
+}

@@ -130,8 +130,10 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             Expect::Names(names) => names.iter().map(String::as_str).collect(),
             Expect::All | Expect::Count(_) => responders.iter().map(|name| &**name).collect(),
         };
+        // Answers that may end the wait: any one, when a responder that
+        // failed for good settles its name without an answer.
         let enough = match &expect {
-            Expect::All | Expect::Names(_) => expected.len(),
+            Expect::All | Expect::Names(_) => 1,
             Expect::Count(count) => *count,
         };
         let tracker = Arc::new(Tracker::default());
