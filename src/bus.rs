@@ -421,7 +421,10 @@ impl Bus {
     }
 
     /// Removes a subscription. When it returns, the handler is not running
-    /// and never runs again; returns false if it was already removed.
+    /// and never runs again; returns false if it was already removed (or
+    /// belongs to another bus). Its pending retries end at once, with what
+    /// they held back: later stages, the event's key, a `flush`. (An async
+    /// handler's run waiting out a retry pause ends at the pause's end.)
     ///
     /// Called from a handler (on a worker thread) it does not wait for
     /// calls of the handler running on other workers, which could deadlock:
@@ -431,6 +434,7 @@ impl Bus {
         match executor.registry.remove(subscription) {
             Some(subscriber) => {
                 executor.quiesce();
+                executor.expedite_retries_of(&subscriber);
                 drop(subscriber);
                 true
             }

@@ -1345,6 +1345,20 @@ impl Executor {
         self.run_soon(Task::Retry(task));
     }
 
+    /// Makes the pending retries of `subscriber`, just unsubscribed, due
+    /// at once: they do not run it, but end its series now, releasing what
+    /// they hold back (its key, later stages, a flush), rather than at the
+    /// end of their pause. Wakes the workers that sleep, as `run_soon` does.
+    pub(crate) fn expedite_retries_of(&self, subscriber: &Arc<Subscriber>) {
+        let of_subscriber = |task: &Task| matches!(task, Task::Retry(retry) if Arc::ptr_eq(&retry.subscriber, subscriber));
+        if self.retries.expedite(of_subscriber) > 0 {
+            fence(Ordering::SeqCst);
+            for worker in self.workers.iter() {
+                worker.sleeper.wake_if_sleeping();
+            }
+        }
+    }
+
     /// Schedules `task` due at once and wakes the owner of its event's
     /// shard if it sleeps: the task is work that a worker's pre-park check
     /// sees (P3 of the sleeper protocol in `park`, with the fence here).

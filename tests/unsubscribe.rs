@@ -134,3 +134,34 @@ fn a_subscription_of_another_bus_unsubscribes_nothing() {
     assert!(ours.unsubscribe(&kept));
     assert!(theirs.unsubscribe(&stranger));
 }
+
+#[test]
+fn unsubscribing_a_handler_ends_its_pending_retries_at_once() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let failed = Arc::new(AtomicU64::new(0));
+        let f = failed.clone();
+        let flaky = bus
+            .subscriber::<Note>()
+            .strict_order(true)
+            .retry(diana_bus::RetryPolicy::fixed(3, Duration::from_secs(3600)))
+            .subscribe(move |_: &Note, _: &Context| -> HandlerResult {
+                f.fetch_add(1, Ordering::SeqCst);
+                Err(diana_bus::HandlerError::transient("later"))
+            });
+        let seen = Arc::new(AtomicU64::new(0));
+        let s = seen.clone();
+        bus.subscribe(move |n: &Note, _: &Context| -> HandlerResult {
+            s.fetch_add(n.0, Ordering::SeqCst);
+            Ok(())
+        });
+        bus.publish(Note(1)).unwrap();
+        wait_until(10, || failed.load(Ordering::SeqCst) == 1);
+        // held behind the retry: same key, strict order
+        bus.publish(Note(1)).unwrap();
+        assert!(bus.unsubscribe(&flaky));
+        bus.flush();
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "both notes handled");
+        assert_eq!(failed.load(Ordering::SeqCst), 1, "no retry ran");
+    });
+}

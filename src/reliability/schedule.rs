@@ -134,6 +134,26 @@ impl RetrySchedule {
         self.publish_next_due(&state);
     }
 
+    /// Makes the tasks that `now` selects due at once (keeping their order
+    /// among themselves); returns how many it moved.
+    pub(crate) fn expedite(&self, now: impl Fn(&Task) -> bool) -> usize {
+        let mut state = lock(&self.state);
+        let keys: Vec<TaskKey> = state
+            .tasks
+            .iter()
+            .filter(|(_, task)| now(task))
+            .map(|(key, _)| *key)
+            .collect();
+        let due = Instant::now();
+        for key in &keys {
+            if let Some(task) = state.tasks.remove(key) {
+                state.tasks.insert(TaskKey { due, seq: key.seq }, task);
+            }
+        }
+        self.publish_next_due(&state);
+        keys.len()
+    }
+
     /// Whether a task's time has come; no lock.
     #[inline]
     pub(crate) fn has_due(&self) -> bool {
@@ -211,6 +231,21 @@ mod tests {
         assert!(schedule.pop_due().is_none(), "the next is 20 ms away");
         std::thread::sleep(Duration::from_millis(25));
         assert_eq!(id(schedule.pop_due()), Some(1));
+        assert!(schedule.pop_due().is_none());
+        assert!(schedule.until_next_due().unwrap() > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn expedited_tasks_come_due_at_once_and_the_others_keep_their_time() {
+        let schedule = RetrySchedule::new();
+        schedule.schedule(release(1), Duration::from_secs(60));
+        schedule.schedule(release(2), Duration::from_secs(60));
+        schedule.schedule(release(3), Duration::from_secs(30));
+        assert!(schedule.pop_due().is_none());
+        let odd = |task: &Task| task.envelope().routing.id.0 % 2 == 1;
+        assert_eq!(schedule.expedite(odd), 2);
+        assert_eq!(id(schedule.pop_due()), Some(1));
+        assert_eq!(id(schedule.pop_due()), Some(3));
         assert!(schedule.pop_due().is_none());
         assert!(schedule.until_next_due().unwrap() > Duration::from_secs(50));
     }
