@@ -126,7 +126,8 @@ impl Meta {
     /// flight at that moment, because it is unknown, not yet published, or
     /// already fully handled, is satisfied at once. Generated ids are
     /// recognised for as long as the bus lives; explicit ids ([`Meta::id`])
-    /// while their event is in flight.
+    /// while their event is in flight, and within the dependent's tenant
+    /// (as deduplication, which lets tenants use the same ids).
     ///
     /// # Examples
     ///

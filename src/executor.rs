@@ -338,15 +338,15 @@ impl Executor {
     pub(crate) fn route<E: Event>(&self, event: &E, meta: Meta, epoch: u64) -> Routing {
         let mut routing = Routing::resolve(event, meta, epoch);
         if let Some(after) = meta.get_after() {
-            routing.after = self.in_flight(after);
+            routing.after = self.in_flight(routing.tenant, after);
         }
         routing
     }
 
     /// Where the event `id` is, if it is in flight: accepted, and not yet
-    /// fully handled.
+    /// fully handled. An explicit id is `tenant`'s.
     #[cold]
-    fn in_flight(&self, id: EventId) -> Option<Place> {
+    fn in_flight(&self, tenant: TenantId, id: EventId) -> Option<Place> {
         let generated = Place::of_id(id, self.tag).filter(|place| {
             self.shards
                 .get(place.shard as usize)
@@ -354,7 +354,7 @@ impl Executor {
         });
         generated.filter(|&place| !self.is_done(place)).or_else(|| {
             self.completion
-                .place_of_explicit(id)
+                .place_of_explicit(tenant, id)
                 .filter(|&place| !self.is_done(place))
         })
     }
@@ -365,11 +365,11 @@ impl Executor {
             && !self.completion.is_open(place)
     }
 
-    /// Records where the event with explicit id `id` was accepted: called
-    /// while its slot or overflow entry is being written, so before any
-    /// worker can run it and forget the record (see `completion`).
-    fn record_explicit(&self, id: EventId, place: Place) {
-        self.completion.accepted_explicit(id, place);
+    /// Records where `tenant`'s event with explicit id `id` was accepted:
+    /// called while its slot or overflow entry is being written, so before
+    /// any worker can run it and forget the record (see `completion`).
+    fn record_explicit(&self, tenant: TenantId, id: EventId, place: Place) {
+        self.completion.accepted_explicit(tenant, id, place);
     }
 
     /// Where an event accepted at `place` went, and its id: `explicit`, or
@@ -405,7 +405,7 @@ impl Executor {
         // Refusals go to a cold path.
         match shard.push(
             seed,
-            |id, place| self.record_explicit(id, place),
+            |tenant, id, place| self.record_explicit(tenant, id, place),
             refuse_when_closed,
         ) {
             Ok(place) => {
@@ -462,7 +462,7 @@ impl Executor {
 
     #[cold]
     fn push_blocking(&self, shard: &Shard, seed: Seed<'_>) -> Result<Place, PublishError<()>> {
-        let record_explicit = |id, place| self.record_explicit(id, place);
+        let record_explicit = |tenant, id, place| self.record_explicit(tenant, id, place);
         if self.current_worker().is_some() {
             return Ok(shard.push_from_worker(seed, record_explicit));
         }
@@ -510,8 +510,9 @@ impl Executor {
         let explicit = routing.explicit.then_some(routing.id);
         let (entry, mut lineage) = RingEntry::new(&routing, Payload::new(event), None);
         let seed = (&mut Some(entry), &mut lineage);
-        let place =
-            self.shards[index].push_from_worker(seed, |id, place| self.record_explicit(id, place));
+        let place = self.shards[index].push_from_worker(seed, |tenant, id, place| {
+            self.record_explicit(tenant, id, place)
+        });
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {

@@ -223,7 +223,7 @@ impl Shard {
     pub(crate) fn push<'l>(
         &self,
         seed: Seed<'l>,
-        record_explicit: impl FnOnce(EventId, Place),
+        record_explicit: impl FnOnce(TenantId, EventId, Place),
         refuse_when_closed: bool,
     ) -> Result<Place, PushError<Seed<'l>>> {
         self.ring
@@ -232,7 +232,8 @@ impl Shard {
                 |(entry, lineage), pos, side| {
                     if let Some(lineage) = lineage.take() {
                         if let Some(id) = lineage.explicit_id() {
-                            record_explicit(id, Place::ring(self.index, pos));
+                            let tenant = entry.as_ref().expect(TAKEN_ONCE).tenant();
+                            record_explicit(tenant, id, Place::ring(self.index, pos));
                         }
                         *side = Some(lineage);
                     }
@@ -273,7 +274,7 @@ impl Shard {
     pub(crate) fn push_from_worker(
         &self,
         seed: Seed<'_>,
-        record_explicit: impl Fn(EventId, Place),
+        record_explicit: impl Fn(TenantId, EventId, Place),
     ) -> Place {
         let seed = if self.overflow_len.load(Ordering::Acquire) == 0 {
             match self.push(seed, &record_explicit, false) {
@@ -297,7 +298,7 @@ impl Shard {
         let place = Place::overflow(self.index, seq);
         let (entry, lineage) = seed;
         if let Some(id) = lineage.as_ref().and_then(Lineage::explicit_id) {
-            record_explicit(id, place);
+            record_explicit(entry.as_ref().expect(TAKEN_ONCE).tenant(), id, place);
         }
         let entry = entry.take().expect(TAKEN_ONCE);
         let envelope = Envelope::from_ring(entry, lineage, place, self.tag);

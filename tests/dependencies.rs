@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{wait_until, within, Gate};
-use diana_bus::{Bus, Context, Event, EventId, HandlerError, HandlerResult, Meta, RetryPolicy};
+use diana_bus::{
+    Bus, Context, Event, EventId, HandlerError, HandlerResult, Meta, RetryPolicy, TenantId,
+};
 
 /// A step of some flow, keyed by `key`, logged by name when handled.
 struct Step {
@@ -217,6 +219,40 @@ fn an_explicit_id_in_flight_is_waited_for() {
         let log = log.lock().unwrap();
         let at = |name| log.iter().position(|n| *n == name).unwrap();
         assert!(at("gated") < at("dependent"), "{log:?}");
+    });
+}
+
+#[test]
+fn another_tenant_reusing_an_explicit_id_does_not_satisfy_a_dependency() {
+    within(30, || {
+        let (bus, log) = logging_bus(2, &Gate::default());
+        // Keeps tenant 1's "held" in flight, waiting out an hour's retry
+        // pause, without holding a worker.
+        let flaky = bus
+            .subscriber::<Step>()
+            .retry(RetryPolicy::fixed(2, Duration::from_secs(3600)))
+            .subscribe(|s: &Step, _: &Context| -> HandlerResult {
+                match s.name {
+                    "held" => Err(HandlerError::transient("later")),
+                    _ => Ok(()),
+                }
+            });
+        let tenant = |tenant| Meta::new().tenant(TenantId(tenant));
+        bus.publish_with(step("held", 1), tenant(1).id(EventId(7)))
+            .unwrap();
+        wait_until(10, || logged(&log, "held"));
+        // Dedup is per tenant: tenant 2 may use the id too.
+        bus.publish_with(step("theirs", 2), tenant(2).id(EventId(7)))
+            .unwrap();
+        wait_until(10, || logged(&log, "theirs"));
+        bus.publish_with(step("dependent", 3), tenant(1).after(EventId(7)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!logged(&log, "dependent"), "ran before tenant 1's event 7");
+        // Tenant 1's event 7 ends with its retries.
+        assert!(bus.unsubscribe(&flaky));
+        bus.flush();
+        assert!(logged(&log, "dependent"));
     });
 }
 

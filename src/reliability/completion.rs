@@ -24,7 +24,8 @@
 //! Explicit ids ([`crate::Meta::id`]) do not lead to a place, so the places
 //! of events with explicit ids are recorded from their push (inside the
 //! ring's claim, before a worker can take them) until they are fully
-//! handled: that is how `Meta::after` finds them.
+//! handled: that is how `Meta::after` finds them, within its own tenant
+//! (dedup lets tenants use the same ids).
 //!
 //! A [`Waiter`] waits for a place: one on a place its shard has not passed
 //! yet waits in the shard (see `Executor::wait_for`), one on an open place
@@ -37,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::delivery::Tracker;
 use crate::envelope::Envelope;
-use crate::event::{EventId, Routing};
+use crate::event::{EventId, Routing, TenantId};
 use crate::place::Place;
 use crate::sync::{lock, Arc, Mutex};
 
@@ -60,7 +61,8 @@ struct Open {
 struct State {
     epochs: BTreeMap<u64, usize>,
     places: HashMap<Place, Open>,
-    explicit: HashMap<EventId, Place>,
+    /// By tenant and id: dedup lets tenants use the same ids.
+    explicit: HashMap<(TenantId, EventId), Place>,
 }
 
 /// See the module docs.
@@ -128,9 +130,9 @@ impl Completion {
         }
     }
 
-    /// Records where the event with explicit id `id` was accepted.
-    pub(crate) fn accepted_explicit(&self, id: EventId, place: Place) {
-        lock(&self.state).explicit.insert(id, place);
+    /// Records where `tenant`'s event with explicit id `id` was accepted.
+    pub(crate) fn accepted_explicit(&self, tenant: TenantId, id: EventId, place: Place) {
+        lock(&self.state).explicit.insert((tenant, id), place);
     }
 
     /// After the batch that ran the event of `routing` (explicit id): its
@@ -142,18 +144,19 @@ impl Completion {
         }
     }
 
-    /// Where the latest event accepted with explicit id `id` is, while it
-    /// is in flight.
-    pub(crate) fn place_of_explicit(&self, id: EventId) -> Option<Place> {
-        lock(&self.state).explicit.get(&id).copied()
+    /// Where `tenant`'s latest event accepted with explicit id `id` is,
+    /// while it is in flight.
+    pub(crate) fn place_of_explicit(&self, tenant: TenantId, id: EventId) -> Option<Place> {
+        lock(&self.state).explicit.get(&(tenant, id)).copied()
     }
 }
 
 /// Drops the record of an explicit id, unless a later event with the same
 /// id replaced it.
 fn forget_explicit(state: &mut State, routing: &Routing) {
-    if state.explicit.get(&routing.id) == Some(&routing.place) {
-        state.explicit.remove(&routing.id);
+    let key = (routing.tenant, routing.id);
+    if state.explicit.get(&key) == Some(&routing.place) {
+        state.explicit.remove(&key);
     }
 }
 
@@ -185,19 +188,27 @@ mod tests {
     fn explicit_ids_are_found_while_in_flight_only() {
         let completion = Completion::default();
         let (quick, retried) = (explicit(1, 10), explicit(2, 11));
-        completion.accepted_explicit(quick.id, quick.place);
-        completion.accepted_explicit(retried.id, retried.place);
+        completion.accepted_explicit(quick.tenant, quick.id, quick.place);
+        completion.accepted_explicit(retried.tenant, retried.id, retried.place);
         completion.hold(&retried);
         completion.ran_explicit(&quick);
         completion.ran_explicit(&retried);
-        assert_eq!(completion.place_of_explicit(quick.id), None);
+        assert_eq!(completion.place_of_explicit(quick.tenant, quick.id), None);
         assert_eq!(
-            completion.place_of_explicit(retried.id),
+            completion.place_of_explicit(retried.tenant, retried.id),
             Some(retried.place)
+        );
+        assert_eq!(
+            completion.place_of_explicit(TenantId(9), retried.id),
+            None,
+            "another tenant's id"
         );
         assert!(completion.pending_up_to(1));
         assert!(completion.finished(&retried).is_empty());
-        assert_eq!(completion.place_of_explicit(retried.id), None);
+        assert_eq!(
+            completion.place_of_explicit(retried.tenant, retried.id),
+            None
+        );
         assert!(!completion.pending_up_to(1));
         assert_eq!(
             format!("{completion:?}"),
@@ -209,10 +220,13 @@ mod tests {
     fn a_newer_event_with_the_same_id_keeps_its_record() {
         let completion = Completion::default();
         let (old, new) = (explicit(5, 1), explicit(5, 2));
-        completion.accepted_explicit(old.id, old.place);
-        completion.accepted_explicit(new.id, new.place);
+        completion.accepted_explicit(old.tenant, old.id, old.place);
+        completion.accepted_explicit(new.tenant, new.id, new.place);
         completion.ran_explicit(&old);
-        assert_eq!(completion.place_of_explicit(EventId(5)), Some(new.place));
+        assert_eq!(
+            completion.place_of_explicit(new.tenant, EventId(5)),
+            Some(new.place)
+        );
     }
 
     #[test]
