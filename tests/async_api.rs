@@ -1264,3 +1264,38 @@ fn a_gather_of_named_responders_ends_when_they_are_in_though_one_failed_first() 
         bus.flush();
     });
 }
+
+#[test]
+fn a_gather_of_a_count_of_answers_waits_for_no_one_else() {
+    within(30, || {
+        let gate = Gate::default();
+        let _open = OpenOnDrop(gate.clone());
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.responder::<Balance, u64>()
+            .name("quick")
+            .respond(|_: &Balance, _: &Context| -> Result<u64, HandlerError> { Ok(1) });
+        let g = gate.clone();
+        bus.responder::<Balance, u64>().name("slow").respond(
+            move |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                g.wait();
+                Ok(2)
+            },
+        );
+        let rt = runtime();
+        for (count, answers) in [(1, 1), (0, 0)] {
+            let gathered = rt
+                .block_on(async {
+                    bus.gather::<Balance, u64>(Balance { user: count })
+                        .expect(count as usize)
+                        .deadline(Duration::MAX)
+                        .await
+                })
+                .unwrap();
+            assert!(gathered.answers.len() >= answers, "{count}: {gathered:?}");
+            assert!(gathered.timed_out.is_empty(), "{count}: {gathered:?}");
+            assert!(gathered.is_complete());
+        }
+        gate.open();
+        bus.flush();
+    });
+}

@@ -54,7 +54,8 @@ pub struct Gathered<Resp> {
     /// (responder, last error) of each responder that failed for good.
     pub failed: Vec<(String, String)>,
     /// Expected responders that neither answered nor failed for good in
-    /// time (including ones still retrying).
+    /// time (including ones still retrying); none once what was expected
+    /// is in (with [`Expect::Count`], the others were not waited for).
     pub timed_out: Vec<String>,
 }
 
@@ -149,7 +150,7 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             tracker.complete();
         }
         let mut deadline = Deadline::after(bus.executor(), deadline);
-        let failed = poll_fn(|cx| {
+        let (failed, satisfied) = poll_fn(|cx| {
             // The waker first, then the look: an answer or a failure after
             // the look wakes this task.
             let progress = tracker.progress(cx.waker());
@@ -164,17 +165,20 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
                 }
             });
             if enough || progress.done || deadline.passed(cx) {
-                std::task::Poll::Ready(progress.dead_letters)
+                std::task::Poll::Ready((progress.dead_letters, enough))
             } else {
                 std::task::Poll::Pending
             }
         })
         .await;
         let answers = reply.take();
+        // Satisfied, it waited for no one else: `Count(n)` had its answers.
         let timed_out = expected
             .into_iter()
             .filter(|&name| {
-                !answers.iter().any(|(n, _)| n == name) && !failed.iter().any(|(n, _)| n == name)
+                !satisfied
+                    && !answers.iter().any(|(n, _)| n == name)
+                    && !failed.iter().any(|(n, _)| n == name)
             })
             .map(str::to_owned)
             .collect();
