@@ -6,8 +6,14 @@
 //! [`PublishError::Closed`] with the event), lets the workers handle every
 //! event accepted before it, and everything their handlers publish
 //! meanwhile, then joins the worker threads. Dropping the last `Bus` handle
-//! does the same. A handler that keeps a `Bus` clone keeps the bus alive:
-//! shut it down explicitly, or unsubscribe that handler first.
+//! does the same, except on a thread the drain must not block: a worker,
+//! an async handler's code, or a thread of a tokio runtime (whose async
+//! runs the drain may wait for). There a helper thread, which holds the
+//! bus, drains it and joins the workers in the background. `shutdown`
+//! called from a handler likewise returns before the drain (`joined`
+//! false); called elsewhere on a runtime thread, it blocks that thread
+//! until the drain is done. A handler that keeps a `Bus` clone keeps the
+//! bus alive: shut it down explicitly, or unsubscribe that handler first.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -197,7 +203,7 @@ impl BusBuilder {
             return Err(ConfigError::Capacity(requested));
         }
         let capacity = ring::effective_capacity(requested);
-        if shards * capacity > MAX_SLOTS {
+        if shards.saturating_mul(capacity) > MAX_SLOTS {
             return Err(ConfigError::Slots { shards, capacity });
         }
         let batch = self.batch.unwrap_or(DEFAULT_BATCH.min(capacity));
@@ -359,7 +365,13 @@ struct Owners(Arc<Inner>);
 
 impl Drop for Owners {
     fn drop(&mut self) {
-        self.0.shutdown();
+        // On a runtime thread, blocking for the drain could wait for async
+        // runs that need this very thread: the drain goes to a helper.
+        #[cfg(not(diana_bus_loom))]
+        let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+        #[cfg(diana_bus_loom)]
+        let on_runtime = false;
+        Inner::shutdown(&self.0, on_runtime);
     }
 }
 
@@ -703,21 +715,25 @@ impl Bus {
     /// Stops accepting events, handles every accepted one, joins the
     /// workers. Safe to call more than once, and from any clone.
     pub fn shutdown(&self) -> ShutdownReport {
-        self.inner.shutdown()
+        Inner::shutdown(&self.inner, false)
     }
 }
 
 impl Inner {
-    fn shutdown(&self) -> ShutdownReport {
-        let executor = &self.executor;
+    /// Closes the bus and drains it: here, or on a helper thread when
+    /// called from a handler (which the drain would wait for) or when
+    /// `off_thread` says so. The helper holds the bus, so the async runs
+    /// the drain waits for can still reach it.
+    fn shutdown(inner: &Arc<Inner>, off_thread: bool) -> ShutdownReport {
+        let executor = &inner.executor;
         if executor.close() {
             tracing::info!("diana-bus shutting down");
         }
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        let joined = if executor.in_handler() {
+        let workers = std::mem::take(&mut *lock(&inner.workers));
+        let joined = if off_thread || executor.in_handler() {
             if !workers.is_empty() {
-                let executor = Arc::clone(executor);
-                thread::spawn(move || finish(&executor, workers));
+                let inner = Arc::clone(inner);
+                thread::spawn(move || finish(&inner.executor, workers));
             }
             false
         } else {

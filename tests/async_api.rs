@@ -1299,3 +1299,63 @@ fn a_gather_of_a_count_of_answers_waits_for_no_one_else() {
         bus.flush();
     });
 }
+
+#[test]
+fn the_last_handle_dropped_on_a_worker_or_a_runtime_thread_drains_the_bus() {
+    let rt = leaked_runtime(2);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let (gate, entered, ran) = (
+            Gate::default(),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (g, e, r) = (gate.clone(), entered.clone(), ran.clone());
+        bus.subscriber::<Keyed>()
+            .concurrency(1)
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                let (g, e, r) = (g.clone(), e.clone(), r.clone());
+                async move {
+                    e.store(true, Ordering::SeqCst);
+                    g.wait();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        // A sync handler drops the last handle, on the worker.
+        let slot: Arc<std::sync::Mutex<Option<Bus>>> = Arc::default();
+        let s = slot.clone();
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            drop(s.lock().unwrap().take());
+            Ok(())
+        });
+        bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
+        bus.publish(Keyed { key: 2, seq: 0 }).unwrap(); // queued behind
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        *slot.lock().unwrap() = Some(bus.clone());
+        bus.publish(Job(1)).unwrap();
+        drop(bus);
+        common::wait_until(10, || slot.lock().unwrap().is_none());
+        gate.open();
+        common::wait_until(10, || ran.load(Ordering::SeqCst) == 2);
+
+        // A task drops the last handle, on the runtime's thread.
+        let bus = bus_on(rt, 1);
+        let r = ran.clone();
+        bus.subscriber::<Keyed>()
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        rt.block_on(async move {
+            bus.publish_async(Keyed { key: 3, seq: 0 }).await.unwrap();
+            drop(bus);
+        });
+        common::wait_until(10, || ran.load(Ordering::SeqCst) == 3);
+    });
+}

@@ -165,3 +165,24 @@ fn unsubscribing_a_handler_ends_its_pending_retries_at_once() {
         assert_eq!(failed.load(Ordering::SeqCst), 1, "no retry ran");
     });
 }
+
+#[test]
+fn a_handler_that_unsubscribes_itself_and_fails_is_not_retried_later() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let me: Arc<OnceLock<Subscription>> = Arc::default();
+        let (m, b) = (me.clone(), bus.clone());
+        let subscription = bus
+            .subscriber::<Note>()
+            .retry(diana_bus::RetryPolicy::fixed(3, Duration::from_secs(3600)))
+            .subscribe(move |_: &Note, _: &Context| -> HandlerResult {
+                b.unsubscribe(m.get().unwrap());
+                Err(diana_bus::HandlerError::transient("later"))
+            });
+        me.set(subscription).unwrap();
+        bus.publish(Note(1)).unwrap();
+        bus.flush(); // not an hour
+        assert_eq!(bus.metrics().retried, 0);
+        bus.shutdown();
+    });
+}

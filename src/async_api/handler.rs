@@ -330,10 +330,12 @@ impl Future for CatchUnwind<'_> {
             Ok(Poll::Ready(result)) => Ok(result),
             Err(panic) => Err(panic),
         };
+        // Still the handler's code: the future may hold the last handle
+        // of the bus, whose shutdown must not wait for this run.
         let ended = self.0.take();
         contain(
             format_args!("an async handler's future panicked on drop"),
-            || drop(ended),
+            || as_handler_of(executor, || drop(ended)),
         );
         Poll::Ready(outcome)
     }

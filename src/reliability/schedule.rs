@@ -122,9 +122,16 @@ impl RetrySchedule {
         self.next_due.store(next, Ordering::Release);
     }
 
-    /// Queues `task` to run after `pause`.
+    /// Queues `task` to run after `pause`; at once, a retry of a handler
+    /// that was unsubscribed (it ends its series without running). Read
+    /// under the lock that `expedite` takes after the flag is set, so a
+    /// retry queued too late for `expedite` sees the flag.
     pub(crate) fn schedule(&self, task: Task, pause: Duration) {
         let mut state = lock(&self.state);
+        let pause = match &task {
+            Task::Retry(retry) if retry.subscriber.is_unsubscribed() => Duration::ZERO,
+            _ => pause,
+        };
         state.seq += 1;
         let key = TaskKey {
             due: due_after(Instant::now(), pause),
