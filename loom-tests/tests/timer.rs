@@ -2,6 +2,12 @@
 //! come, whether its wake-up was queued before the thread looked at the
 //! queue or while the thread was waiting. Loom reports a deadlock (the
 //! main thread waiting forever for a wake) if a wake-up can be lost.
+//!
+//! loom's `Condvar::wait_timeout` never times out, so the model queues only
+//! deadlines already due: it checks the look under the lock before a wait
+//! and the notify of a new wake-up, not the rule that a wake-up earlier
+//! than the one the thread sleeps towards notifies it. The timer's unit
+//! test checks that one (it fails when the rule is broken).
 #![cfg(diana_bus_loom)]
 
 use std::task::{Wake, Waker};
