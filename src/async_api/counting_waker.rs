@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub(crate) struct CountingWaker(AtomicUsize);
@@ -17,6 +18,15 @@ impl CountingWaker {
     /// The wakes so far.
     pub(crate) fn wakes(&self) -> usize {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until it has been woken `n` times; fails after 10 s.
+    pub(crate) fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.wakes() < n {
+            assert!(Instant::now() < deadline, "not woken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

@@ -37,8 +37,6 @@ use crate::sync::{lock, thread, Arc, Condvar, Mutex, MutexGuard};
 #[derive(Debug)]
 pub struct Timer {
     shared: Arc<Shared>,
-    /// Whether the thread was started (or failed to start).
-    started: Mutex<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +49,8 @@ struct Shared {
 struct State {
     wakes: BTreeMap<WakeKey, Waker>,
     seq: u64,
+    /// Whether the thread was started (or failed to start).
+    started: bool,
     stopped: bool,
 }
 
@@ -66,7 +66,6 @@ impl Default for Timer {
     fn default() -> Self {
         Timer {
             shared: Arc::new(Shared::default()),
-            started: Mutex::new(false),
         }
     }
 }
@@ -74,7 +73,7 @@ impl Default for Timer {
 impl Timer {
     /// Wakes `waker` at `due`, unless [`Timer::cancel`] takes it back first.
     pub fn wake_at(&self, due: Instant, waker: Waker) -> WakeKey {
-        let (key, earliest) = {
+        let (key, earliest, start) = {
             let mut state = lock(&self.shared.state);
             state.seq += 1;
             let key = WakeKey {
@@ -85,9 +84,12 @@ impl Timer {
             (
                 key,
                 state.wakes.first_key_value().map(|(k, _)| *k) == Some(key),
+                !std::mem::replace(&mut state.started, true),
             )
         };
-        self.start();
+        if start {
+            self.start();
+        }
         if earliest {
             self.shared.changed.notify_one();
         }
@@ -107,13 +109,8 @@ impl Timer {
         lock(&self.shared.state).wakes.len()
     }
 
-    /// Starts the thread, once.
+    /// Starts the thread (the first `wake_at` does, once).
     fn start(&self) {
-        let mut started = lock(&self.started);
-        if *started {
-            return;
-        }
-        *started = true;
         let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
             .name("diana-bus-timer".into())
@@ -176,14 +173,6 @@ mod tests {
     use crate::async_api::counting_waker::CountingWaker;
     use std::time::Duration;
 
-    fn wait_for(count: &CountingWaker, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while count.wakes() < n {
-            assert!(Instant::now() < deadline, "not woken");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
     #[test]
     fn wakes_a_task_due_before_the_one_it_sleeps_towards_and_not_a_cancelled_one() {
         let timer = Timer::default();
@@ -198,7 +187,7 @@ mod tests {
         // not yet, and the test proves less)
         std::thread::sleep(Duration::from_millis(10));
         timer.wake_at(Instant::now() + Duration::from_millis(20), early_waker);
-        wait_for(&early, 1);
+        early.wait_for(1);
         assert!(start.elapsed() >= Duration::from_millis(20));
         assert_eq!((late.wakes(), cancelled.wakes()), (0, 0));
         assert_eq!(timer.queued(), 1, "only the late one is left");
