@@ -386,16 +386,19 @@ fn strict_order_holds_a_key_behind_its_retry_while_other_keys_flow() {
 fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
     within(30, || {
         let bus = Bus::builder().workers(1).build().unwrap();
-        for policy in [
+        let failing: Vec<_> = [
             RetryPolicy::fixed(2, Duration::MAX),
             RetryPolicy::exponential(3, Duration::from_secs(u64::MAX / 2)).cap(Duration::MAX),
-        ] {
+        ]
+        .into_iter()
+        .map(|policy| {
             bus.subscriber::<Order>().retry(policy).subscribe(
                 |_: &Order, _: &Context| -> HandlerResult {
                     Err(HandlerError::transient("try again in a while"))
                 },
-            );
-        }
+            )
+        })
+        .collect();
         let handled = Arc::new(AtomicU64::new(0));
         let h = handled.clone();
         bus.subscribe(move |o: &Order, _: &Context| -> HandlerResult {
@@ -407,8 +410,14 @@ fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
         common::wait_until(10, || handled.load(Ordering::SeqCst) == 3);
         let metrics = bus.metrics();
         assert_eq!((metrics.failed, metrics.retried), (4, 0));
-        // Its drain would wait a century for the retries.
-        std::mem::forget(bus);
+        // The drain would wait a century for the retries; unsubscribing
+        // their handlers ends them, unrun, so the bus shuts down at once.
+        for subscription in &failing {
+            assert!(bus.unsubscribe(subscription));
+        }
+        let report = bus.shutdown();
+        assert!(report.joined);
+        assert_eq!((report.failed, report.delivered), (4, 2));
     });
 }
 
