@@ -266,6 +266,44 @@ fn requests_get_an_answer_or_a_precise_error() {
 }
 
 #[test]
+fn a_duplicate_request_fails_at_once_as_a_duplicate() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        let rt = runtime();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let a = asked.clone();
+        bus.responder::<Balance, u64>().name("ledger").respond(
+            move |b: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                a.fetch_add(1, Ordering::SeqCst);
+                Ok(b.user)
+            },
+        );
+        let meta = Meta::new().id(EventId(7));
+        let request = |user| {
+            rt.block_on(async {
+                bus.gather::<Balance, u64>(Balance { user })
+                    .meta(meta)
+                    .deadline(Duration::from_secs(60))
+                    .await
+            })
+        };
+        assert_eq!(request(1).unwrap().answer("ledger"), Some(&1));
+        let started = std::time::Instant::now();
+        assert_eq!(request(2), Err(RequestError::Duplicate(EventId(7))));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not waiting out the deadline"
+        );
+        bus.flush();
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            1,
+            "a duplicate is not handled"
+        );
+    });
+}
+
+#[test]
 fn a_request_times_out_and_the_responder_still_runs() {
     within(30, || {
         let gate = Gate::default();

@@ -143,11 +143,10 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         let sent = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)))
             .await
             .map_err(|refused| RequestError::Failed(refused.to_string()))?;
-        if let Sent::Accepted(accepted) = sent {
-            bus.executor().watch(accepted.place, Arc::clone(&tracker));
-        } else {
-            // A duplicate of a request already handled: nothing will answer.
-            tracker.complete();
+        match sent {
+            Sent::Accepted(accepted) => bus.executor().watch(accepted.place, Arc::clone(&tracker)),
+            // Nothing will answer a duplicate.
+            Sent::Duplicate(id) => return Err(RequestError::Duplicate(id)),
         }
         let mut deadline = Deadline::after(bus.executor(), deadline);
         let (failed, satisfied) = poll_fn(|cx| {
@@ -202,7 +201,10 @@ impl<'b, Req: Event, Resp: Send + 'static> IntoFuture for Gather<'b, Req, Resp> 
 impl Bus {
     /// Scatter/gather: publishes `request` to every responder of `Req`
     /// (see [`Bus::respond`]) and collects their answers, recording who
-    /// answered, who failed for good and who timed out.
+    /// answered, who failed for good and who timed out. Fails at once
+    /// with [`RequestError::NoResponder`] when no one answers `Req`, and
+    /// with [`RequestError::Duplicate`] when the request's explicit id is
+    /// a duplicate.
     ///
     /// # Examples
     ///

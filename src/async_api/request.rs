@@ -7,7 +7,7 @@ use crate::bus::{Bus, SubscriberBuilder};
 use crate::context::Context;
 use crate::delivery::Tracker;
 use crate::error::HandlerError;
-use crate::event::{Event, TenantId};
+use crate::event::{Event, EventId, TenantId};
 use crate::registry::Subscription;
 use crate::sync::{lock, Arc, Mutex};
 
@@ -118,6 +118,10 @@ pub enum RequestError {
     /// The responders failed for good (their error), or the bus refused
     /// the request (closed, or over the tenant's quota).
     Failed(String),
+    /// The request's explicit id ([`Meta::id`](crate::Meta::id)) was
+    /// published for its tenant within the dedup window: it was not
+    /// handled again, and its answers went to the first requester.
+    Duplicate(EventId),
 }
 
 impl fmt::Display for RequestError {
@@ -126,6 +130,9 @@ impl fmt::Display for RequestError {
             RequestError::NoResponder => f.write_str("no responder for this request"),
             RequestError::Timeout => f.write_str("no response before the timeout"),
             RequestError::Failed(why) => write!(f, "request failed: {why}"),
+            RequestError::Duplicate(id) => {
+                write!(f, "request {id} was already published (deduplicated)")
+            }
         }
     }
 }
