@@ -435,8 +435,9 @@ impl Bus {
     /// Removes a subscription. When it returns, the handler is not running
     /// and never runs again; returns false if it was already removed (or
     /// belongs to another bus). Its pending retries end at once, with what
-    /// they held back: later stages, the event's key, a `flush`. (An async
-    /// handler's run waiting out a retry pause ends at the pause's end.)
+    /// they held back: later stages, the event's key, a `flush`; so do an
+    /// async handler's runs waiting out a retry pause (a run under way on
+    /// the runtime finishes).
     ///
     /// Called from a handler (on a worker thread) it does not wait for
     /// calls of the handler running on other workers, which could deadlock:
@@ -447,6 +448,9 @@ impl Bus {
             Some(subscriber) => {
                 executor.quiesce();
                 executor.expedite_retries_of(&subscriber);
+                if let Some(runner) = &subscriber.start {
+                    runner.unsubscribed();
+                }
                 drop(subscriber);
                 true
             }

@@ -1123,7 +1123,7 @@ impl Executor {
     ) {
         self.completion.hold(&envelope.routing);
         if let Some(start) = &subscriber.start {
-            start(AsyncRun {
+            start.start(AsyncRun {
                 envelope: Arc::clone(&envelope),
                 subscriber: Arc::clone(&subscriber),
                 attempt,

@@ -42,8 +42,17 @@ const TABLE_SHARDS: usize = 2;
 /// A type-erased handler: downcasts the payload and calls the user's code.
 pub(crate) type ErasedHandler = Box<dyn Fn(&Payload, &Context<'_>) -> HandlerResult + Send + Sync>;
 
-/// Starts an async handler's run on the runtime.
-pub(crate) type AsyncStart = Box<dyn Fn(AsyncRun) + Send + Sync>;
+/// An async subscription's side on the runtime (see `async_api::handler`).
+pub(crate) trait AsyncRunner: Send + Sync {
+    /// Starts one run of the handler.
+    fn start(&self, run: AsyncRun);
+    /// The subscription was removed: runs waiting out a retry pause end
+    /// now, unretried.
+    fn unsubscribed(&self);
+}
+
+/// Starts an async handler's runs on the runtime.
+pub(crate) type AsyncStart = Box<dyn AsyncRunner>;
 
 /// One run of an async handler, as a worker hands it over: the event (held
 /// open until the run ends), which attempt, and what waits for its end.

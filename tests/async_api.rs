@@ -504,6 +504,46 @@ fn bus_on(rt: &tokio::runtime::Runtime, workers: usize) -> Bus {
 }
 
 #[test]
+fn unsubscribing_an_async_handler_ends_its_runs_waiting_out_a_retry_pause() {
+    within(30, || {
+        let rt = runtime_with_threads(1);
+        let bus = bus_on(&rt, 1);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let a = attempts.clone();
+        let failing = bus
+            .subscriber::<Keyed>()
+            .retry(RetryPolicy::fixed(3, Duration::from_secs(3600)))
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                a.fetch_add(1, Ordering::SeqCst);
+                async { Err(HandlerError::transient("later")) }
+            })
+            .unwrap();
+        let stage_ran = Arc::new(AtomicUsize::new(0));
+        let s = stage_ran.clone();
+        bus.subscriber::<Keyed>().stage(1).subscribe(
+            move |_: &Keyed, _: &Context| -> HandlerResult {
+                s.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        );
+        for key in [1, 2] {
+            bus.publish(Keyed { key, seq: 0 }).unwrap();
+        }
+        common::wait_until(10, || attempts.load(Ordering::SeqCst) == 2);
+        let started = std::time::Instant::now();
+        assert!(bus.unsubscribe(&failing));
+        bus.flush();
+        assert!(started.elapsed() < Duration::from_secs(20), "not the hour");
+        assert_eq!(attempts.load(Ordering::SeqCst), 2, "no retry ran");
+        assert_eq!(
+            stage_ran.load(Ordering::SeqCst),
+            2,
+            "the later stage went on"
+        );
+    });
+}
+
+#[test]
 fn async_handlers_need_a_runtime_and_a_concurrency() {
     let bus = Bus::builder().workers(1).build().unwrap();
     let handler = |_: Arc<Keyed>, _: diana_bus::AsyncContext| async { Ok(()) };

@@ -26,16 +26,20 @@
 //! hold.
 //!
 //! Later stages of the same event wait for the run and its retries to
-//! end. `unsubscribe` stops new runs and retries, but a run in flight on
-//! the runtime finishes. The runtime must outlive the bus's last event:
-//! a job on a runtime that was shut down never ends, and neither does
-//! `flush`.
+//! end. `unsubscribe` stops new runs and retries, and ends the runs
+//! waiting out a retry pause at once (each leaves its waker in `pausing`
+//! under the queue's lock, then looks at the subscription's flag, which
+//! `unsubscribe` sets before it takes the wakers under that lock); a run
+//! in flight on the runtime finishes. The runtime must outlive the bus's
+//! last event: a job on a runtime that was shut down never ends, and
+//! neither does `flush`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
 
 use super::deadline::Deadline;
 use super::publish::Admit;
@@ -48,7 +52,7 @@ use crate::error::{ConfigError, HandlerError, HandlerResult, PublishError};
 use crate::event::{Event, EventId, Meta, Routing, TenantId};
 use crate::executor::Executor;
 use crate::metrics::{Counts, RunOutcome};
-use crate::registry::{AsyncRun, AsyncStart, Subscriber, Subscription};
+use crate::registry::{AsyncRun, AsyncRunner, AsyncStart, Subscriber, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
 use crate::sync::lock;
 
@@ -161,10 +165,13 @@ struct Runner<E> {
 /// The jobs of one subscription, by key. A key is present while one of
 /// its jobs runs or waits for a slot; its queue holds the jobs not yet
 /// started, in order. `ready` lists keys whose next job waits for a slot.
+/// `pausing` holds the waker of each key's job that waits out a retry
+/// pause (one job of a key runs at a time).
 struct Keyed {
     running: usize,
     keys: HashMap<(TenantId, u64), VecDeque<AsyncRun>>,
     ready: VecDeque<(TenantId, u64)>,
+    pausing: HashMap<(TenantId, u64), Waker>,
 }
 
 impl<E: Event + Clone> Runner<E> {
@@ -293,18 +300,54 @@ impl<E: Event + Clone> Runner<E> {
             let pause = subscriber
                 .retry
                 .pause_before(attempt + 1, routing.id.0 as u64);
-            let mut deadline = Deadline::after(executor, Some(pause));
-            poll_fn(|cx| {
-                if deadline.passed(cx) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
-            .await;
+            self.pause(executor, subscriber, (routing.tenant, routing.key), pause)
+                .await;
             attempt += 1;
         }
         executor.async_run_ended(run);
+    }
+
+    /// Waits out the retry pause of `key`'s job, or until its subscriber
+    /// is unsubscribed (see the module docs).
+    async fn pause(
+        &self,
+        executor: &Executor,
+        subscriber: &Subscriber,
+        key: (TenantId, u64),
+        pause: Duration,
+    ) {
+        /// Takes the job's waker back when the pause ends (or its future
+        /// is dropped).
+        struct Pausing<'r>(&'r Mutex<Keyed>, (TenantId, u64));
+        impl Drop for Pausing<'_> {
+            fn drop(&mut self) {
+                let waker = lock(self.0).pausing.remove(&self.1);
+                drop(waker); // after the lock: a waker's drop is user code
+            }
+        }
+        let _pausing = Pausing(&self.queue, key);
+        let mut deadline = Deadline::after(executor, Some(pause));
+        poll_fn(|cx| {
+            let earlier = lock(&self.queue).pausing.insert(key, cx.waker().clone());
+            drop(earlier);
+            if subscriber.is_unsubscribed() || deadline.passed(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+impl<E: Event + Clone> AsyncRunner for Arc<Runner<E>> {
+    fn start(&self, run: AsyncRun) {
+        self.submit(run);
+    }
+
+    fn unsubscribed(&self) {
+        let pausing = std::mem::take(&mut lock(&self.queue).pausing);
+        pausing.into_values().for_each(crate::caught::wake);
     }
 }
 
@@ -396,9 +439,10 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
                 running: 0,
                 keys: HashMap::new(),
                 ready: VecDeque::new(),
+                pausing: HashMap::new(),
             }),
         });
-        let start: AsyncStart = Box::new(move |run: AsyncRun| runner.submit(run));
+        let start: AsyncStart = Box::new(runner);
         // The workers start runs through `start`; the handler is never called.
         Ok(self.subscribe_erased(Some(start), |_: &E, _: &Context<'_>| Ok(())))
     }
