@@ -18,6 +18,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use crate::async_api::timer::on_timer_thread;
 use crate::context::Context;
 use crate::delivery::Tracker;
 use crate::envelope::RingEntry;
@@ -725,16 +726,18 @@ impl Bus {
 
 impl Inner {
     /// Closes the bus and drains it: here, or on a helper thread when
-    /// called from a handler (which the drain would wait for) or when
-    /// `off_thread` says so. The helper holds the bus, so the async runs
-    /// the drain waits for can still reach it.
+    /// called from a handler (which the drain would wait for), from a
+    /// waker on a timer thread (which keeps the deadlines of the async
+    /// runs the drain may wait for) or when `off_thread` says so. The
+    /// helper holds the bus, so the async runs the drain waits for can
+    /// still reach it.
     fn shutdown(inner: &Arc<Inner>, off_thread: bool) -> ShutdownReport {
         let executor = &inner.executor;
         if executor.close() {
             tracing::info!("diana-bus shutting down");
         }
         let workers = std::mem::take(&mut *lock(&inner.workers));
-        let joined = if off_thread || executor.in_handler() {
+        let joined = if off_thread || executor.in_handler() || on_timer_thread() {
             if !workers.is_empty() {
                 let inner = Arc::clone(inner);
                 thread::spawn(move || finish(&inner.executor, workers));

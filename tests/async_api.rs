@@ -1112,6 +1112,59 @@ fn a_waker_that_polls_its_task_at_once_gets_the_report() {
 }
 
 #[test]
+fn the_last_handle_dropped_by_a_waker_on_the_timer_thread_drains_the_bus() {
+    let rt = leaked_runtime(1);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let a = attempts.clone();
+        bus.subscriber::<Keyed>()
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(300)))
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                let first = a.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    match first {
+                        true => Err(HandlerError::transient("again")),
+                        false => Ok(()),
+                    }
+                }
+            })
+            .unwrap();
+        #[derive(Clone)]
+        struct Slow;
+        impl Event for Slow {}
+        bus.responder::<Slow, u64>()
+            .respond_async(|_: Arc<Slow>, _: diana_bus::AsyncContext| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(1)
+            })
+            .unwrap();
+        bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
+        // The run now waits out its pause: the timer thread keeps it.
+        common::wait_until(10, || attempts.load(Ordering::SeqCst) == 1);
+        // The timer thread wakes this task at the gather's deadline and
+        // polls it there, and the task drops the last handle.
+        let task = Arc::new(PolledOnWake {
+            task: std::sync::Mutex::new(Some(Box::pin(async move {
+                let gathered = bus
+                    .gather::<Slow, u64>(Slow)
+                    .deadline(Duration::from_millis(50))
+                    .await;
+                drop(bus);
+                gathered.map(|gathered| gathered.answers.len())
+            }))),
+            output: std::sync::Mutex::new(None),
+        });
+        task.poll();
+        common::wait_until(10, || task.output.lock().unwrap().is_some());
+        assert_eq!(task.output.lock().unwrap().take(), Some(Ok(0)));
+        // The drain waited for the retry, which the timer thread was free
+        // to start.
+        common::wait_until(10, || attempts.load(Ordering::SeqCst) == 2);
+    });
+}
+
+#[test]
 fn a_wait_too_long_for_an_instant_never_times_out() {
     within(30, || {
         let bus = Bus::builder().workers(1).build().unwrap();

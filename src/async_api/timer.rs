@@ -26,12 +26,27 @@
 //!   without being joined (a waker it calls may drop the bus, and with it
 //!   the timer, on the timer's own thread).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::task::Waker;
 use std::time::Instant;
 
 use crate::caught;
-use crate::sync::{lock, thread, Arc, Condvar, Mutex, MutexGuard};
+use crate::sync::{lock, thread, thread_local, Arc, Condvar, Mutex, MutexGuard};
+
+thread_local! {
+    // Not a `const` initialiser: loom's `thread_local!` does not take one.
+    #[allow(clippy::missing_const_for_thread_local)]
+    /// Whether this thread is a timer's.
+    static ON_TIMER_THREAD: Cell<bool> = Cell::new(false);
+}
+
+/// Whether the calling thread is a bus's timer thread, running a waker:
+/// it must not block on a bus's drain, which may wait for async runs
+/// whose deadlines this very thread keeps.
+pub(crate) fn on_timer_thread() -> bool {
+    ON_TIMER_THREAD.with(Cell::get)
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -123,6 +138,7 @@ impl Timer {
 
 impl Shared {
     fn run(&self) {
+        ON_TIMER_THREAD.with(|on| on.set(true));
         let mut state = lock(&self.state);
         loop {
             let now = Instant::now();
