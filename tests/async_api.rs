@@ -1435,6 +1435,47 @@ fn a_gather_of_a_count_of_answers_waits_for_no_one_else() {
 }
 
 #[test]
+fn the_last_handle_held_by_a_handler_future_stops_the_bus_when_the_future_ends() {
+    let rt = leaked_runtime(1);
+    within(30, move || {
+        let bus = bus_on(rt, 1);
+        let (gate, entered) = (Gate::default(), Arc::new(AtomicBool::new(false)));
+        let (g, e) = (gate.clone(), entered.clone());
+        bus.subscriber::<Keyed>()
+            .subscribe_async(move |_: Arc<Keyed>, ctx: diana_bus::AsyncContext| {
+                let (g, e) = (g.clone(), e.clone());
+                // A handle of its own, which the future holds to its end.
+                let bus = ctx.bus().clone();
+                async move {
+                    e.store(true, Ordering::SeqCst);
+                    g.wait();
+                    drop(bus);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        // The registry, and with it this handler's `Tracked`, is dropped
+        // once the drain is over and every worker has stopped.
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let tracked = Tracked(dropped.clone());
+        bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            let _ = &tracked;
+            Ok(())
+        });
+        bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        drop(bus);
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            0,
+            "the future holds the bus"
+        );
+        gate.open();
+        common::wait_until(10, || dropped.load(Ordering::SeqCst) == 1);
+    });
+}
+
+#[test]
 fn the_last_handle_dropped_on_a_worker_or_a_runtime_thread_drains_the_bus() {
     let rt = leaked_runtime(2);
     within(30, move || {
