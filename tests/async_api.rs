@@ -1498,10 +1498,14 @@ fn the_last_handle_dropped_on_a_worker_or_a_runtime_thread_drains_the_bus() {
                 }
             })
             .unwrap();
-        // A sync handler drops the last handle, on the worker.
-        let slot: Arc<std::sync::Mutex<Option<Bus>>> = Arc::default();
-        let s = slot.clone();
+        // A sync handler drops the last handle, on the worker, once the
+        // test has dropped its own (else the test's drop would be the last,
+        // and block on the drain before it opens the gate).
+        let (slot, dropped): (Arc<std::sync::Mutex<Option<Bus>>>, _) =
+            (Arc::default(), Gate::default());
+        let (s, d) = (slot.clone(), dropped.clone());
         bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+            d.wait();
             drop(s.lock().unwrap().take());
             Ok(())
         });
@@ -1511,6 +1515,7 @@ fn the_last_handle_dropped_on_a_worker_or_a_runtime_thread_drains_the_bus() {
         *slot.lock().unwrap() = Some(bus.clone());
         bus.publish(Job(1)).unwrap();
         drop(bus);
+        dropped.open();
         common::wait_until(10, || slot.lock().unwrap().is_none());
         gate.open();
         common::wait_until(10, || ran.load(Ordering::SeqCst) == 2);
