@@ -858,6 +858,55 @@ fn users_register_their_own_events() {
     );
 }
 
+/// A user's event with maps keyed by numbers, booleans and ids: serde_json
+/// writes such keys as strings (`"12"`).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scores {
+    user_id: UserId,
+    by_message: BTreeMap<u64, i64>,
+    by_offset: BTreeMap<i32, f64>,
+    by_flag: BTreeMap<bool, u8>,
+    by_user: BTreeMap<UserId, Option<i64>>,
+}
+
+impl Event for Scores {}
+
+impl WireEvent for Scores {
+    const NAME: &'static str = "Scores";
+}
+
+#[test]
+fn maps_with_number_keys_decode_as_they_were_encoded() {
+    let mut registry = WireRegistry::diana();
+    registry.register::<Scores>().unwrap();
+    let sent = Scores {
+        user_id: UserId::new(7).unwrap(),
+        by_message: BTreeMap::from([(12, 5), (u64::MAX, -1)]),
+        by_offset: BTreeMap::from([(-3, 0.5)]),
+        by_flag: BTreeMap::from([(true, 1), (false, 0)]),
+        by_user: BTreeMap::from([
+            (UserId::new(9).unwrap(), Some(2)),
+            (UserId::new(10).unwrap(), None),
+        ]),
+    };
+    let text = registry.encode(&sent).unwrap();
+    assert!(text.contains(r#""12":5"#), "{text}");
+    let back = registry
+        .decode(&text)
+        .unwrap_or_else(|err| panic!("{text}: {err}"));
+    assert_eq!(back.downcast::<Scores>().unwrap(), sent);
+
+    let bad = r#"{"event": "Scores", "data": {"user_id": 7, "by_message": {"twelve": 5},
+        "by_offset": {}, "by_flag": {}, "by_user": {"0": 1}}}"#;
+    let err = registry.decode(bad).unwrap_err();
+    assert!(
+        matches!(err, DomainError::WrongType { ref field, ref found, .. }
+            if field == "by_message.twelve" && found.contains("twelve")),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn a_registry_encodes_only_what_it_can_decode() {
     let message = UserMessage::new(1, "hi", "t").unwrap();

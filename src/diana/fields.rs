@@ -284,6 +284,74 @@ impl<'de> de::SeqAccess<'de> for Seq<'de> {
     }
 }
 
+/// An object's key as a serde deserializer: a string, or the number or
+/// boolean whose text it is (serde_json writes a map's integer keys as
+/// `"12"`, and reads them back so; so does this).
+struct KeyRef<'de>(&'de str);
+
+/// Deserializer methods that parse the key's text as their type.
+macro_rules! parse_key {
+    ($($method:ident => $visit:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+            match self.0.parse::<$ty>() {
+                Ok(value) => visitor.$visit(value),
+                Err(_) => Err(de::Error::invalid_type(de::Unexpected::Str(self.0), &visitor)),
+            }
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for KeyRef<'de> {
+    type Error = FieldError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    parse_key! {
+        deserialize_bool => visit_bool(bool),
+        deserialize_i8 => visit_i8(i8),
+        deserialize_i16 => visit_i16(i16),
+        deserialize_i32 => visit_i32(i32),
+        deserialize_i64 => visit_i64(i64),
+        deserialize_i128 => visit_i128(i128),
+        deserialize_u8 => visit_u8(u8),
+        deserialize_u16 => visit_u16(u16),
+        deserialize_u32 => visit_u32(u32),
+        deserialize_u64 => visit_u64(u64),
+        deserialize_u128 => visit_u128(u128),
+        deserialize_f32 => visit_f32(f32),
+        deserialize_f64 => visit_f64(f64),
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, FieldError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    /// A unit variant, by name.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, FieldError> {
+        BorrowedStrDeserializer::new(self.0).deserialize_enum(name, variants, visitor)
+    }
+
+    forward_to_deserialize_any! {
+        char str string bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier ignored_any
+    }
+}
+
 struct Map<'de> {
     entries: serde_json::map::Iter<'de>,
     /// The entry whose key was just read.
@@ -301,8 +369,9 @@ impl<'de> de::MapAccess<'de> for Map<'de> {
             None => Ok(None),
             Some((key, value)) => {
                 self.value = Some((key, value));
-                seed.deserialize(BorrowedStrDeserializer::new(key.as_str()))
+                seed.deserialize(KeyRef(key))
                     .map(Some)
+                    .map_err(|err| err.within(Step::Key(key.to_owned())))
             }
         }
     }
