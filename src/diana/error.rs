@@ -127,7 +127,9 @@ pub enum DomainError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The text is not JSON.
+    /// The text is not JSON, or JSON that a `serde_json::Value` cannot
+    /// hold as it is: a key repeated in one object, an integer beyond 64
+    /// bits.
     Json {
         /// The parser's message, with line and column.
         reason: String,

@@ -369,9 +369,8 @@ impl<'de> de::MapAccess<'de> for Map<'de> {
             None => Ok(None),
             Some((key, value)) => {
                 self.value = Some((key, value));
-                seed.deserialize(KeyRef(key))
-                    .map(Some)
-                    .map_err(|err| err.within(Step::Key(key.to_owned())))
+                // A bad key is the map's error (its text tells which).
+                seed.deserialize(KeyRef(key)).map(Some)
             }
         }
     }

@@ -122,6 +122,7 @@ mod coordinator;
 mod error;
 mod fields;
 mod interface;
+mod json;
 mod progress;
 mod rules;
 mod user_id;

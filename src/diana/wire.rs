@@ -345,13 +345,16 @@ impl WireRegistry {
 
     /// Decodes a JSON envelope.
     ///
-    /// Errors: [`DomainError::Json`] for text that is not JSON, and those of
-    /// [`decode_value`](Self::decode_value).
+    /// Errors: [`DomainError::Json`] for text that is not JSON or repeats
+    /// a key within an object; those of
+    /// [`decode_value`](Self::decode_value); then [`DomainError::Json`]
+    /// for an integer beyond 64 bits that no typed field refused (one in
+    /// an object field, which a `Value` would hold as a float, losing
+    /// digits). A `Value` would keep only the last of repeated keys.
     pub fn decode(&self, json: &str) -> Result<Box<dyn DecodedEvent>, DomainError> {
-        let envelope: Value = serde_json::from_str(json).map_err(|err| DomainError::Json {
-            reason: err.to_string(),
-        })?;
-        self.decode_value(&envelope)
+        let event = self.decode_value(&super::json::parse(json)?)?;
+        super::json::refuse_wide_integers(json)?;
+        Ok(event)
     }
 
     /// Decodes an envelope already parsed.
