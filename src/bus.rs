@@ -795,7 +795,8 @@ pub struct SubscriberBuilder<'b, E> {
 }
 
 impl<E: Event> SubscriberBuilder<'_, E> {
-    /// The name in logs, metrics and dead letters (default `"Event#id"`).
+    /// The name in logs, metrics and dead letters (default, and for an
+    /// empty name, `"Event#id"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self

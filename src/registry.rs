@@ -284,8 +284,8 @@ impl Registry {
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let name = match options.name {
-            Some(name) => name,
-            None => format!("{}#{id}", options.event_name),
+            Some(name) if !name.is_empty() => name,
+            _ => format!("{}#{id}", options.event_name),
         };
         let subscriber = Arc::new(Subscriber {
             id,

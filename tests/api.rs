@@ -33,3 +33,16 @@ fn public_types_debug_without_needing_the_event_to() {
     assert_eq!(EventId(255).to_string().len(), 32);
     assert_eq!(TenantId(7).to_string(), "7");
 }
+
+#[test]
+fn an_empty_subscription_name_gets_the_generated_one() {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    let named = bus
+        .subscriber::<Opaque>()
+        .name("")
+        .subscribe(|_: &Opaque, _: &Context| -> HandlerResult { Ok(()) });
+    assert!(
+        format!("{named:?}").contains("name: \"Opaque#"),
+        "{named:?}"
+    );
+}

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use common::{within, Gate};
 use diana_bus::diana::{
     Coordinator, CoordinatorError, DianaInteraction, DianaInteractionCompleted,
-    DianaInterfaceRequested, JsonObject, Outcome, ReactionAdded, ServiceResponse,
+    DianaInterfaceRequested, DomainError, JsonObject, Outcome, ReactionAdded, Rule,
+    ServiceResponse,
 };
 use diana_bus::{
     AsyncContext, Bus, Context, HandlerError, HandlerResult, Meta, RequestError, RetryPolicy,
@@ -667,6 +668,41 @@ fn expected_services_that_never_answer_time_out() {
         assert_eq!(outcome.completed.timed_out(), ["emotional"]);
         assert!(outcome.completed.responses().contains_key("narrative"));
         assert!(outcome.completed.failed().is_empty());
+    });
+}
+
+#[test]
+fn empty_service_names_neither_break_interactions_nor_are_expected() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        steady(&bus, "narrative", json!({}));
+        // A name read from an unset setting, say.
+        bus.responder::<DianaInteraction, ServiceResponse>()
+            .name("")
+            .respond(|i: &DianaInteraction, _: &Context| {
+                reply(i, "emotional", json!({"mood": "calm"}))
+            });
+        let rt = runtime();
+        let outcome = rt
+            .block_on(Coordinator::new(&bus, PATIENT).interact(request(2, "story"), Meta::new()))
+            .unwrap();
+        assert_eq!(outcome.completed.responses().len(), 2);
+        assert_eq!(outcome.response.get("mood"), Some(&json!("calm")));
+
+        let published = bus.metrics().published;
+        let expecting = Coordinator::new(&bus, PATIENT).expect(["narrative", ""]);
+        let refused = rt.block_on(expecting.interact(request(2, "story"), Meta::new()));
+        assert!(
+            matches!(
+                refused,
+                Err(CoordinatorError::Invalid(DomainError::Invalid {
+                    rule: Rule::NonEmpty,
+                    ..
+                }))
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(bus.metrics().published, published, "nothing was sent");
     });
 }
 

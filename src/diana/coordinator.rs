@@ -13,6 +13,8 @@ use super::error::DomainError;
 use super::interface::{
     DianaInteraction, DianaInteractionCompleted, DianaInterfaceRequested, ServiceResponse,
 };
+use super::rules;
+use super::wire::WireEvent;
 use super::JsonObject;
 use crate::async_api::{Expect, Gathered, RequestError};
 use crate::bus::Bus;
@@ -234,6 +236,11 @@ impl Coordinator {
         meta: Meta,
     ) -> Result<Outcome, CoordinatorError> {
         let routing = routing(meta)?;
+        // An expected service that does not answer is listed as timed out:
+        // its name must be fit for the completion before anything is sent.
+        for service in self.expect.iter().flatten() {
+            rules::non_empty(DianaInteractionCompleted::NAME, "timed_out", service)?;
+        }
 
         // 1. Publish to the relevant services.
         let interaction = DianaInteraction::new(
