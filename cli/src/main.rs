@@ -21,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 use diana_bus::{Bus, BusBuilder};
 
 use load::{Pattern, Peer, Profile, MAX_TYPES, PEERS, PROFILES};
-use record::Record;
+use record::{Record, RecordFile};
 use run::{Length, Plan};
 
 #[global_allocator]
@@ -70,8 +70,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct IdleArgs {
-    /// Seconds each implementation sits idle while its CPU time is read.
-    #[arg(long, value_name = "S", default_value = "5", value_parser = parse_duration)]
+    /// Seconds each implementation sits idle while its CPU time is read
+    /// (at least 0.1: shorter windows are below what the CPU clocks tell).
+    #[arg(long, value_name = "S", default_value = "5", value_parser = parse_idle_window)]
     seconds: Duration,
     /// diana-bus worker threads.
     #[arg(long, value_name = "W", default_value_t = 2)]
@@ -98,7 +99,8 @@ struct DemoArgs {
     deadline_ms: u64,
     /// Users traced step by step (and up to twice as many troubled
     /// interactions of others); the rest is only summarised.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     trace: u64,
     /// diana-bus worker threads.
     #[arg(long, value_name = "W", default_value_t = 4)]
@@ -261,11 +263,20 @@ fn parse_peer(name: &str) -> Result<Option<&'static Peer>, String> {
 }
 
 fn parse_duration(seconds: &str) -> Result<Duration, String> {
+    parse_seconds(seconds, 0.001)
+}
+
+fn parse_idle_window(seconds: &str) -> Result<Duration, String> {
+    parse_seconds(seconds, 0.1)
+}
+
+/// Seconds from `least` to an hour.
+fn parse_seconds(seconds: &str, least: f64) -> Result<Duration, String> {
     let seconds: f64 = seconds
         .parse()
         .map_err(|_| "not a number of seconds".to_owned())?;
-    if !(seconds > 0.0 && seconds <= 3600.0) {
-        return Err("must be above 0 and at most 3600 seconds".to_owned());
+    if !(least..=3600.0).contains(&seconds) {
+        return Err(format!("must be at least {least} and at most 3600 seconds"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -280,9 +291,11 @@ fn execute(command: Command) -> Result<(), String> {
             .map(|_| ())
             .map_err(|error| error.to_string()),
         Command::Run(args) => {
-            let record = run::run(&args.plan()?, args.bus())?;
-            match &args.json {
-                Some(path) => record.write(path),
+            let plan = args.plan()?;
+            let file = args.json.as_deref().map(RecordFile::create).transpose()?;
+            let record = run::run(&plan, args.bus())?;
+            match file {
+                Some(file) => file.write(&record),
                 None => Ok(()),
             }
         }

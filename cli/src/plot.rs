@@ -210,10 +210,12 @@ fn latency(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(80)
-        // Headroom for the legend, which takes more of a log scale per run.
+        // Headroom for the legend, which takes more of a log scale per run
+        // (up to 16 runs' worth: the axis must stay finite).
         .build_cartesian_2d(
             x_axis(names),
-            ((lowest / 2.0).max(1.0)..highest * 4f64.powi(1 + runs.len() as i32)).log_scale(),
+            ((lowest / 2.0).max(1.0)..highest * 4f64.powi(1 + runs.len().min(16) as i32))
+                .log_scale(),
         )?;
     let name_of = label(names);
     chart

@@ -2,13 +2,45 @@
 //! run's settings (only those that do not depend on the machine) and, per
 //! implementation, what it measured.
 
-use std::fs;
-use std::path::Path;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 /// The version of this layout; files of another version are refused.
 pub const FORMAT: u32 = 1;
+
+/// More events (or deliveries) a second than any in-process run reaches:
+/// a rate above it is no measurement.
+const MOST_PER_SECOND: f64 = 1e12;
+
+/// The file a run's record goes to, created before the run, so that a path
+/// that cannot be written fails at once, not after the runs.
+#[derive(Debug)]
+pub struct RecordFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl RecordFile {
+    /// Creates (or truncates) the file at `path`.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        File::create(path)
+            .map(|file| RecordFile {
+                file,
+                path: path.to_owned(),
+            })
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))
+    }
+
+    /// Writes `record` into the file as pretty JSON.
+    pub fn write(mut self, record: &Record) -> Result<(), String> {
+        let json = serde_json::to_string_pretty(record).expect("a record serializes");
+        writeln!(self.file, "{json}")
+            .map_err(|error| format!("cannot write {}: {error}", self.path.display()))
+    }
+}
 
 /// One `diana-bus run`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,14 +132,9 @@ pub struct Percentiles {
 }
 
 impl Record {
-    /// Writes the record to `path` as pretty JSON.
-    pub fn write(&self, path: &Path) -> Result<(), String> {
-        let json = serde_json::to_string_pretty(self).expect("a record serializes");
-        fs::write(path, json + "\n")
-            .map_err(|error| format!("cannot write {}: {error}", path.display()))
-    }
-
-    /// Reads a record written by [`Record::write`].
+    /// Reads a record written through a [`RecordFile`], refusing one whose
+    /// figures no run measures (negative, not finite, or rates beyond
+    /// [`MOST_PER_SECOND`]).
     pub fn read(path: &Path) -> Result<Self, String> {
         let text = fs::read_to_string(path)
             .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
@@ -124,6 +151,33 @@ impl Record {
                 record.format
             ));
         }
+        for measured in &record.results {
+            measured.check().map_err(|error| {
+                format!("{}: {}: {error}", path.display(), measured.implementation)
+            })?;
+        }
         Ok(record)
+    }
+}
+
+impl Measured {
+    /// Whether its figures are ones a run measures.
+    fn check(&self) -> Result<(), String> {
+        let figures = [
+            ("events_per_s", self.events_per_s, MOST_PER_SECOND),
+            ("deliveries_per_s", self.deliveries_per_s, MOST_PER_SECOND),
+            (
+                "allocations_per_event",
+                self.allocations_per_event,
+                f64::MAX,
+            ),
+            ("cpu_seconds", self.cpu_seconds, f64::MAX),
+        ];
+        for (name, value, most) in figures {
+            if !(value.is_finite() && (0.0..=most).contains(&value)) {
+                return Err(format!("{name} = {value} is not a measured figure"));
+            }
+        }
+        Ok(())
     }
 }

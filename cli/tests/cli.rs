@@ -553,6 +553,26 @@ fn bad_run_arguments_are_refused() {
 }
 
 #[test]
+fn run_refuses_a_json_path_it_cannot_write_before_it_runs() {
+    let output = diana_bus(&[
+        "run",
+        "--profile",
+        "spsc",
+        "--events",
+        "1000",
+        "--repeat",
+        "1",
+        "--peers",
+        "none",
+        "--json",
+        "/nonexistent/run.json",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot write /nonexistent/run.json"));
+    assert_eq!(stdout(&output), "", "nothing ran");
+}
+
+#[test]
 fn malformed_or_missing_records_are_refused() {
     let malformed = fixture("malformed.json");
     let good = fixture("spsc-a.json");
@@ -568,6 +588,24 @@ fn malformed_or_missing_records_are_refused() {
     );
     assert!(!svg.exists(), "no SVG for a bad record");
     assert_fails(&["compare", &good, "/nonexistent/b.json"], "cannot read");
+
+    // Figures no run measures: plotting 1.5e308 deliveries/s hung.
+    let text = std::fs::read_to_string(&good).unwrap();
+    for (field, value) in [
+        ("deliveries_per_s", serde_json::json!(1.5e308)),
+        ("events_per_s", serde_json::json!(-1.0)),
+        ("cpu_seconds", serde_json::json!(-0.5)),
+    ] {
+        let mut record: Value = serde_json::from_str(&text).unwrap();
+        record["results"][0][field] = value;
+        let bad = scratch(&format!("implausible-{field}.json"));
+        std::fs::write(&bad, record.to_string()).unwrap();
+        let bad = bad.to_str().unwrap();
+        let expected = format!("{field} = ");
+        assert_fails(&["plot", bad, "-o", svg.to_str().unwrap()], &expected);
+        assert_fails(&["compare", &good, bad], "is not a measured figure");
+    }
+    assert!(!svg.exists(), "no SVG for a bad record");
 }
 
 #[test]
@@ -626,7 +664,8 @@ fn demo_summarises_a_larger_workload_in_a_bounded_trace() {
 }
 
 #[test]
-fn demo_refuses_an_empty_workload() {
+fn demo_refuses_an_empty_workload_or_an_absurd_trace() {
+    assert_fails(&["demo", "--trace", "18446744073709551615"], "--trace");
     for flag in ["--users", "--tenants", "--interactions"] {
         let output = diana_bus(&["demo", flag, "0"]);
         assert!(!output.status.success(), "{flag} 0 was accepted");
@@ -660,6 +699,8 @@ fn idle_measures_every_implementation_at_rest() {
             "no share of a core in {row}"
         );
     }
-    assert_fails(&["idle", "--seconds", "0"], "must be above 0");
+    for window in ["0", "1e-300", "0.09"] {
+        assert_fails(&["idle", "--seconds", window], "must be at least 0.1");
+    }
     assert_fails(&["idle", "--workers", "0"], "worker threads");
 }
