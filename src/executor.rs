@@ -1097,6 +1097,10 @@ impl Executor {
     ) -> bool {
         let routing = &envelope.routing;
         let holds = if routing.after.is_some_and(|after| !self.is_done(after)) {
+            // Its key may have been released meanwhile (a deferred event
+            // whose key was let go before its batch settled): it holds the
+            // key while it waits, as in the batch.
+            shard.hold(routing.tenant, routing.key);
             self.wait_for_dependency(Arc::clone(envelope));
             true
         } else {

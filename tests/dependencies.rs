@@ -327,3 +327,123 @@ fn handlers_can_publish_dependents_and_shutdown_waits_for_them() {
         assert_eq!(report.delivered, 3);
     });
 }
+
+/// A key other than `key` that the bus runs on the same worker: found by
+/// asking (each key's shard has one owner; a handful of probe events is
+/// too few for another worker to help with).
+fn key_beside(bus: &Bus, key: u64) -> u64 {
+    struct Probe(u64);
+    impl Event for Probe {
+        fn key(&self) -> Option<u64> {
+            Some(self.0)
+        }
+    }
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let r = ran_on.clone();
+    let probe = bus.subscribe(move |p: &Probe, _: &Context| -> HandlerResult {
+        let worker = std::thread::current().name().map(str::to_owned);
+        r.lock().unwrap().push((p.0, worker));
+        Ok(())
+    });
+    for k in 0..64 {
+        bus.publish(Probe(k)).unwrap();
+    }
+    bus.flush();
+    bus.unsubscribe(&probe);
+    let ran_on = ran_on.lock().unwrap();
+    let worker_of = |k| {
+        ran_on
+            .iter()
+            .find(|(probed, _)| *probed == k)
+            .unwrap()
+            .1
+            .clone()
+    };
+    (0..64)
+        .find(|&k| k != key && worker_of(k) == worker_of(key))
+        .expect("two of 64 keys share a worker")
+}
+
+#[test]
+fn an_event_released_from_a_key_then_waiting_for_its_dependency_keeps_the_key() {
+    within(30, || {
+        #[derive(Clone, Copy)]
+        struct Stall(bool);
+        impl Event for Stall {}
+        struct Dependency;
+        impl Event for Dependency {}
+
+        let bus = Bus::builder().workers(2).shards(2).build().unwrap();
+        const KEY: u64 = 1;
+        let beside = key_beside(&bus, KEY);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        // Strict: "held" fails its first run and holds KEY for 300 ms.
+        bus.subscriber::<Step>()
+            .strict_order(true)
+            .retry(RetryPolicy::fixed(2, Duration::from_millis(300)))
+            .subscribe(move |s: &Step, ctx: &Context| -> HandlerResult {
+                l.lock().unwrap().push((s.name, ctx.attempt()));
+                if s.name == "held" && ctx.attempt() == 1 {
+                    return Err(HandlerError::transient("later"));
+                }
+                Ok(())
+            });
+        // The dependency stays in flight for a second (a retry pause).
+        bus.subscriber::<Dependency>()
+            .retry(RetryPolicy::fixed(2, Duration::from_secs(1)))
+            .subscribe(|_: &Dependency, ctx: &Context| -> HandlerResult {
+                match ctx.attempt() {
+                    1 => Err(HandlerError::transient("later")),
+                    _ => Ok(()),
+                }
+            });
+        let (first_stall, second_stall) = (Gate::default(), Gate::default());
+        let _open = (
+            common::OpenOnDrop(first_stall.clone()),
+            common::OpenOnDrop(second_stall.clone()),
+        );
+        let (g1, g2) = (first_stall.clone(), second_stall.clone());
+        bus.subscribe(move |s: &Stall, _: &Context| -> HandlerResult {
+            match s.0 {
+                false => g1.wait(),
+                true => g2.wait(),
+            }
+            Ok(())
+        });
+
+        let dependency = bus.publish_with(Dependency, Meta::new().key(99)).unwrap();
+        bus.publish(step("held", KEY)).unwrap();
+        // KEY's worker stalls; "waits" (after the dependency) and a second
+        // stall queue behind, to make one batch.
+        bus.publish_with(Stall(false), Meta::new().key(beside))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        bus.publish_with(step("waits", KEY), Meta::new().after(dependency))
+            .unwrap();
+        bus.publish_with(Stall(true), Meta::new().key(beside))
+            .unwrap();
+        first_stall.open();
+        // "waits" is deferred behind "held", whose retry runs on the other
+        // worker and releases KEY while the batch is stalled.
+        wait_until(10, || log.lock().unwrap().contains(&("held", 2)));
+        std::thread::sleep(Duration::from_millis(50));
+        second_stall.open();
+        std::thread::sleep(Duration::from_millis(50));
+        // "waits" now waits for its dependency: "later" stays behind it.
+        bus.publish(step("later", KEY)).unwrap();
+        bus.flush();
+        let firsts: Vec<_> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, attempt)| *attempt == 1)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(
+            firsts,
+            ["held", "waits", "later"],
+            "the key's publish order"
+        );
+    });
+}
