@@ -245,6 +245,9 @@ struct Failure {
     retryable: bool,
     panicked: bool,
     started: bool,
+    /// Whether its retries hold the event's key (see `run_stages`): set
+    /// on a first run's failure.
+    holds: bool,
 }
 
 /// A failed run within a batch: the envelope's index in it, and who failed.
@@ -1030,7 +1033,7 @@ impl Executor {
         rest: Option<Vec<Arc<Subscriber>>>,
     ) -> bool {
         let then = rest.map(|rest| {
-            let holding = failures.iter().filter(|(s, f)| f.will_retry(s, 1)).count();
+            let holding = failures.iter().filter(|(_, f)| f.holds).count();
             Arc::new(Continuation {
                 outstanding: AtomicUsize::new(holding),
                 rest,
@@ -1038,11 +1041,9 @@ impl Executor {
         });
         let holds = then.is_some();
         for (subscriber, failure) in failures {
-            let then = if failure.will_retry(&subscriber, 1) {
-                then.clone()
-            } else {
-                None
-            };
+            // Only the runs that hold carry the continuation: another
+            // handler's retries hold up nothing.
+            let then = if failure.holds { then.clone() } else { None };
             // A retry that will happen resolves nothing now.
             let resolved = self.after_failure(Arc::clone(envelope), subscriber, 1, failure, then);
             debug_assert!(resolved.is_none());
@@ -1486,13 +1487,16 @@ impl Executor {
         counts: &mut Counts,
         mut failed: impl FnMut(&Arc<Subscriber>, Failure),
     ) -> Option<usize> {
-        let last_stage = handlers.last().map_or(0, |h| h.stage);
+        let tenant = event.routing.tenant;
+        let runs = |subscriber: &Arc<Subscriber>| {
+            subscriber.accepts(tenant) && !subscriber.is_unsubscribed()
+        };
         let mut holding_stage = None;
         for (at, subscriber) in handlers.iter().enumerate() {
             if holding_stage.is_some_and(|stage| subscriber.stage > stage) {
                 return Some(at);
             }
-            if !subscriber.accepts(event.routing.tenant) || subscriber.is_unsubscribed() {
+            if !runs(subscriber) {
                 continue;
             }
             match self.call(worker, event, subscriber, 1) {
@@ -1501,12 +1505,19 @@ impl Executor {
                     if let Some(outcome) = failure.outcome() {
                         counts.ran(outcome);
                     }
+                    // Later stages that this event runs (a stage scoped
+                    // to another tenant is none of its business).
+                    let later_stage = || {
+                        handlers[at + 1..]
+                            .iter()
+                            .any(|later| later.stage > subscriber.stage && runs(later))
+                    };
                     let holds = failure.will_retry(subscriber, 1)
-                        && (subscriber.strict_order || subscriber.stage < last_stage);
+                        && (subscriber.strict_order || later_stage());
                     if holds && holding_stage.is_none() {
                         holding_stage = Some(subscriber.stage);
                     }
-                    failed(subscriber, failure);
+                    failed(subscriber, Failure { holds, ..failure });
                 }
             }
         }
@@ -1549,6 +1560,7 @@ impl Executor {
                     retryable: error.is_transient(),
                     panicked: false,
                     started: false,
+                    holds: false,
                 };
                 Err(report(event.tracker, subscriber, attempt, failure))
             }
@@ -1561,6 +1573,7 @@ impl Executor {
                     retryable: true,
                     panicked: true,
                     started: false,
+                    holds: false,
                 };
                 Err(report(event.tracker, subscriber, attempt, failure))
             }
@@ -1595,6 +1608,7 @@ impl Failure {
             retryable: false,
             panicked: false,
             started: true,
+            holds: false,
         }
     }
 

@@ -383,6 +383,80 @@ fn strict_order_holds_a_key_behind_its_retry_while_other_keys_flow() {
 }
 
 #[test]
+fn another_tenants_later_stage_does_not_make_a_retry_hold_the_key() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        bus.subscriber::<Order>()
+            .stage(0)
+            .retry(RetryPolicy::fixed(2, 300 * MS))
+            .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                l.lock().unwrap().push((o.id, ctx.attempt()));
+                if o.id == 1 && ctx.attempt() == 1 {
+                    return Err(HandlerError::transient("busy"));
+                }
+                Ok(())
+            });
+        // A later stage, for tenant 7 only.
+        bus.subscriber::<Order>()
+            .tenant(TenantId(7))
+            .stage(1)
+            .subscribe(|_: &Order, _: &Context| -> HandlerResult { Ok(()) });
+        // Tenant 3's events, one key: no later stage runs them.
+        let meta = Meta::new().tenant(TenantId(3)).key(5);
+        bus.publish_with(Order { id: 1 }, meta).unwrap();
+        bus.publish_with(Order { id: 2 }, meta).unwrap();
+        bus.flush();
+        let log = log.lock().unwrap().clone();
+        let at = |entry| log.iter().position(|&e| e == entry).unwrap();
+        assert!(at((2, 1)) < at((1, 2)), "2 passed 1's retry: {log:?}");
+    });
+}
+
+#[test]
+fn a_strict_handlers_hold_ends_with_its_own_retries_not_a_siblings() {
+    within(30, || {
+        let bus = bus();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        for (name, strict, pause) in [("strict", true, 20), ("slow", false, 2_000)] {
+            let l = log.clone();
+            bus.subscriber::<Order>()
+                .name(name)
+                .strict_order(strict)
+                .retry(RetryPolicy::fixed(2, pause * MS))
+                .subscribe(move |o: &Order, ctx: &Context| -> HandlerResult {
+                    l.lock()
+                        .unwrap()
+                        .push((name, o.id, ctx.attempt(), start.elapsed()));
+                    if o.id == 1 && ctx.attempt() == 1 {
+                        return Err(HandlerError::transient("busy"));
+                    }
+                    Ok(())
+                });
+        }
+        bus.publish_with(Order { id: 1 }, Meta::new().key(5))
+            .unwrap();
+        bus.publish_with(Order { id: 2 }, Meta::new().key(5))
+            .unwrap();
+        bus.flush();
+        let log = log.lock().unwrap().clone();
+        let when = |name, id, attempt| {
+            log.iter()
+                .find(|e| e.0 == name && e.1 == id && e.2 == attempt)
+                .unwrap()
+                .3
+        };
+        assert!(when("strict", 1, 2) < when("strict", 2, 1), "{log:?}");
+        assert!(
+            when("strict", 2, 1) < when("slow", 1, 2),
+            "2 waited for the non-strict handler's retry: {log:?}"
+        );
+    });
+}
+
+#[test]
 fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
     within(30, || {
         let bus = Bus::builder().workers(1).build().unwrap();
