@@ -548,6 +548,12 @@ impl Bus {
         };
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
+        // A closed bus refuses a duplicate too, rather than acknowledge it
+        // (a publish that races the close is refused by the ring instead).
+        if explicit && when_closed == WhenClosed::Refuse && executor.is_closed() {
+            executor.count_rejected(&routing);
+            return Err(PublishError::Closed(event));
+        }
         if explicit && !executor.dedup.reserve(tenant, id) {
             return Ok(Sent::Duplicate(id));
         }

@@ -143,3 +143,17 @@ fn follow_ups_with_explicit_ids_are_deduplicated_too() {
         assert_eq!(bus.metrics().deduplicated, 4);
     });
 }
+
+#[test]
+fn a_closed_bus_refuses_a_republished_id_as_closed() {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    bus.publish_with(Payment(1), Meta::new().id(EventId(7)))
+        .unwrap();
+    bus.shutdown();
+    let rejected = bus.metrics().rejected;
+    match bus.publish_with(Payment(1), Meta::new().id(EventId(7))) {
+        Err(diana_bus::PublishError::Closed(Payment(1))) => {}
+        other => panic!("a closed bus answered {other:?}"),
+    }
+    assert_eq!(bus.metrics().rejected, rejected + 1);
+}
