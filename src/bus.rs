@@ -30,6 +30,7 @@ use crate::payload::{Payload, TypeIdOf};
 use crate::place::Place;
 use crate::registry::{AsyncStart, SubscriberOptions, Subscription};
 use crate::reliability::dead_letter::DeadLetter;
+use crate::reliability::dedup::Reservation;
 use crate::reliability::quota::{Over, TenantQuota};
 use crate::reliability::retry::RetryPolicy;
 use crate::ring;
@@ -554,17 +555,24 @@ impl Bus {
             executor.count_rejected(&routing);
             return Err(PublishError::Closed(event));
         }
-        if explicit && !executor.dedup.reserve(tenant, id) {
-            return Ok(Sent::Duplicate(id));
-        }
+        let reservation = match explicit {
+            true => match executor.dedup.reserve(tenant, id) {
+                Some(reservation) => Some(reservation),
+                None => return Ok(Sent::Duplicate(id)),
+            },
+            false => None,
+        };
+        let release = |reservation: Option<Reservation>| {
+            if let Some(reservation) = reservation {
+                executor.dedup.release(tenant, id, reservation);
+            }
+        };
         if let Some(quota) = &executor.quota {
             if let Err(over) = self.take_budget(quota, tenant, on_full == OnFull::Wait) {
                 if !(over == Over::Limit && on_full == OnFull::Retry) {
                     executor.count_rejected(&routing);
                 }
-                if explicit {
-                    executor.dedup.release(tenant, id);
-                }
+                release(reservation);
                 return Err(match over {
                     Over::Limit => PublishError::QuotaExceeded(event),
                     Over::Closed => PublishError::Closed(event),
@@ -575,11 +583,11 @@ impl Bus {
             .push_event(event, &routing, tracker, on_full, when_closed)
             .map(|place| executor.accepted(explicit.then_some(id), place));
         if pushed.is_err() {
-            if explicit {
-                executor.dedup.release(tenant, id);
-            }
+            release(reservation);
             if let Some(quota) = &executor.quota {
                 quota.give_back(tenant, 1);
+                // A publisher may wait for this very unit.
+                quota.notify();
             }
         }
         if let (Ok(_), Some(parent)) = (&pushed, parent) {

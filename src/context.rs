@@ -94,7 +94,14 @@ impl Context<'_> {
             .executor
             .route(&event, meta.tenant(inherited), self.routing.epoch);
         routing.cause = self.routing.id;
-        if meta.get_id().is_some() && !self.executor.dedup.reserve(routing.tenant, routing.id) {
+        // Never refused, so a reservation is never given back.
+        if meta.get_id().is_some()
+            && self
+                .executor
+                .dedup
+                .reserve(routing.tenant, routing.id)
+                .is_none()
+        {
             return routing.id;
         }
         self.executor
