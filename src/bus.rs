@@ -171,7 +171,10 @@ impl BusBuilder {
     /// ([`Backpressure::Block`]) or are refused with
     /// [`PublishError::QuotaExceeded`] ([`Backpressure::Reject`],
     /// [`Bus::try_publish`]); other tenants keep flowing. Follow-ups from
-    /// handlers count but are never refused.
+    /// handlers count but are never refused. An event counts until a
+    /// worker takes it from its ring: events that then wait behind a key
+    /// held by a retry, or for their dependency, or run in an async
+    /// handler, no longer count, so the quota does not bound them.
     pub fn tenant_quota(mut self, limit: u64) -> Self {
         self.tenant_quota = Some(limit);
         self
