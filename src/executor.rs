@@ -1471,8 +1471,8 @@ impl Executor {
 
     /// Runs `handlers` (in stage order) on one event, as first attempts.
     /// A failure that will be retried *holds* the event's key when the
-    /// handler asks for strict order or later stages follow; the later
-    /// stages then wait. Returns `Some(index of the first handler not run)`
+    /// handler asks for strict order or later stages that run this event
+    /// follow; the later stages then wait, for the holding runs only. Returns `Some(index of the first handler not run)`
     /// when the event holds its key, `None` otherwise.
     ///
     /// Inlined, as `call` is, into the batch loop: as functions of their
