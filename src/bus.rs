@@ -571,7 +571,10 @@ impl Bus {
             }
         };
         if let Some(quota) = &executor.quota {
-            if let Err(over) = self.take_budget(quota, tenant, on_full == OnFull::Wait) {
+            let refuse_closed = when_closed == WhenClosed::Refuse;
+            if let Err(over) =
+                self.take_budget(quota, tenant, on_full == OnFull::Wait, refuse_closed)
+            {
                 if !(over == Over::Limit && on_full == OnFull::Retry) {
                     executor.count_rejected(&routing);
                 }
@@ -667,15 +670,26 @@ impl Bus {
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a
     /// worker thread, which takes it even over the limit (it cannot wait
-    /// for itself).
+    /// for itself). Over the limit on a closed bus, a publish that
+    /// `refuse_closed` is refused as closed (an async publisher would
+    /// otherwise wait for a unit on a bus that takes nothing more).
     #[cold]
-    fn take_budget(&self, quota: &TenantQuota, tenant: TenantId, block: bool) -> Result<(), Over> {
+    fn take_budget(
+        &self,
+        quota: &TenantQuota,
+        tenant: TenantId,
+        block: bool,
+        refuse_closed: bool,
+    ) -> Result<(), Over> {
         if quota.try_take(tenant) {
             return Ok(());
         }
         let executor = &self.inner.executor;
         if !block {
-            return Err(Over::Limit);
+            return Err(match refuse_closed && executor.is_closed() {
+                true => Over::Closed,
+                false => Over::Limit,
+            });
         }
         if executor.current_worker().is_some() {
             quota.take_anyway(tenant);

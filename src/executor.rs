@@ -447,10 +447,15 @@ impl Executor {
     }
 
     /// Leaves `waker` with the waiters for room in the ring that `routing`
-    /// goes to, and with the tenant quota's; the caller then tries again
-    /// (the wait queues' protocol in `park`).
-    pub(crate) fn wait_for_room(&self, routing: &Routing, waker: &Waker) {
+    /// goes to; the caller then tries again (the wait queues' protocol in
+    /// `park`).
+    pub(crate) fn wait_for_ring(&self, routing: &Routing, waker: &Waker) {
         self.shard_for(routing).space.register(waker);
+    }
+
+    /// Leaves `waker` with the waiters for units of the tenant quota; the
+    /// caller then tries again.
+    pub(crate) fn wait_for_quota(&self, waker: &Waker) {
         if let Some(quota) = &self.quota {
             quota.space.register(waker);
         }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,147 @@ fn gated_bus(gate: &Gate) -> (Bus, Arc<AtomicUsize>) {
         Ok(())
     });
     (bus, runs)
+}
+
+/// One worker, one 2-slot shard, batch 1, an optional tenant quota, and a
+/// `Job` handler that flags its entry and waits at the gate.
+fn held_bus(quota: Option<u64>) -> (Bus, Gate, Arc<AtomicBool>) {
+    let builder = Bus::builder().workers(1).shards(1).capacity(2).batch(1);
+    let builder = match quota {
+        Some(quota) => builder.tenant_quota(quota),
+        None => builder,
+    };
+    let bus = builder.backpressure(Backpressure::Reject).build().unwrap();
+    let (gate, entered) = (Gate::default(), Arc::new(AtomicBool::new(false)));
+    let (g, e) = (gate.clone(), entered.clone());
+    bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {
+        e.store(true, Ordering::SeqCst);
+        g.wait();
+        Ok(())
+    });
+    (bus, gate, entered)
+}
+
+/// Holds the worker in the handler, then fills the ring.
+fn hold_and_fill(bus: &Bus, entered: &AtomicBool) {
+    bus.publish(Job(0)).unwrap();
+    common::wait_until(10, || entered.load(Ordering::SeqCst));
+    while bus.try_publish(Job(1)).is_ok() {}
+}
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<F>(std::pin::Pin<Box<F>>, Arc<AtomicUsize>);
+impl<F: std::future::Future> std::future::Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn an_async_publisher_waiting_for_its_ring_sleeps_with_quotas_on_too() {
+    within(30, || {
+        for quota in [None, Some(1_000)] {
+            let (bus, gate, entered) = held_bus(quota);
+            let _open = OpenOnDrop(gate.clone());
+            hold_and_fill(&bus, &entered);
+            let rt = runtime();
+            let polls = Arc::new(AtomicUsize::new(0));
+            let (b, p) = (bus.clone(), polls.clone());
+            let waiting = rt.spawn(async move {
+                CountPolls(Box::pin(b.publish_async(Job(2))), p)
+                    .await
+                    .is_ok()
+            });
+            rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+            let polled = polls.load(Ordering::SeqCst);
+            gate.open();
+            assert!(rt.block_on(waiting).unwrap());
+            bus.flush();
+            // Before, each try took a quota unit, gave it back on the full
+            // ring and woke its own task: some 50,000 polls.
+            assert!(
+                polled <= 3,
+                "{quota:?}: polled {polled} times while the ring stayed full"
+            );
+        }
+    });
+}
+
+#[test]
+fn an_async_publisher_waiting_for_quota_gets_closed_when_the_bus_closes() {
+    within(30, || {
+        let (bus, gate, entered) = held_bus(Some(1));
+        let _open = OpenOnDrop(gate.clone());
+        let tenant = Meta::new().tenant(TenantId(5));
+        // Tenant 5's only unit, held in the handler.
+        bus.publish_with(Job(1), tenant).unwrap();
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        let rt = runtime();
+        let b = bus.clone();
+        let waiting = rt.spawn(async move { b.publish_async_with(Job(2), tenant).await });
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+        assert!(!waiting.is_finished(), "over its quota: it waits");
+        let b = bus.clone();
+        let closer = std::thread::spawn(move || b.shutdown());
+        common::wait_until(10, || bus.is_closed());
+        let outcome =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), waiting).await });
+        gate.open();
+        closer.join().unwrap();
+        let outcome = outcome.expect("still waiting on a closed bus").unwrap();
+        assert!(matches!(outcome, Err(PublishError::Closed(Job(2)))));
+    });
+}
+
+#[test]
+fn a_cancelled_wait_for_quota_leaves_no_waker_with_the_rings() {
+    within(30, || {
+        struct Watched;
+        impl std::task::Wake for Watched {
+            fn wake(self: Arc<Self>) {}
+        }
+        let bus = Bus::builder()
+            .workers(1)
+            .shards(8)
+            .batch(1)
+            .tenant_quota(1)
+            .build()
+            .unwrap();
+        let (gate, entered) = (Gate::default(), Arc::new(AtomicBool::new(false)));
+        let (g, e) = (gate.clone(), entered.clone());
+        bus.subscribe(move |_: &Keyed, _: &Context| -> HandlerResult {
+            e.store(true, Ordering::SeqCst);
+            g.wait();
+            Ok(())
+        });
+        let _open = OpenOnDrop(gate.clone());
+        let tenant = Meta::new().tenant(TenantId(1));
+        bus.publish_with(Keyed { key: 0, seq: 0 }, tenant).unwrap();
+        common::wait_until(10, || entered.load(Ordering::SeqCst));
+        let watched: Vec<_> = (1..20)
+            .map(|key| {
+                let watched = Arc::new(Watched);
+                let waker = std::task::Waker::from(watched.clone());
+                let mut publish = Box::pin(bus.publish_async_with(Keyed { key, seq: 0 }, tenant));
+                let polled = publish
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&waker));
+                assert!(polled.is_pending(), "over quota: it waits");
+                watched
+            })
+            .collect();
+        gate.open();
+        bus.flush();
+        // The quota's waiters are woken (and let go) by the batch that
+        // gives the unit back; a ring's only by a batch of its own shard.
+        let kept = watched.iter().filter(|w| Arc::strong_count(w) > 1).count();
+        assert_eq!(kept, 0, "wakers of cancelled publishes still held");
+    });
 }
 
 #[test]

@@ -46,32 +46,45 @@ impl<E: Event> Future for Admit<'_, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let mut registered = false;
+        // The waker goes to the queue of what refused the publish only (a
+        // publisher waiting for its ring is not woken by every quota unit
+        // given back, its own included), once per poll.
+        let (mut for_ring, mut for_quota) = (false, false);
         loop {
             let (event, meta, tracker) = this
                 .pending
                 .take()
                 .expect("a publish future polled after it completed");
             let parent = this.parent.as_ref();
-            match this
-                .bus
-                .send(event, meta, tracker.clone(), OnFull::Retry, parent)
-            {
-                Ok(sent) => return Poll::Ready(Ok(sent)),
-                Err(PublishError::Full(event) | PublishError::QuotaExceeded(event)) => {
-                    if !registered {
-                        // Leave the waker, then try once more: a batch that
-                        // freed room before it was left is seen by this try.
-                        let routing = Routing::resolve(&event, meta, 0);
-                        this.bus.executor().wait_for_room(&routing, cx.waker());
-                        registered = true;
+            let executor = this.bus.executor();
+            let registered =
+                match this
+                    .bus
+                    .send(event, meta, tracker.clone(), OnFull::Retry, parent)
+                {
+                    Ok(sent) => return Poll::Ready(Ok(sent)),
+                    Err(PublishError::Full(event)) => {
+                        let first = !std::mem::replace(&mut for_ring, true);
+                        if first {
+                            executor.wait_for_ring(&Routing::resolve(&event, meta, 0), cx.waker());
+                        }
                         this.pending = Some((event, meta, tracker));
-                        continue;
+                        first
                     }
-                    this.pending = Some((event, meta, tracker));
-                    return Poll::Pending;
-                }
-                Err(refused) => return Poll::Ready(Err(refused)),
+                    Err(PublishError::QuotaExceeded(event)) => {
+                        let first = !std::mem::replace(&mut for_quota, true);
+                        if first {
+                            executor.wait_for_quota(cx.waker());
+                        }
+                        this.pending = Some((event, meta, tracker));
+                        first
+                    }
+                    Err(refused) => return Poll::Ready(Err(refused)),
+                };
+            // Having left the waker, try once more: room freed before it
+            // was left is seen by this try.
+            if !registered {
+                return Poll::Pending;
             }
         }
     }
