@@ -408,6 +408,67 @@ fn requests_get_an_answer_or_a_precise_error() {
 }
 
 #[test]
+fn a_request_times_out_while_it_waits_for_room_and_is_not_published() {
+    within(30, || {
+        let (bus, gate, entered) = held_bus(None);
+        let _open = OpenOnDrop(gate.clone());
+        let asked = Arc::new(AtomicUsize::new(0));
+        let a = asked.clone();
+        bus.respond(
+            move |b: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                a.fetch_add(1, Ordering::SeqCst);
+                Ok(b.user)
+            },
+        );
+        hold_and_fill(&bus, &entered);
+        let late = runtime().block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(30)),
+            )
+            .await
+        });
+        gate.open();
+        bus.flush();
+        assert_eq!(
+            late.expect("the deadline ended the wait"),
+            Err(RequestError::Timeout)
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 0, "not published");
+    });
+}
+
+#[test]
+fn a_request_is_a_timeout_unless_every_responder_failed() {
+    within(30, || {
+        let gate = Gate::default();
+        let _open = OpenOnDrop(gate.clone());
+        let bus = Bus::builder().workers(2).build().unwrap();
+        bus.responder::<Balance, u64>().name("broken").respond(
+            |_: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                Err(HandlerError::permanent("down"))
+            },
+        );
+        let g = gate.clone();
+        bus.responder::<Balance, u64>().name("slow").respond(
+            move |b: &Balance, _: &Context| -> Result<u64, HandlerError> {
+                g.wait();
+                Ok(b.user)
+            },
+        );
+        let got = runtime()
+            .block_on(bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(50)));
+        gate.open();
+        bus.flush();
+        assert_eq!(
+            got,
+            Err(RequestError::Timeout),
+            "one of two responders failed"
+        );
+    });
+}
+
+#[test]
 fn a_duplicate_request_fails_at_once_as_a_duplicate() {
     within(30, || {
         let bus = Bus::builder().workers(2).build().unwrap();

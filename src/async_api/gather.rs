@@ -3,6 +3,7 @@
 
 use std::future::{poll_fn, Future, IntoFuture};
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use super::deadline::Deadline;
@@ -97,8 +98,11 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
     }
 
     /// Gives up waiting after `deadline`; whoever has not answered then is
-    /// reported as timed out. Without one, a gather waits until every
-    /// responder has answered or failed for good.
+    /// reported as timed out. The deadline covers the wait for room to
+    /// publish the request too: if it passes first, the request is not
+    /// published, and every expected responder is timed out. Without one,
+    /// a gather waits until every responder has answered or failed for
+    /// good.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
@@ -140,15 +144,29 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         let tracker = Arc::new(Tracker::default());
         let reply = Arc::new(Reply::new(Arc::clone(&tracker), responders.len(), enough));
         let request = Request::new(request, Arc::clone(&reply));
-        let sent = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)))
-            .await
-            .map_err(|refused| RequestError::Failed(refused.to_string()))?;
-        match sent {
+        // The deadline covers the wait for room in the ring (or the
+        // quota) too: past it, the request is dropped unpublished.
+        let mut deadline = Deadline::after(bus.executor(), deadline);
+        let mut admit = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)));
+        let admitted = poll_fn(|cx| match Pin::new(&mut admit).poll(cx) {
+            Poll::Ready(sent) => Poll::Ready(Some(sent)),
+            Poll::Pending if deadline.passed(cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        drop(admit);
+        let Some(sent) = admitted else {
+            return Ok(Gathered {
+                answers: Vec::new(),
+                failed: Vec::new(),
+                timed_out: expected.into_iter().map(str::to_owned).collect(),
+            });
+        };
+        match sent.map_err(|refused| RequestError::Failed(refused.to_string()))? {
             Sent::Accepted(accepted) => bus.executor().watch(accepted.place, Arc::clone(&tracker)),
             // Nothing will answer a duplicate.
             Sent::Duplicate(id) => return Err(RequestError::Duplicate(id)),
         }
-        let mut deadline = Deadline::after(bus.executor(), deadline);
         let (failed, satisfied) = poll_fn(|cx| {
             // The waker first, then the look: an answer or a failure after
             // the look wakes this task.
@@ -164,9 +182,9 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
                 }
             });
             if enough || progress.done || deadline.passed(cx) {
-                std::task::Poll::Ready((progress.dead_letters, enough))
+                Poll::Ready((progress.dead_letters, enough))
             } else {
-                std::task::Poll::Pending
+                Poll::Pending
             }
         })
         .await;

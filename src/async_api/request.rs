@@ -177,7 +177,8 @@ impl Bus {
     /// Publishes `request` and resolves with the first answer, or
     /// [`RequestError::NoResponder`] at once if nothing answers `Req` with
     /// `Resp`, [`RequestError::Failed`] if every responder failed for
-    /// good, [`RequestError::Timeout`] after `timeout`.
+    /// good, [`RequestError::Timeout`] after `timeout` (which covers the
+    /// wait for room to publish: past it, the request is not published).
     ///
     /// # Examples
     ///
@@ -217,9 +218,13 @@ impl Bus {
         if let Some((_, response)) = gathered.answers.into_iter().next() {
             return Ok(response);
         }
+        // Failed only if every responder failed for good: one still at
+        // work (or retrying) at the timeout makes it a timeout.
         match gathered.failed.into_iter().next() {
-            Some((responder, error)) => Err(RequestError::Failed(format!("{responder}: {error}"))),
-            None => Err(RequestError::Timeout),
+            Some((responder, error)) if gathered.timed_out.is_empty() => {
+                Err(RequestError::Failed(format!("{responder}: {error}")))
+            }
+            _ => Err(RequestError::Timeout),
         }
     }
 }
