@@ -6,8 +6,8 @@
 //! Everything here is plain futures driven by wakers: the bus spawns no
 //! runtime, and any executor (tokio, async-std, smol, a test's
 //! `block_on`) can poll them. A publisher waiting for room leaves its
-//! waker with the full ring's (and the tenant quota's) wait queue, which
-//! the workers notify after every batch (see `park`). A deadline is kept
+//! waker with the wait queue of what refused it, the full ring's or the
+//! tenant quota's, which the workers notify after batches (see `park`). A deadline is kept
 //! by the bus's own timer thread, which wakes the waiting task (see
 //! `timer`), so timeouts need no timer from the runtime, and come on time
 //! however busy the workers are.
@@ -15,7 +15,11 @@
 //! Do not block a sync handler on one of these futures (with a
 //! `block_on`): its worker may be the one that must handle the event
 //! waited for, and the wait would be for itself. From a sync handler,
-//! publish with `ctx.publish`; an async handler may await them.
+//! publish with `ctx.publish`; an async handler may await them, but not
+//! for an event that its own subscription handles with the same (tenant,
+//! key), nor for more such events than its `concurrency` leaves room for:
+//! the subscription runs one job per key at a time and at most
+//! `concurrency` at once, so the awaited job would wait for its awaiter.
 //!
 //! # Cancel safety
 //!
@@ -26,7 +30,8 @@
 //! - [`crate::Bus::publish_and_wait`], [`crate::Bus::request`] and a
 //!   [`Gather`] publish, then wait. Dropped while waiting, the event stays
 //!   published and is handled in full; only the report or the answers are
-//!   lost.
+//!   lost. (A request whose deadline passes while it waits for room is
+//!   dropped unpublished, as when its future is dropped.)
 //!
 //! # Request/reply
 //!
