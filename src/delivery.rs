@@ -52,6 +52,9 @@ pub struct DeliveryReport {
     /// Handlers that gave up on the event: it became a dead letter for
     /// each.
     pub dead_lettered: usize,
+    /// Handlers unsubscribed while a retry of theirs was pending: their
+    /// series ended unfinished, neither succeeded nor dead-lettered.
+    pub abandoned: usize,
     /// Every failed run, in the order they happened.
     pub failures: Vec<RunFailure>,
     /// The publish was a duplicate (an explicit id seen within the dedup
@@ -60,9 +63,10 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
-    /// Whether every handler succeeded (vacuously true with none).
+    /// Whether every handler that ran succeeded (vacuously true with
+    /// none): none gave up, and none was unsubscribed before a retry.
     pub fn all_succeeded(&self) -> bool {
-        self.dead_lettered == 0
+        self.dead_lettered == 0 && self.abandoned == 0
     }
 }
 
@@ -106,6 +110,11 @@ impl Tracker {
     /// A handler run succeeded.
     pub(crate) fn succeeded(&self) {
         lock(&self.state).report.succeeded += 1;
+    }
+
+    /// A handler's retries ended unrun: it was unsubscribed.
+    pub(crate) fn abandoned(&self) {
+        lock(&self.state).report.abandoned += 1;
     }
 
     /// A handler run failed; `dead_lettered` if it was its last.

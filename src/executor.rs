@@ -1408,6 +1408,9 @@ impl Executor {
                 }
             }
         } else {
+            if let Some(tracker) = &envelope.tracker {
+                tracker.abandoned();
+            }
             then
         };
         if let Some(then) = ended.filter(|then| then.resolve()) {

@@ -469,6 +469,61 @@ fn a_request_is_a_timeout_unless_every_responder_failed() {
 }
 
 #[test]
+fn a_report_counts_a_handler_unsubscribed_before_its_retry_as_abandoned() {
+    within(30, || {
+        let rt = runtime_with_threads(1);
+        let bus = bus_on(&rt, 1);
+        let failed = Arc::new(AtomicUsize::new(0));
+        let an_hour = RetryPolicy::fixed(5, Duration::from_secs(3600));
+        let f = failed.clone();
+        let sync = bus.subscriber::<Job>().retry(an_hour).subscribe(
+            move |_: &Job, _: &Context| -> HandlerResult {
+                f.fetch_add(1, Ordering::SeqCst);
+                Err(HandlerError::transient("later"))
+            },
+        );
+        let f = failed.clone();
+        let not_sync = bus
+            .subscriber::<Keyed>()
+            .retry(an_hour)
+            .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
+                f.fetch_add(1, Ordering::SeqCst);
+                async { Err(HandlerError::transient("later")) }
+            })
+            .unwrap();
+        let b = bus.clone();
+        let sync_wait = rt.spawn(async move { b.publish_and_wait(Job(1)).await });
+        let b = bus.clone();
+        let async_wait =
+            rt.spawn(async move { b.publish_and_wait(Keyed { key: 1, seq: 0 }).await });
+        common::wait_until(10, || failed.load(Ordering::SeqCst) == 2);
+        assert!(bus.unsubscribe(&sync) && bus.unsubscribe(&not_sync));
+        let sync_report =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), sync_wait).await });
+        let async_report =
+            rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), async_wait).await });
+        let sync_report = sync_report
+            .expect("the retries end at once")
+            .unwrap()
+            .unwrap();
+        let async_report = async_report
+            .expect("the retries end at once")
+            .unwrap()
+            .unwrap();
+        for report in [sync_report, async_report] {
+            let counts = (
+                report.succeeded,
+                report.failed,
+                report.dead_lettered,
+                report.abandoned,
+            );
+            assert_eq!(counts, (0, 1, 0, 1));
+            assert!(!report.all_succeeded(), "the handler never succeeded");
+        }
+    });
+}
+
+#[test]
 fn a_duplicate_request_fails_at_once_as_a_duplicate() {
     within(30, || {
         let bus = Bus::builder().workers(2).build().unwrap();

@@ -236,7 +236,14 @@ impl<E: Event + Clone> Runner<E> {
         let type_id = std::any::TypeId::of::<E>();
         let tracker = run.envelope.tracker.as_deref();
         let mut attempt = run.attempt;
-        while !subscriber.is_unsubscribed() {
+        loop {
+            if subscriber.is_unsubscribed() {
+                // A retry that will not run: the series ends unfinished.
+                if let (Some(tracker), true) = (tracker, attempt > 1) {
+                    tracker.abandoned();
+                }
+                break;
+            }
             let mut counts = Counts::default();
             if attempt > 1 {
                 counts.retried();
