@@ -733,14 +733,10 @@ impl Bus {
         if executor.is_closed() {
             return 0;
         }
-        let letters = executor
+        let chosen = executor
             .dead_letters
-            .take(|letter| !letter.subscriber.is_unsubscribed() && filter(letter));
-        let replayed = letters.len();
-        for letter in letters {
-            executor.replay(letter);
-        }
-        replayed
+            .choose(|letter| !letter.subscriber.is_unsubscribed() && filter(letter));
+        executor.replay(&chosen)
     }
 
     /// Whether the bus was shut down.

@@ -73,7 +73,7 @@ use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
 use crate::registry::{AsyncRun, Registry, Subscriber, TableCache};
 use crate::reliability::completion::{Completion, Waiter};
-use crate::reliability::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::reliability::dead_letter::{Chosen, DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
 use crate::reliability::quota::TenantQuota;
 use crate::reliability::schedule::{Continuation, RetrySchedule, RetryTask, Task};
@@ -204,6 +204,9 @@ pub struct Executor {
     /// Follow-ups of async handlers counted for `flush` (see "Flush").
     async_descendants: AtomicU64,
     pub(crate) dead_letters: DeadLetterStore,
+    /// Held while a replay takes its letters and schedules them (see
+    /// [`Executor::replay`]).
+    replaying: Mutex<()>,
     pub(crate) dedup: Dedup,
     pub(crate) quota: Option<TenantQuota>,
     epoch: AtomicU64,
@@ -275,6 +278,7 @@ impl Executor {
             async_counts: Mutex::new(Counter::default()),
             async_descendants: AtomicU64::new(0),
             dead_letters: DeadLetterStore::new(config.dead_letter_capacity),
+            replaying: Mutex::new(()),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
             quota: config.tenant_quota.map(TenantQuota::new),
             epoch: AtomicU64::new(1),
@@ -524,8 +528,13 @@ impl Executor {
         self.after_push(index);
         // After the push and its fence: see the flush protocol.
         if epoch <= self.flush_target.load(Ordering::Relaxed) {
-            let descendants = &self.workers[worker].descendants;
-            descendants.store(descendants.load(Ordering::Relaxed) + 1, Ordering::Release);
+            // An add, not a load and a store: a handler may share its
+            // `Context` (it is `Sync`) with threads of its own that publish
+            // at once, and a lost count could let `flush` return early.
+            // Only while a flush is under way.
+            self.workers[worker]
+                .descendants
+                .fetch_add(1, Ordering::Release);
         }
         self.accepted(explicit, place).id
     }
@@ -600,6 +609,8 @@ impl Executor {
         for shard in self.shards.iter() {
             first |= shard.ring.close();
         }
+        // A replay under way finishes scheduling first (see `replay`).
+        drop(lock(&self.replaying));
         fence(Ordering::SeqCst);
         for shard in self.shards.iter() {
             shard.space.notify();
@@ -1344,16 +1355,38 @@ impl Executor {
         }
     }
 
-    /// Runs a dead letter's handler again, as a new first attempt, on the
-    /// next worker round.
-    pub(crate) fn replay(&self, letter: DeadLetter) {
-        let task = RetryTask {
-            envelope: letter.envelope,
-            subscriber: letter.subscriber,
-            attempt: 1,
-            then: None,
-        };
-        self.run_soon(Task::Retry(task));
+    /// Takes the `chosen` dead letters whose subscriptions are still
+    /// there from the store and runs each one's handler again, as a new
+    /// first attempt, on the next worker round; returns how many. None
+    /// once the bus is closed: the letters stay.
+    ///
+    /// Taking and scheduling happen under `replaying`, which [`close`]
+    /// passes through after closing: so a replay either is scheduled (its
+    /// event held open) before the shutdown's drain begins, which waits
+    /// for it, or sees the bus closed. Without it, a replay racing the
+    /// shutdown took its letters after the drain and held its events open
+    /// for good.
+    ///
+    /// [`close`]: Executor::close
+    pub(crate) fn replay(&self, chosen: &Chosen) -> usize {
+        let _replaying = lock(&self.replaying);
+        if self.is_closed() {
+            return 0;
+        }
+        let letters = self
+            .dead_letters
+            .take(chosen, |letter| !letter.subscriber.is_unsubscribed());
+        let replayed = letters.len();
+        for letter in letters {
+            let task = RetryTask {
+                envelope: letter.envelope,
+                subscriber: letter.subscriber,
+                attempt: 1,
+                then: None,
+            };
+            self.run_soon(Task::Retry(task));
+        }
+        replayed
     }
 
     /// Makes the pending retries of `subscriber`, just unsubscribed, due

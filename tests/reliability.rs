@@ -495,6 +495,71 @@ fn a_retry_pause_too_long_for_an_instant_does_not_stop_the_worker() {
     });
 }
 
+/// A bus whose "billing" handler dead-letters every order, counting its
+/// runs, with one dead letter in store; and the subscription.
+fn bus_with_one_dead_letter() -> (Bus, Arc<AtomicU64>, diana_bus::Subscription) {
+    let bus = Bus::builder().workers(1).build().unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r = runs.clone();
+    let billing = bus.subscriber::<Order>().name("billing").subscribe(
+        move |_: &Order, _: &Context| -> HandlerResult {
+            r.fetch_add(1, Ordering::SeqCst);
+            Err(HandlerError::permanent("card declined"))
+        },
+    );
+    bus.publish(Order { id: 1 }).unwrap();
+    bus.flush();
+    assert_eq!(bus.dead_letters().len(), 1);
+    (bus, runs, billing)
+}
+
+/// Starts a replay of every letter whose filter waits at a gate; returns
+/// once the filter runs, with the gate and the replay's thread.
+fn replay_held_in_its_filter(bus: &Bus) -> (common::Gate, std::thread::JoinHandle<usize>) {
+    let (gate, in_filter) = (common::Gate::default(), Arc::new(AtomicU32::new(0)));
+    let replayer = {
+        let (bus, gate, in_filter) = (bus.clone(), gate.clone(), in_filter.clone());
+        std::thread::spawn(move || {
+            bus.replay_dead_letters(|_| {
+                in_filter.store(1, Ordering::SeqCst);
+                gate.wait(); // a slow filter: logging, a lookup
+                true
+            })
+        })
+    };
+    common::wait_until(10, || in_filter.load(Ordering::SeqCst) == 1);
+    (gate, replayer)
+}
+
+#[test]
+fn a_replay_racing_shutdown_keeps_its_letter_and_holds_nothing_open() {
+    within(30, || {
+        let (bus, runs, _billing) = bus_with_one_dead_letter();
+        let (gate, replayer) = replay_held_in_its_filter(&bus);
+        assert!(bus.shutdown().joined);
+        gate.open();
+        assert_eq!(replayer.join().unwrap(), 0, "the bus closed first");
+        assert_eq!(bus.dead_letters().len(), 1, "the letter stays");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        bus.flush(); // before, it waited for good for the lost replay
+    });
+}
+
+#[test]
+fn a_letter_whose_subscription_goes_while_the_filter_runs_stays() {
+    within(30, || {
+        let (bus, runs, billing) = bus_with_one_dead_letter();
+        let (gate, replayer) = replay_held_in_its_filter(&bus);
+        assert!(bus.unsubscribe(&billing));
+        gate.open();
+        assert_eq!(replayer.join().unwrap(), 0);
+        bus.flush();
+        assert_eq!(bus.dead_letters().len(), 1, "the letter stays");
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        bus.shutdown();
+    });
+}
+
 /// A bus whose only handler has dead-lettered `letters` orders.
 fn bus_with_dead_letters(letters: u64) -> Bus {
     let bus = Bus::builder().workers(1).build().unwrap();

@@ -81,6 +81,14 @@ impl std::fmt::Debug for DeadLetter {
     }
 }
 
+/// Letters chosen from the store, by identity. The copies they were
+/// chosen on hold their events and subscriptions, so no address among the
+/// identities is reused while they are held.
+pub(crate) struct Chosen {
+    identities: HashSet<(usize, usize)>,
+    _copies: Vec<DeadLetter>,
+}
+
 /// The bounded store. When full, the oldest letter makes room and is
 /// counted in `dropped` (and logged): never silently lost.
 #[derive(Debug)]
@@ -135,29 +143,38 @@ impl DeadLetterStore {
         std::mem::take(&mut *lock(&self.letters)).into()
     }
 
-    /// Removes and returns the letters `keep` selects, oldest first.
-    /// `keep` is user code: it looks at copies, outside the lock, so it
-    /// may read the store, and a panic from it leaves the store whole.
-    /// A letter dropped for room meanwhile is not taken.
-    pub(crate) fn take(&self, mut keep: impl FnMut(&DeadLetter) -> bool) -> Vec<DeadLetter> {
-        // The copies hold their events and subscriptions until the end, so
-        // no address in `chosen` is reused meanwhile.
+    /// The letters `keep` selects, to [`take`](Self::take) later. `keep`
+    /// is user code: it looks at copies, outside the lock, so it may read
+    /// the store, and a panic from it leaves the store whole.
+    pub(crate) fn choose(&self, mut keep: impl FnMut(&DeadLetter) -> bool) -> Chosen {
         let copies = self.list();
-        let chosen: HashSet<(usize, usize)> = copies
+        let identities = copies
             .iter()
             .filter(|letter| keep(letter))
             .map(DeadLetter::identity)
             .collect();
-        if chosen.is_empty() {
+        Chosen {
+            identities,
+            _copies: copies,
+        }
+    }
+
+    /// Removes and returns the `chosen` letters that are still in the
+    /// store and that `still` holds for, oldest first. A letter dropped
+    /// for room meanwhile is not taken.
+    pub(crate) fn take(
+        &self,
+        chosen: &Chosen,
+        still: impl Fn(&DeadLetter) -> bool,
+    ) -> Vec<DeadLetter> {
+        if chosen.identities.is_empty() {
             return Vec::new();
         }
         let mut letters = lock(&self.letters);
         let (taken, left): (VecDeque<_>, VecDeque<_>) = letters
             .drain(..)
-            .partition(|letter| chosen.contains(&letter.identity()));
+            .partition(|letter| chosen.identities.contains(&letter.identity()) && still(letter));
         *letters = left;
-        drop(letters);
-        drop(copies);
         taken.into()
     }
 
