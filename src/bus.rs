@@ -702,6 +702,13 @@ impl Bus {
     /// their handlers published through `ctx` (transitively), is fully
     /// handled. Called from a handler it returns at once (the handler's own
     /// event cannot be settled from inside it).
+    ///
+    /// Events published meanwhile by other threads do not hold up its
+    /// first round; if its events have follow-ups, a further round waits
+    /// for all that was accepted by then, and a follow-up chain of events
+    /// published after the call may hold it up while another thread's
+    /// flush waits for that chain (follow-ups are counted against the
+    /// latest flush). See "Flush" in the README.
     pub fn flush(&self) {
         self.inner.executor.flush();
     }
