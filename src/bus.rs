@@ -308,7 +308,8 @@ pub struct ShutdownReport {
     /// Whether this call drained the bus and joined its workers. False when
     /// called from a handler (sync, on a worker thread, or async): the
     /// drain would wait for the handler itself, so a helper thread
-    /// finishes it in the background.
+    /// finishes it in the background; and false when an earlier call took
+    /// the workers to join them (this one still waits for the drain).
     pub joined: bool,
 }
 
@@ -778,8 +779,10 @@ impl Inner {
             }
             false
         } else {
+            // Another call may have taken the workers: it joins them.
+            let joined = !workers.is_empty();
             finish(executor, workers);
-            true
+            joined
         };
         let metrics = executor.snapshot();
         ShutdownReport {
