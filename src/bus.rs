@@ -18,7 +18,6 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::async_api::timer::on_timer_thread;
 use crate::context::Context;
 use crate::delivery::Tracker;
 use crate::envelope::RingEntry;
@@ -772,7 +771,7 @@ impl Inner {
             tracing::info!("diana-bus shutting down");
         }
         let workers = std::mem::take(&mut *lock(&inner.workers));
-        let joined = if off_thread || executor.in_handler() || on_timer_thread() {
+        let joined = if off_thread || executor.must_not_wait() {
             if !workers.is_empty() {
                 let inner = Arc::clone(inner);
                 thread::spawn(move || finish(&inner.executor, workers));

@@ -556,12 +556,20 @@ impl Executor {
             + self.async_descendants.load(Ordering::Acquire)
     }
 
+    /// Whether this thread must not wait for this bus's events to settle:
+    /// it runs one of its handlers (the event being handled cannot be
+    /// settled from inside), or it is a timer thread, running a waker (the
+    /// wait may be for an async retry whose pause that thread keeps).
+    pub(crate) fn must_not_wait(&self) -> bool {
+        self.in_handler() || crate::async_api::timer::on_timer_thread()
+    }
+
     /// Waits until every event accepted before the call, and every
-    /// follow-up of those, is fully handled. On a worker thread it returns
-    /// at once: the event being handled cannot be settled from inside.
+    /// follow-up of those, is fully handled. Where the thread must not
+    /// wait (see [`Executor::must_not_wait`]) it returns at once.
     pub(crate) fn flush(&self) {
-        if self.in_handler() {
-            tracing::warn!("flush called from a handler returns at once: a handler cannot wait for its own event");
+        if self.must_not_wait() {
+            tracing::warn!("flush called from a handler (or a waker on a timer thread) returns at once: it cannot wait for the bus here");
             return;
         }
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);

@@ -1369,15 +1369,19 @@ fn a_waker_that_polls_its_task_at_once_gets_the_report() {
     });
 }
 
-#[test]
-fn the_last_handle_dropped_by_a_waker_on_the_timer_thread_drains_the_bus() {
+/// An async handler's run waiting out a retry pause of 2 s (its first run
+/// fails), which the timer thread keeps; then a task that the timer thread
+/// wakes at a gather's 50 ms deadline, and polls in place, does `then` with
+/// the bus there. The retry must still run: the timer thread was not
+/// blocked waiting for it.
+fn on_the_timer_thread(then: impl FnOnce(Bus) + Send + 'static) {
     let rt = leaked_runtime(1);
     within(30, move || {
         let bus = bus_on(rt, 1);
         let attempts = Arc::new(AtomicUsize::new(0));
         let a = attempts.clone();
         bus.subscriber::<Keyed>()
-            .retry(RetryPolicy::fixed(2, Duration::from_millis(300)))
+            .retry(RetryPolicy::fixed(2, Duration::from_secs(2)))
             .subscribe_async(move |_: Arc<Keyed>, _: diana_bus::AsyncContext| {
                 let first = a.fetch_add(1, Ordering::SeqCst) == 0;
                 async move {
@@ -1398,17 +1402,14 @@ fn the_last_handle_dropped_by_a_waker_on_the_timer_thread_drains_the_bus() {
             })
             .unwrap();
         bus.publish(Keyed { key: 1, seq: 0 }).unwrap();
-        // The run now waits out its pause: the timer thread keeps it.
         common::wait_until(10, || attempts.load(Ordering::SeqCst) == 1);
-        // The timer thread wakes this task at the gather's deadline and
-        // polls it there, and the task drops the last handle.
         let task = Arc::new(PolledOnWake {
             task: std::sync::Mutex::new(Some(Box::pin(async move {
                 let gathered = bus
                     .gather::<Slow, u64>(Slow)
                     .deadline(Duration::from_millis(50))
                     .await;
-                drop(bus);
+                then(bus);
                 gathered.map(|gathered| gathered.answers.len())
             }))),
             output: std::sync::Mutex::new(None),
@@ -1416,10 +1417,19 @@ fn the_last_handle_dropped_by_a_waker_on_the_timer_thread_drains_the_bus() {
         task.poll();
         common::wait_until(10, || task.output.lock().unwrap().is_some());
         assert_eq!(task.output.lock().unwrap().take(), Some(Ok(0)));
-        // The drain waited for the retry, which the timer thread was free
-        // to start.
         common::wait_until(10, || attempts.load(Ordering::SeqCst) == 2);
     });
+}
+
+#[test]
+fn the_last_handle_dropped_by_a_waker_on_the_timer_thread_drains_the_bus() {
+    // The drain goes to a helper thread.
+    on_the_timer_thread(drop);
+}
+
+#[test]
+fn flush_called_by_a_waker_on_the_timer_thread_returns_at_once() {
+    on_the_timer_thread(|bus| bus.flush());
 }
 
 #[test]
