@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -421,19 +421,30 @@ fn a_request_times_out_while_it_waits_for_room_and_is_not_published() {
             },
         );
         hold_and_fill(&bus, &entered);
-        let late = runtime().block_on(async {
+        let rt = runtime();
+        let late = rt.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(5),
                 bus.request::<Balance, u64>(Balance { user: 1 }, Duration::from_millis(30)),
             )
             .await
         });
+        let gathered = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                bus.gather::<Balance, u64>(Balance { user: 1 })
+                    .deadline(Duration::from_millis(30))
+                    .into_future(),
+            )
+            .await
+        });
         gate.open();
         bus.flush();
-        assert_eq!(
-            late.expect("the deadline ended the wait"),
-            Err(RequestError::Timeout)
-        );
+        let late = late.expect("the deadline ended the wait");
+        assert_eq!(late, Err(RequestError::Timeout));
+        // Not a gather that ran (nobody was asked): a failure.
+        let gathered = gathered.expect("the deadline ended the wait");
+        assert_eq!(gathered, Err(RequestError::Timeout));
         assert_eq!(asked.load(Ordering::SeqCst), 0, "not published");
     });
 }

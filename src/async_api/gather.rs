@@ -100,7 +100,8 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
     /// Gives up waiting after `deadline`; whoever has not answered then is
     /// reported as timed out. The deadline covers the wait for room to
     /// publish the request too: if it passes first, the request is not
-    /// published, and every expected responder is timed out. Without one,
+    /// published, and the gather fails with [`RequestError::Timeout`].
+    /// Without one,
     /// a gather waits until every responder has answered or failed for
     /// good.
     pub fn deadline(mut self, deadline: Duration) -> Self {
@@ -145,7 +146,8 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         let reply = Arc::new(Reply::new(Arc::clone(&tracker), responders.len(), enough));
         let request = Request::new(request, Arc::clone(&reply));
         // The deadline covers the wait for room in the ring (or the
-        // quota) too: past it, the request is dropped unpublished.
+        // quota) too: past it, the request is dropped unpublished, and the
+        // gather fails (its caller must not take it for one that ran).
         let mut deadline = Deadline::after(bus.executor(), deadline);
         let mut admit = Admit::new(bus, request, meta, Some(Arc::clone(&tracker)));
         let admitted = poll_fn(|cx| match Pin::new(&mut admit).poll(cx) {
@@ -156,11 +158,7 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         .await;
         drop(admit);
         let Some(sent) = admitted else {
-            return Ok(Gathered {
-                answers: Vec::new(),
-                failed: Vec::new(),
-                timed_out: expected.into_iter().map(str::to_owned).collect(),
-            });
+            return Err(RequestError::Timeout);
         };
         match sent.map_err(|refused| RequestError::Failed(refused.to_string()))? {
             Sent::Accepted(accepted) => bus.executor().watch(accepted.place, Arc::clone(&tracker)),
@@ -220,9 +218,10 @@ impl Bus {
     /// Scatter/gather: publishes `request` to every responder of `Req`
     /// (see [`Bus::respond`]) and collects their answers, recording who
     /// answered, who failed for good and who timed out. Fails at once
-    /// with [`RequestError::NoResponder`] when no one answers `Req`, and
-    /// with [`RequestError::Duplicate`] when the request's explicit id is
-    /// a duplicate.
+    /// with [`RequestError::NoResponder`] when no one answers `Req`, with
+    /// [`RequestError::Duplicate`] when the request's explicit id is a
+    /// duplicate, and with [`RequestError::Timeout`] when the deadline
+    /// passes before the request could be published.
     ///
     /// # Examples
     ///

@@ -113,7 +113,9 @@ pub enum RequestError {
     /// No subscription answers this request type (for the request's
     /// tenant).
     NoResponder,
-    /// No answer came before the timeout (the request is still handled).
+    /// No answer came before the timeout (the request is still handled),
+    /// or the request could not even be published in time (the ring or
+    /// the tenant quota stayed full): then it is dropped unpublished.
     Timeout,
     /// The responders failed for good (their error), or the bus refused
     /// the request (closed, or over the tenant's quota).
