@@ -42,6 +42,7 @@ use crate::sync::{lock, Mutex};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeliveryReport {
     /// The event's id.
     pub id: EventId,

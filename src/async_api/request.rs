@@ -109,6 +109,7 @@ impl<Resp> Reply<Resp> {
 
 /// Why a [`Bus::request`] got no response.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RequestError {
     /// No subscription answers this request type (for the request's
     /// tenant).

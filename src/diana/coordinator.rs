@@ -150,7 +150,9 @@ pub enum CoordinatorError {
     /// The interaction could not be published to the services:
     /// [`RequestError::NoResponder`] when no service answers
     /// [`DianaInteraction`] for the tenant, [`RequestError::Failed`] when
-    /// the bus refused it (closed). No completion was published.
+    /// the bus refused it (closed), [`RequestError::Timeout`] when the
+    /// deadline passed before it could be published (its ring or quota
+    /// stayed full). No completion was published.
     Request(RequestError),
     /// An event of the flow could not be built (it names the rule broken).
     Invalid(DomainError),
