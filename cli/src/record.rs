@@ -2,7 +2,7 @@
 //! run's settings (only those that do not depend on the machine) and, per
 //! implementation, what it measured.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,9 @@ pub const FORMAT: u32 = 1;
 /// a rate above it is no measurement.
 const MOST_PER_SECOND: f64 = 1e12;
 
-/// The file a run's record goes to, created before the run, so that a path
-/// that cannot be written fails at once, not after the runs.
+/// The file a run's record goes to, opened before the run, so that a path
+/// that cannot be written fails at once, not after the runs; an earlier
+/// record there stays until the new one is written.
 #[derive(Debug)]
 pub struct RecordFile {
     file: File,
@@ -24,9 +25,14 @@ pub struct RecordFile {
 }
 
 impl RecordFile {
-    /// Creates (or truncates) the file at `path`.
+    /// Opens (or creates) the file at `path` for writing, leaving what it
+    /// holds.
     pub fn create(path: &Path) -> Result<Self, String> {
-        File::create(path)
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
             .map(|file| RecordFile {
                 file,
                 path: path.to_owned(),
@@ -34,10 +40,13 @@ impl RecordFile {
             .map_err(|error| format!("cannot write {}: {error}", path.display()))
     }
 
-    /// Writes `record` into the file as pretty JSON.
+    /// Writes `record` into the file as pretty JSON, in place of what it
+    /// held.
     pub fn write(mut self, record: &Record) -> Result<(), String> {
         let json = serde_json::to_string_pretty(record).expect("a record serializes");
-        writeln!(self.file, "{json}")
+        self.file
+            .set_len(0)
+            .and_then(|()| writeln!(self.file, "{json}"))
             .map_err(|error| format!("cannot write {}: {error}", self.path.display()))
     }
 }

@@ -570,6 +570,37 @@ fn run_refuses_a_json_path_it_cannot_write_before_it_runs() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot write /nonexistent/run.json"));
     assert_eq!(stdout(&output), "", "nothing ran");
+
+    // A run that fails leaves an earlier record as it was; one that
+    // succeeds replaces it whole, however long it was.
+    let path = scratch("kept.json");
+    let earlier = format!("{{\"earlier\": \"{}\"}}", "x".repeat(100_000));
+    std::fs::write(&path, &earlier).unwrap();
+    let run = |workers: &str| {
+        let args = [
+            "run",
+            "--profile",
+            "spsc",
+            "--events",
+            "1000",
+            "--repeat",
+            "1",
+        ];
+        let json = [
+            "--peers",
+            "none",
+            "--workers",
+            workers,
+            "--json",
+            path.to_str().unwrap(),
+        ];
+        diana_bus(&[&args[..], &json[..]].concat())
+    };
+    assert!(!run("0").status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), earlier);
+    assert!(run("1").status.success());
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(record["profile"], "spsc");
 }
 
 #[test]
