@@ -569,7 +569,10 @@ impl Executor {
     /// wait (see [`Executor::must_not_wait`]) it returns at once.
     pub(crate) fn flush(&self) {
         if self.must_not_wait() {
-            tracing::warn!("flush called from a handler (or a waker on a timer thread) returns at once: it cannot wait for the bus here");
+            tracing::warn!(
+                "flush called from a handler (or a waker on a timer thread) returns at once: \
+                 it cannot wait for the bus here"
+            );
             return;
         }
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -1521,8 +1524,9 @@ impl Executor {
     /// Runs `handlers` (in stage order) on one event, as first attempts.
     /// A failure that will be retried *holds* the event's key when the
     /// handler asks for strict order or later stages that run this event
-    /// follow; the later stages then wait, for the holding runs only. Returns `Some(index of the first handler not run)`
-    /// when the event holds its key, `None` otherwise.
+    /// follow; the later stages then wait, for the holding runs only.
+    /// Returns `Some(index of the first handler not run)` when the event
+    /// holds its key, `None` otherwise.
     ///
     /// Inlined, as `call` is, into the batch loop: as functions of their
     /// own, their calls cost the worker a sixth of its instructions per

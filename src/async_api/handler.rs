@@ -335,7 +335,9 @@ impl<E: Event + Clone> Runner<E> {
         let _pausing = Pausing(&self.queue, key);
         let mut deadline = Deadline::after(executor, Some(pause));
         poll_fn(|cx| {
-            let earlier = lock(&self.queue).pausing.insert(key, cx.waker().clone());
+            // Cloned and dropped outside the lock: a waker is user code.
+            let waker = cx.waker().clone();
+            let earlier = lock(&self.queue).pausing.insert(key, waker);
             drop(earlier);
             if subscriber.is_unsubscribed() || deadline.passed(cx) {
                 Poll::Ready(())

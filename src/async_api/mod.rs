@@ -7,10 +7,10 @@
 //! runtime, and any executor (tokio, async-std, smol, a test's
 //! `block_on`) can poll them. A publisher waiting for room leaves its
 //! waker with the wait queue of what refused it, the full ring's or the
-//! tenant quota's, which the workers notify after batches (see `park`). A deadline is kept
-//! by the bus's own timer thread, which wakes the waiting task (see
-//! `timer`), so timeouts need no timer from the runtime, and come on time
-//! however busy the workers are.
+//! tenant quota's, which the workers notify after batches (see `park`).
+//! A deadline is kept by the bus's own timer thread, which wakes the
+//! waiting task (see `timer`), so timeouts need no timer from the
+//! runtime, and come on time however busy the workers are.
 //!
 //! Do not block a sync handler on one of these futures (with a
 //! `block_on`): its worker may be the one that must handle the event
