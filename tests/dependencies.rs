@@ -403,10 +403,14 @@ fn an_event_released_from_a_key_then_waiting_for_its_dependency_keeps_the_key() 
             common::OpenOnDrop(first_stall.clone()),
             common::OpenOnDrop(second_stall.clone()),
         );
-        let (g1, g2) = (first_stall.clone(), second_stall.clone());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (g1, g2, st) = (first_stall.clone(), second_stall.clone(), stalled.clone());
         bus.subscribe(move |s: &Stall, _: &Context| -> HandlerResult {
             match s.0 {
-                false => g1.wait(),
+                false => {
+                    st.store(true, Ordering::SeqCst);
+                    g1.wait()
+                }
                 true => g2.wait(),
             }
             Ok(())
@@ -418,7 +422,7 @@ fn an_event_released_from_a_key_then_waiting_for_its_dependency_keeps_the_key() 
         // stall queue behind, to make one batch.
         bus.publish_with(Stall(false), Meta::new().key(beside))
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        wait_until(10, || stalled.load(Ordering::SeqCst));
         bus.publish_with(step("waits", KEY), Meta::new().after(dependency))
             .unwrap();
         bus.publish_with(Stall(true), Meta::new().key(beside))
