@@ -170,10 +170,11 @@ impl BusBuilder {
     /// ([`Backpressure::Block`]) or are refused with
     /// [`PublishError::QuotaExceeded`] ([`Backpressure::Reject`],
     /// [`Bus::try_publish`]); other tenants keep flowing. Follow-ups from
-    /// handlers count but are never refused. An event counts until a
-    /// worker takes it from its ring: events that then wait behind a key
-    /// held by a retry, or for their dependency, or run in an async
-    /// handler, no longer count, so the quota does not bound them.
+    /// handlers count but are never refused. An event counts until the
+    /// batch that takes it up from its ring has run its handlers: events
+    /// that then wait behind a key held by a retry, or for their
+    /// dependency, or run in an async handler, no longer count, so the
+    /// quota does not bound them.
     pub fn tenant_quota(mut self, limit: u64) -> Self {
         self.tenant_quota = Some(limit);
         self
@@ -300,7 +301,7 @@ pub struct ShutdownReport {
     pub delivered: u64,
     /// Failed or panicked handler runs.
     pub failed: u64,
-    /// Events recorded as dead letters.
+    /// (event, handler) pairs recorded as dead letters.
     pub dead_lettered: u64,
     /// Publishes refused.
     pub rejected: u64,
@@ -437,9 +438,11 @@ impl Bus {
         }
     }
 
-    /// Removes a subscription. When it returns, the handler is not running
-    /// and never runs again; returns false if it was already removed (or
-    /// belongs to another bus). Its pending retries end at once, with what
+    /// Removes a subscription. When it returns, a sync handler is not
+    /// running and never runs again (an async handler starts no new run,
+    /// but one under way on the runtime finishes: `flush` waits for it);
+    /// returns false if it was already removed (or belongs to another
+    /// bus). Its pending retries end at once, with what
     /// they held back: later stages, the event's key, a `flush`; so do an
     /// async handler's runs waiting out a retry pause (a run under way on
     /// the runtime finishes).
@@ -863,7 +866,8 @@ impl<E: Event> SubscriberBuilder<'_, E> {
     /// every subscription, so this handler sees one key's events strictly
     /// in order, retries included. The default (false) lets them pass: a
     /// slow retry then holds up nothing, and the retried run comes after
-    /// later events of its key.
+    /// later events of its key (unless handlers of a later stage follow
+    /// for the event: they wait for it, and so does its key).
     pub fn strict_order(mut self, strict: bool) -> Self {
         self.strict_order = strict;
         self

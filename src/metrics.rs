@@ -46,8 +46,9 @@ pub struct MetricsSnapshot {
     /// Publishes acknowledged but not handled, as duplicates of an id
     /// recently published for the same tenant.
     pub deduplicated: u64,
-    /// Publishes refused: full ring (under `Reject` or `try_publish`) or
-    /// closed bus.
+    /// Publishes refused: full ring (under `Reject` or `try_publish`),
+    /// over the tenant's quota, or closed bus (not the waits of
+    /// `publish_async`).
     pub rejected: u64,
     /// Events taken up by a worker so far (`published` minus what is queued).
     pub dispatched: u64,

@@ -38,8 +38,9 @@ static NEXT_INTERACTION: AtomicI64 = AtomicI64::new(1);
 ///    coordinators and increase in the order interactions start) and
 ///    publishes a [`DianaInteraction`] as a request to every responder
 ///    of `DianaInteraction` answering [`ServiceResponse`] (see
-///    [`Bus::responder`]) for the request's tenant, or to the services
-///    named with [`Coordinator::expect`].
+///    [`Bus::responder`]) for the request's tenant. [`Coordinator::expect`]
+///    names the services waited for; the others get the interaction too,
+///    and their answers count if they come before the wait ends.
 /// 2. **Collect and aggregate their responses** until every expected
 ///    service has answered or failed for good, or the deadline passes:
 ///    answers by service, the services that failed (after their retries),
@@ -60,11 +61,11 @@ static NEXT_INTERACTION: AtomicI64 = AtomicI64::new(1);
 ///
 /// - `responses` holds the `data` of each service that answered. If several
 ///   subscriptions share a name, the first answer counts.
-/// - `failed` lists, in the order their failures were final, the services
-///   that gave up (a permanent error, or a transient one on the last
-///   attempt of their retry policy) without any answer, and services that
-///   answered for another interaction or user (a bug in the service, logged
-///   as a warning).
+/// - `failed` lists first the services that answered for another
+///   interaction or user (a bug in the service, logged as a warning), then,
+///   in the order their failures were final, those that gave up (a
+///   permanent error, or a transient one on the last attempt of their
+///   retry policy) without any answer.
 /// - `timed_out` lists the expected services that did neither before the
 ///   deadline, including any still waiting for a retry. A late answer is
 ///   dropped: the interaction is already complete.
@@ -211,7 +212,8 @@ impl Coordinator {
     /// Expects these services (by subscription name) instead of whichever
     /// are subscribed: an expected service that is not subscribed is
     /// reported as timed out, and the wait ends as soon as all of these
-    /// are in.
+    /// are in. Every responder still gets the interaction, and an
+    /// unexpected one's answer counts if it comes before the wait ends.
     pub fn expect<I, S>(mut self, services: I) -> Self
     where
         I: IntoIterator<Item = S>,
