@@ -234,15 +234,30 @@ impl TenantId {
     }
 }
 
-/// The type's name without its module paths: `a::b::Foo<c::Bar>` gives
-/// `Foo<c::Bar>` (generic arguments keep their paths).
+/// The type's name without its path: what follows the last `::` outside
+/// any brackets, so `a::b::Foo<c::Bar>` gives `Foo<c::Bar>` (generic
+/// arguments keep their paths), and a type declared in a generic impl's
+/// method, `a::Holder<_>::f::Opened`, gives `Opened`.
 pub(crate) fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
-    let head_end = full.find('<').unwrap_or(full.len());
-    match full[..head_end].rfind("::") {
-        Some(i) => &full[i + 2..],
-        None => full,
+    let bytes = full.as_bytes();
+    let (mut depth, mut start) = (0usize, 0);
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'<' | b'(' | b'[' => depth += 1,
+            // The arrow of a fn type closes nothing.
+            b'>' if at > 0 && bytes[at - 1] == b'-' => {}
+            b'>' | b')' | b']' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && bytes.get(at + 1) == Some(&b':') => {
+                start = at + 2;
+                at += 1;
+            }
+            _ => {}
+        }
+        at += 1;
     }
+    &full[start..]
 }
 
 #[cfg(test)]
@@ -254,11 +269,36 @@ mod tests {
         pub struct Generic<T>(pub T);
     }
 
+    struct Holder<T>(T);
+    impl<T> Holder<T> {
+        fn local_name() -> &'static str {
+            struct Opened;
+            short_type_name::<Opened>()
+        }
+    }
+
     #[test]
-    fn short_names_drop_the_module_path() {
+    fn short_names_drop_the_path() {
         assert_eq!(short_type_name::<inner::Plain>(), "Plain");
         assert!(short_type_name::<inner::Generic<inner::Plain>>().starts_with("Generic<"));
         assert_eq!(short_type_name::<u64>(), "u64");
+        assert_eq!(Holder::<u8>::local_name(), "Opened");
+        for (name, brackets) in [
+            (
+                short_type_name::<inner::Generic<fn() -> inner::Plain>>(),
+                "Generic<fn() -> ",
+            ),
+            (
+                short_type_name::<inner::Generic<(u8, [u8; 2])>>(),
+                "Generic<(u8, [u8; 2])>",
+            ),
+            (
+                short_type_name::<inner::Generic<inner::Generic<u8>>>(),
+                "Generic<",
+            ),
+        ] {
+            assert!(name.starts_with(brackets), "{name}");
+        }
     }
 
     #[test]
