@@ -583,6 +583,24 @@ fn json_that_a_value_would_change_is_refused() {
 }
 
 #[test]
+fn floats_in_object_fields_are_read_exactly_as_written() {
+    let registry = WireRegistry::diana();
+    // What Python's json.dumps writes for this float; serde_json's fast
+    // float parser read it one bit off.
+    let text = r#"{"event": "LevelUp", "data": {"user_id": 7, "new_level": 2,
+        "rewards": {"multiplier": 2.291712365432881e-09}}}"#;
+    let event = registry.decode(text).unwrap();
+    let level: &LevelUp = event.downcast_ref().unwrap();
+    let sent: f64 = "2.291712365432881e-09".parse().unwrap();
+    let read = level.rewards()["multiplier"].as_f64().unwrap();
+    assert_eq!(read.to_bits(), sent.to_bits());
+    // And what this registry writes, it reads back the same.
+    let again = registry.encode(level).unwrap();
+    let back = registry.decode(&again).unwrap();
+    assert_eq!(back.downcast_ref::<LevelUp>(), Some(level));
+}
+
+#[test]
 fn bad_envelopes_are_refused() {
     let registry = WireRegistry::diana();
     let data = data_of("UserMessage");
