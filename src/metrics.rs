@@ -52,12 +52,15 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     /// Events taken up by a worker so far (`published` minus what is queued).
     pub dispatched: u64,
-    /// One row per event type a worker has taken up, by name.
+    /// One row per event type a worker has taken up: two types of one
+    /// name (in two modules, or a request type and its event's) get a row
+    /// each, and a type whose [`Event::name`](crate::Event::name) differs
+    /// from value to value is labelled with one of its names.
     pub per_type: Vec<TypeMetrics>,
 }
 
 impl MetricsSnapshot {
-    /// The row of the event type called `name`.
+    /// The (first) row of an event type called `name`.
     pub fn event(&self, name: &str) -> Option<&TypeMetrics> {
         self.per_type.iter().find(|row| row.name == name)
     }
@@ -184,11 +187,12 @@ impl TypeTotals {
     }
 }
 
-/// One counting thread's rows, as snapshots read them: appended (under the
-/// lock) the first time the thread meets a type, never removed.
+/// One counting thread's rows, with their types, as snapshots read them:
+/// appended (under the lock) the first time the thread meets a type, never
+/// removed.
 #[derive(Default, Debug)]
 pub(crate) struct Totals {
-    rows: Mutex<Vec<Arc<TypeTotals>>>,
+    rows: Mutex<Vec<(TypeId, Arc<TypeTotals>)>>,
 }
 
 /// What a counting thread counts with: its rows of [`Totals`], indexed by
@@ -247,7 +251,7 @@ impl Counter {
         let (rows, totals) = (&mut self.rows, &self.totals);
         *self.index.entry(type_id).or_insert_with(|| {
             let row = Arc::new(TypeTotals::new(name()));
-            lock(&totals.rows).push(Arc::clone(&row));
+            lock(&totals.rows).push((type_id, Arc::clone(&row)));
             rows.push(row);
             rows.len() - 1
         })
@@ -294,23 +298,20 @@ impl Counter {
 }
 
 impl Totals {
-    /// Adds these totals to `snapshot`, whose rows `rows` indexes by name
+    /// Adds these totals to `snapshot`, whose rows `rows` indexes by type
     /// (one index for every counter's totals added to one snapshot: with a
     /// search of the rows per type, a thousand types cost a snapshot
-    /// millions of name comparisons).
-    pub(crate) fn add_to(
-        &self,
-        snapshot: &mut MetricsSnapshot,
-        rows: &mut HashMap<&'static str, usize>,
-    ) {
-        for row in lock(&self.rows).iter() {
+    /// millions of comparisons). By type, not by name: two types may share
+    /// a name.
+    pub(crate) fn add_to(&self, snapshot: &mut MetricsSnapshot, rows: &mut HashMap<TypeId, usize>) {
+        for (type_id, row) in lock(&self.rows).iter() {
             let (name, counts) = (row.name, row.get());
             snapshot.dispatched += counts.dispatched;
             snapshot.delivered += counts.delivered;
             snapshot.failed += counts.failed;
             snapshot.panicked += counts.panicked;
             snapshot.retried += counts.retried;
-            match rows.entry(name) {
+            match rows.entry(*type_id) {
                 Entry::Occupied(row) => {
                     let row = &mut snapshot.per_type[*row.get()];
                     row.dispatched += counts.dispatched;

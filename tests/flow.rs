@@ -299,3 +299,36 @@ fn flush_waits_for_chains_of_follow_ups() {
         assert_eq!(bus.metrics().published, 20 * 51);
     });
 }
+
+mod alpha {
+    pub struct Ping;
+    impl diana_bus::Event for Ping {}
+}
+mod beta {
+    pub struct Ping;
+    impl diana_bus::Event for Ping {}
+}
+
+#[test]
+fn two_event_types_of_one_name_get_a_metrics_row_each() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        bus.subscribe(|_: &alpha::Ping, _: &Context| -> HandlerResult { Ok(()) });
+        bus.subscribe(|_: &beta::Ping, _: &Context| -> HandlerResult {
+            Err(diana_bus::HandlerError::permanent("no"))
+        });
+        bus.publish(alpha::Ping).unwrap();
+        for _ in 0..2 {
+            bus.publish(beta::Ping).unwrap();
+        }
+        bus.flush();
+        let mut rows: Vec<_> = bus
+            .metrics()
+            .per_type
+            .iter()
+            .map(|row| (row.name, row.dispatched, row.delivered, row.failed))
+            .collect();
+        rows.sort();
+        assert_eq!(rows, [("Ping", 1, 1, 0), ("Ping", 2, 0, 2)]);
+    });
+}
