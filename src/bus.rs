@@ -13,7 +13,9 @@
 //! called from a handler likewise returns before the drain (`joined`
 //! false); called elsewhere on a runtime thread, it blocks that thread
 //! until the drain is done. A handler that keeps a `Bus` clone keeps the
-//! bus alive: shut it down explicitly, or unsubscribe that handler first.
+//! bus alive: shut it down explicitly (the drain's end lets go of every
+//! subscriber, and with them of such clones), or unsubscribe that handler
+//! first.
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -798,7 +800,8 @@ impl Inner {
     }
 }
 
-/// Drains a closed bus, stops its workers and joins them.
+/// Drains a closed bus, stops its workers and joins them, then lets go of
+/// its subscribers (see `Registry::clear`).
 fn finish(executor: &Executor, workers: Vec<thread::JoinHandle<()>>) {
     executor.flush();
     executor.stop();
@@ -807,6 +810,7 @@ fn finish(executor: &Executor, workers: Vec<thread::JoinHandle<()>>) {
             tracing::error!("a diana-bus worker thread panicked outside a handler");
         }
     }
+    executor.registry.clear();
 }
 
 impl std::fmt::Debug for Bus {

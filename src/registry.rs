@@ -354,6 +354,27 @@ impl Registry {
     /// stores the copy. A type without subscribers gets an entry (and its
     /// number, the first time) only when `create` says so: a removal of
     /// what is not there changes nothing.
+    /// Removes every subscriber, once the bus is drained and its workers
+    /// stopped: a handler that holds a handle of its own bus (or anything
+    /// else) lets go of it, which breaks the cycle through the bus that
+    /// would keep its memory and timer thread. The tables are dropped
+    /// after the writers' lock is let go: a handler's drop is user code,
+    /// and may drop the bus.
+    pub(crate) fn clear(&self) {
+        let cleared: Vec<_> = {
+            let _writers = lock(&self.write);
+            self.shards
+                .iter()
+                .map(|cell| {
+                    let old = cell.load_full();
+                    cell.store(Arc::new(Table::default()));
+                    old
+                })
+                .collect()
+        };
+        drop(cleared);
+    }
+
     fn update(
         &self,
         type_id: TypeId,

@@ -126,3 +126,30 @@ fn shutdown_from_inside_a_handler_does_not_deadlock_or_lose_events() {
         assert_eq!(outer.published, 51);
     });
 }
+
+/// Counts its drops.
+struct DropCount(Arc<AtomicU64>);
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn shutdown_lets_go_of_handlers_that_hold_the_bus() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (held, counted) = (bus.clone(), DropCount(dropped.clone()));
+        bus.subscribe(move |_: &Order, _: &Context| -> HandlerResult {
+            let _keep = (&held, &counted);
+            Ok(())
+        });
+        bus.publish(Order(1)).unwrap();
+        assert!(bus.shutdown().joined);
+        // The handler, and with it its bus handle, is gone: the cycle
+        // through the bus no longer keeps the bus's memory and threads.
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(bus.subscribers::<Order>(), 0);
+    });
+}

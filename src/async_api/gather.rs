@@ -11,6 +11,7 @@ use super::publish::Admit;
 use super::request::{Reply, Request, RequestError};
 use crate::bus::{Bus, Sent};
 use crate::delivery::Tracker;
+use crate::error::PublishError;
 use crate::event::{Event, Meta, Routing};
 use crate::sync::Arc;
 
@@ -124,6 +125,10 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             deadline,
             ..
         } = self;
+        // Closed first: the shutdown's end lets go of the responders.
+        if bus.is_closed() {
+            return Err(RequestError::Failed(PublishError::Closed(()).to_string()));
+        }
         let tenant = Routing::resolve(&request, meta, 0).tenant;
         let responders = bus
             .executor()
