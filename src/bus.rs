@@ -747,7 +747,7 @@ impl Bus {
         }
         let chosen = executor
             .dead_letters
-            .choose(|letter| !letter.subscriber.is_unsubscribed() && filter(letter));
+            .choose(|letter| letter.live_subscriber().is_some() && filter(letter));
         executor.replay(&chosen)
     }
 

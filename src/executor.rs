@@ -1356,12 +1356,12 @@ impl Executor {
             self.schedule(Task::Retry(task), pause);
             None
         } else {
-            self.dead_letters.record(DeadLetter {
+            self.dead_letters.record(DeadLetter::new(
                 envelope,
-                subscriber,
-                error: failure.message,
-                attempts: attempt,
-            });
+                &subscriber,
+                failure.message,
+                attempt,
+            ));
             then
         }
     }
@@ -1386,16 +1386,21 @@ impl Executor {
         }
         let letters = self
             .dead_letters
-            .take(chosen, |letter| !letter.subscriber.is_unsubscribed());
-        let replayed = letters.len();
+            .take(chosen, |letter| letter.live_subscriber().is_some());
+        let mut replayed = 0;
         for letter in letters {
-            let task = RetryTask {
-                envelope: letter.envelope,
-                subscriber: letter.subscriber,
-                attempt: 1,
-                then: None,
-            };
-            self.run_soon(Task::Retry(task));
+            // Taken live under the store's lock; an unsubscribe since then
+            // ends the replay unrun, as it ends pending retries.
+            if let Some(subscriber) = letter.live_subscriber() {
+                let task = RetryTask {
+                    envelope: Arc::clone(letter.envelope()),
+                    subscriber,
+                    attempt: 1,
+                    then: None,
+                };
+                self.run_soon(Task::Retry(task));
+                replayed += 1;
+            }
         }
         replayed
     }

@@ -560,6 +560,38 @@ fn a_letter_whose_subscription_goes_while_the_filter_runs_stays() {
     });
 }
 
+#[test]
+fn a_dead_letter_does_not_keep_its_unsubscribed_handler_alive() {
+    within(30, || {
+        /// Counts its drops.
+        struct DropCount(Arc<AtomicU64>);
+        impl Drop for DropCount {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let bus = Bus::builder().workers(1).build().unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        // What the handler holds: a resource, or a handle of the bus itself
+        // (which kept the whole bus alive after its last handle was dropped).
+        let (held, counted) = (bus.clone(), DropCount(dropped.clone()));
+        let billing = bus.subscriber::<Order>().name("billing").subscribe(
+            move |_: &Order, _: &Context| -> HandlerResult {
+                let _keep = (&held, &counted);
+                Err(HandlerError::permanent("card declined"))
+            },
+        );
+        bus.publish(Order { id: 1 }).unwrap();
+        bus.flush();
+        assert!(bus.unsubscribe(&billing));
+        common::wait_until(10, || dropped.load(Ordering::SeqCst) == 1);
+        let letters = bus.dead_letters();
+        assert_eq!(letters.len(), 1, "the letter stays");
+        assert_eq!(letters[0].handler(), "billing");
+        assert_eq!(bus.replay_dead_letters(|_| true), 0, "to no one");
+    });
+}
+
 /// A bus whose only handler has dead-lettered `letters` orders.
 fn bus_with_dead_letters(letters: u64) -> Bus {
     let bus = Bus::builder().workers(1).build().unwrap();

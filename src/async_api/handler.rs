@@ -296,12 +296,12 @@ impl<E: Event + Clone> Runner<E> {
                 });
             }
             if !retry {
-                executor.dead_letters.record(DeadLetter {
-                    envelope: Arc::clone(&run.envelope),
-                    subscriber: Arc::clone(subscriber),
+                executor.dead_letters.record(DeadLetter::new(
+                    Arc::clone(&run.envelope),
+                    subscriber,
                     error,
-                    attempts: attempt,
-                });
+                    attempt,
+                ));
                 break;
             }
             let pause = subscriber

@@ -8,18 +8,62 @@ use crate::event::{Event, EventId, TenantId};
 use crate::registry::Subscriber;
 use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 
+/// How a letter refers to its subscription: weakly, so that a letter
+/// neither keeps an unsubscribed handler (and what it captured, a handle of
+/// the bus itself perhaps) alive, nor is replayed to it. Under loom, whose
+/// `Arc` has no weak count, strongly.
+#[cfg(not(diana_bus_loom))]
+type SubscriberRef = std::sync::Weak<Subscriber>;
+#[cfg(diana_bus_loom)]
+type SubscriberRef = Arc<Subscriber>;
+
 /// One handler's final failure on one event.
 ///
 /// Cloning is cheap: the event is shared, not copied.
 #[derive(Clone)]
 pub struct DeadLetter {
-    pub(crate) envelope: Arc<Envelope>,
-    pub(crate) subscriber: Arc<Subscriber>,
-    pub(crate) error: String,
-    pub(crate) attempts: u32,
+    envelope: Arc<Envelope>,
+    subscriber: SubscriberRef,
+    /// The subscription's name, kept for the letter's own life.
+    handler: std::sync::Arc<str>,
+    error: String,
+    attempts: u32,
 }
 
 impl DeadLetter {
+    /// `subscriber`'s final failure on the event of `envelope`, after
+    /// `attempts` runs.
+    pub(crate) fn new(
+        envelope: Arc<Envelope>,
+        subscriber: &Arc<Subscriber>,
+        error: String,
+        attempts: u32,
+    ) -> Self {
+        DeadLetter {
+            envelope,
+            #[cfg(not(diana_bus_loom))]
+            subscriber: Arc::downgrade(subscriber),
+            #[cfg(diana_bus_loom)]
+            subscriber: Arc::clone(subscriber),
+            handler: std::sync::Arc::clone(&subscriber.name),
+            error,
+            attempts,
+        }
+    }
+
+    /// The letter's subscription, unless it was unsubscribed.
+    pub(crate) fn live_subscriber(&self) -> Option<Arc<Subscriber>> {
+        #[cfg(not(diana_bus_loom))]
+        let subscriber = self.subscriber.upgrade();
+        #[cfg(diana_bus_loom)]
+        let subscriber = Some(Arc::clone(&self.subscriber));
+        subscriber.filter(|subscriber| !subscriber.is_unsubscribed())
+    }
+
+    /// The event, shared.
+    pub(crate) fn envelope(&self) -> &Arc<Envelope> {
+        &self.envelope
+    }
     /// `Event::name` of the event.
     pub fn event_name(&self) -> &'static str {
         self.envelope.payload.name()
@@ -37,7 +81,7 @@ impl DeadLetter {
 
     /// The name of the subscription whose handler failed.
     pub fn handler(&self) -> &str {
-        &self.subscriber.name
+        &self.handler
     }
 
     /// The last error, or the panic's message.
@@ -63,8 +107,18 @@ impl DeadLetter {
     fn identity(&self) -> (usize, usize) {
         (
             Arc::as_ptr(&self.envelope) as usize,
-            Arc::as_ptr(&self.subscriber) as usize,
+            self.subscriber_address(),
         )
+    }
+
+    /// Where the subscription is (or was: a weak reference keeps the
+    /// address its own).
+    fn subscriber_address(&self) -> usize {
+        #[cfg(not(diana_bus_loom))]
+        let address = self.subscriber.as_ptr();
+        #[cfg(diana_bus_loom)]
+        let address = Arc::as_ptr(&self.subscriber);
+        address as usize
     }
 }
 
