@@ -324,6 +324,13 @@ impl Shard {
             Some(&(due, _)) if due <= self.ring.popped() => {
                 let (_, envelope) = queue.pop_front()?;
                 self.overflow_len.store(queue.len(), Ordering::Release);
+                // A burst (a handler's fan-out to every user) may have
+                // grown the queue far past the ring: once it is empty,
+                // its memory goes back, down to the ring's size.
+                let ring = self.ring.capacity();
+                if queue.is_empty() && queue.capacity() > 4 * ring {
+                    queue.shrink_to(ring);
+                }
                 Some(envelope)
             }
             _ => None,
@@ -421,5 +428,37 @@ impl Shard {
     pub(crate) fn reached(&self, target: Progress) -> bool {
         self.completed.load(Ordering::Acquire) >= target.ring
             && self.overflow_done.load(Ordering::Acquire) >= target.overflow
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+    use crate::event::{Meta, Routing};
+    use crate::payload::Payload;
+
+    struct Ping;
+    impl crate::Event for Ping {}
+
+    /// Pushes `count` events as a worker does: past a full ring, into the
+    /// overflow.
+    fn push_from_worker(shard: &Shard, count: usize) {
+        for _ in 0..count {
+            let routing = Routing::resolve(&Ping, Meta::new(), 0);
+            let (entry, mut lineage) = RingEntry::new(&routing, Payload::new(Ping), None);
+            shard.push_from_worker((&mut Some(entry), &mut lineage), |_, _, _| {});
+        }
+    }
+
+    #[test]
+    fn an_emptied_overflow_gives_back_what_a_burst_grew_it_to() {
+        let shard = Shard::new(0, 0, 0, 4);
+        push_from_worker(&shard, 4 + 1000);
+        assert!(lock(&shard.overflow).capacity() >= 1000);
+        // SAFETY: this test is the shard's one consumer.
+        let popped = unsafe { shard.pop_in_place(4, |_| {}) };
+        assert_eq!(popped, 4);
+        while shard.pop_due_overflow().is_some() {}
+        assert!(lock(&shard.overflow).capacity() <= 4 * 4, "down to the ring's size");
     }
 }
