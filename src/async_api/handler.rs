@@ -399,6 +399,12 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
     /// Without [`crate::BusBuilder::runtime`]: [`ConfigError::NoRuntime`];
     /// with a concurrency of 0: [`ConfigError::Concurrency`].
     ///
+    /// The workers hand each event over and go on: the runs waiting for a
+    /// slot of `concurrency` (or for their key) are queued without bound,
+    /// outside the rings and the tenant quota, so a handler slower than its
+    /// events for long queues them all, in memory. Size `concurrency` for
+    /// the flow, or pace the publishers (`publish_and_wait`).
+    ///
     /// # Examples
     ///
     /// ```
