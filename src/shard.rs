@@ -459,6 +459,9 @@ mod tests {
         let popped = unsafe { shard.pop_in_place(4, |_| {}) };
         assert_eq!(popped, 4);
         while shard.pop_due_overflow().is_some() {}
-        assert!(lock(&shard.overflow).capacity() <= 4 * 4, "down to the ring's size");
+        assert!(
+            lock(&shard.overflow).capacity() <= 4 * 4,
+            "down to the ring's size"
+        );
     }
 }
