@@ -444,7 +444,8 @@ impl Bus {
     /// running and never runs again (an async handler starts no new run,
     /// but one under way on the runtime finishes: `flush` waits for it);
     /// returns false if it was already removed (or belongs to another
-    /// bus). Its pending retries end at once, with what
+    /// bus, or the bus was shut down: the end of the drain removes every
+    /// subscription). Its pending retries end at once, with what
     /// they held back: later stages, the event's key, a `flush`; so do an
     /// async handler's runs waiting out a retry pause (a run under way on
     /// the runtime finishes).
@@ -468,7 +469,9 @@ impl Bus {
         }
     }
 
-    /// The number of live subscriptions to events of type `E`.
+    /// The number of live subscriptions to events of type `E` (0 once the
+    /// bus was shut down; a subscription made after that stays until the
+    /// next `shutdown`, but sees no event).
     pub fn subscribers<E: Event>(&self) -> usize {
         self.inner
             .executor
@@ -745,9 +748,9 @@ impl Bus {
         if executor.is_closed() {
             return 0;
         }
-        let chosen = executor
-            .dead_letters
-            .choose(|letter| letter.live_subscriber().is_some() && filter(letter));
+        let chosen = executor.dead_letters.choose(|letter| {
+            letter.subscriber().is_some_and(|s| !s.is_unsubscribed()) && filter(letter)
+        });
         executor.replay(&chosen)
     }
 

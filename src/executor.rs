@@ -1380,18 +1380,24 @@ impl Executor {
     ///
     /// [`close`]: Executor::close
     pub(crate) fn replay(&self, chosen: &Chosen) -> usize {
-        let _replaying = lock(&self.replaying);
+        let replaying = lock(&self.replaying);
         if self.is_closed() {
             return 0;
         }
-        let letters = self
-            .dead_letters
-            .take(chosen, |letter| letter.live_subscriber().is_some());
-        let mut replayed = 0;
-        for letter in letters {
-            // Taken live under the store's lock; an unsubscribe since then
-            // ends the replay unrun, as it ends pending retries.
-            if let Some(subscriber) = letter.live_subscriber() {
+        // The subscriptions looked at, kept until the locks are let go: the
+        // last reference to one may be among them, and its drop is user
+        // code (the handler's), which must not run under them.
+        let mut looked_at = Vec::new();
+        let letters = self.dead_letters.take(chosen, |letter| {
+            let subscriber = letter.subscriber();
+            let live = subscriber.as_ref().is_some_and(|s| !s.is_unsubscribed());
+            looked_at.extend(subscriber);
+            live
+        });
+        for letter in &letters {
+            // Held in `looked_at`, so still there. An unsubscribe since the
+            // look ends the replay unrun, as it ends pending retries.
+            if let Some(subscriber) = letter.subscriber() {
                 let task = RetryTask {
                     envelope: Arc::clone(letter.envelope()),
                     subscriber,
@@ -1399,10 +1405,11 @@ impl Executor {
                     then: None,
                 };
                 self.run_soon(Task::Retry(task));
-                replayed += 1;
             }
         }
-        replayed
+        drop(replaying);
+        drop(looked_at);
+        letters.len()
     }
 
     /// Makes the pending retries of `subscriber`, just unsubscribed, due

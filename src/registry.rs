@@ -350,10 +350,6 @@ impl Registry {
             .len()
     }
 
-    /// Changes the handlers of `type_id` in a copy of its table shard and
-    /// stores the copy. A type without subscribers gets an entry (and its
-    /// number, the first time) only when `create` says so: a removal of
-    /// what is not there changes nothing.
     /// Removes every subscriber, once the bus is drained and its workers
     /// stopped: a handler that holds a handle of its own bus (or anything
     /// else) lets go of it, which breaks the cycle through the bus that
@@ -375,6 +371,10 @@ impl Registry {
         drop(cleared);
     }
 
+    /// Changes the handlers of `type_id` in a copy of its table shard and
+    /// stores the copy. A type without subscribers gets an entry (and its
+    /// number, the first time) only when `create` says so: a removal of
+    /// what is not there changes nothing.
     fn update(
         &self,
         type_id: TypeId,

@@ -125,17 +125,18 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             deadline,
             ..
         } = self;
-        // Closed first: the shutdown's end lets go of the responders.
-        if bus.is_closed() {
-            return Err(RequestError::Failed(PublishError::Closed(()).to_string()));
-        }
         let tenant = Routing::resolve(&request, meta, 0).tenant;
         let responders = bus
             .executor()
             .registry
             .names(std::any::TypeId::of::<Request<Req, Resp>>(), tenant);
         if responders.is_empty() {
-            return Err(RequestError::NoResponder);
+            // The end of a shutdown's drain removes every responder: a
+            // closed bus is the reason, not their absence.
+            return Err(match bus.is_closed() {
+                true => RequestError::Failed(PublishError::Closed(()).to_string()),
+                false => RequestError::NoResponder,
+            });
         }
         let expected: Vec<&str> = match &expect {
             Expect::Names(names) => names.iter().map(String::as_str).collect(),

@@ -51,13 +51,14 @@ impl DeadLetter {
         }
     }
 
-    /// The letter's subscription, unless it was unsubscribed.
-    pub(crate) fn live_subscriber(&self) -> Option<Arc<Subscriber>> {
+    /// The letter's subscription, while anything holds it (an
+    /// unsubscribed one may still be held: see `is_unsubscribed`).
+    pub(crate) fn subscriber(&self) -> Option<Arc<Subscriber>> {
         #[cfg(not(diana_bus_loom))]
         let subscriber = self.subscriber.upgrade();
         #[cfg(diana_bus_loom)]
         let subscriber = Some(Arc::clone(&self.subscriber));
-        subscriber.filter(|subscriber| !subscriber.is_unsubscribed())
+        subscriber
     }
 
     /// The event, shared.
@@ -219,7 +220,7 @@ impl DeadLetterStore {
     pub(crate) fn take(
         &self,
         chosen: &Chosen,
-        still: impl Fn(&DeadLetter) -> bool,
+        mut still: impl FnMut(&DeadLetter) -> bool,
     ) -> Vec<DeadLetter> {
         if chosen.identities.is_empty() {
             return Vec::new();
