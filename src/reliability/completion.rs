@@ -42,6 +42,9 @@ use crate::event::{EventId, Routing, TenantId};
 use crate::place::Place;
 use crate::sync::{lock, Arc, Mutex};
 
+/// Open events the table keeps room for once it has emptied.
+const SHRINK_ABOVE: usize = 1024;
+
 /// What waits for an event to be fully handled.
 #[derive(Debug)]
 pub(crate) enum Waiter {
@@ -105,6 +108,12 @@ impl Completion {
             .unwrap_or_default();
         if routing.explicit {
             forget_explicit(&mut state, routing);
+        }
+        // A burst of open events (an outage's retries) may have grown the
+        // table far past its usual size: once it is empty, its memory goes
+        // back.
+        if state.places.is_empty() && state.places.capacity() > SHRINK_ABOVE {
+            state.places.shrink_to(SHRINK_ABOVE);
         }
         waiters
     }
@@ -182,6 +191,24 @@ mod tests {
         let mut routing = Routing::resolve(&Any, Meta::new().id(EventId(id)), 1);
         routing.place = Place { shard: 0, seq };
         routing
+    }
+
+    #[test]
+    fn an_emptied_table_gives_back_what_a_burst_grew_it_to() {
+        let completion = Completion::default();
+        let routings: Vec<Routing> = (0..50_000u64)
+            .map(|seq| {
+                let mut routing = Routing::resolve(&Any, Meta::new(), 1);
+                routing.place = Place { shard: 0, seq };
+                routing
+            })
+            .collect();
+        routings.iter().for_each(|routing| completion.hold(routing));
+        assert!(lock(&completion.state).places.capacity() >= 50_000);
+        for routing in &routings {
+            assert!(completion.finished(routing).is_empty());
+        }
+        assert!(lock(&completion.state).places.capacity() <= 2 * SHRINK_ABOVE);
     }
 
     #[test]
