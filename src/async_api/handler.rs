@@ -174,6 +174,31 @@ struct Keyed {
     pausing: HashMap<(TenantId, u64), Waker>,
 }
 
+/// Keys the maps keep room for once they have emptied.
+const KEYS_SHRINK_ABOVE: usize = 1024;
+
+impl Keyed {
+    /// A job of `key` ended: the key's next job, if any, waits for a slot;
+    /// else the key goes. Once no key is left, the maps give back what a
+    /// burst of keys grew them to.
+    fn ended(&mut self, key: (TenantId, u64)) {
+        self.running -= 1;
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|waiting| !waiting.is_empty())
+        {
+            self.ready.push_back(key);
+        } else {
+            self.keys.remove(&key);
+        }
+        if self.keys.is_empty() && self.keys.capacity() > KEYS_SHRINK_ABOVE {
+            self.keys.shrink_to(KEYS_SHRINK_ABOVE);
+            self.ready.shrink_to(KEYS_SHRINK_ABOVE);
+        }
+    }
+}
+
 impl<E: Event + Clone> Runner<E> {
     fn submit(self: &Arc<Self>, job: AsyncRun) {
         let routing = &job.envelope.routing;
@@ -210,16 +235,7 @@ impl<E: Event + Clone> Runner<E> {
     /// A job of `key` ended: its next one, if any, waits for a slot.
     fn ended(self: &Arc<Self>, key: (TenantId, u64)) {
         let mut queue = lock(&self.queue);
-        queue.running -= 1;
-        if queue
-            .keys
-            .get(&key)
-            .is_some_and(|waiting| !waiting.is_empty())
-        {
-            queue.ready.push_back(key);
-        } else {
-            queue.keys.remove(&key);
-        }
+        queue.ended(key);
         self.start_ready(&mut queue);
     }
 
@@ -486,5 +502,29 @@ where
                 Ok(())
             }
         })
+    }
+}
+
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emptied_key_maps_give_back_what_a_burst_grew_them_to() {
+        let mut queue = Keyed {
+            running: 0,
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+            pausing: HashMap::new(),
+        };
+        let keys: Vec<_> = (0..50_000).map(|key| (TenantId(0), key)).collect();
+        for &key in &keys {
+            queue.keys.insert(key, VecDeque::new());
+            queue.running += 1;
+        }
+        assert!(queue.keys.capacity() >= 50_000);
+        keys.into_iter().for_each(|key| queue.ended(key));
+        assert_eq!(queue.running, 0);
+        assert!(queue.keys.capacity() <= 2 * KEYS_SHRINK_ABOVE);
     }
 }
