@@ -560,9 +560,12 @@ impl Bus {
         };
         let (id, tenant) = (routing.id, routing.tenant);
         let explicit = meta.get_id().is_some();
-        // A closed bus refuses a duplicate too, rather than acknowledge it
-        // (a publish that races the close is refused by the ring instead).
-        if explicit && when_closed == WhenClosed::Refuse && executor.is_closed() {
+        // A closed bus refuses here, before the id and the quota are
+        // looked at: a duplicate would be acknowledged, and an async
+        // publisher over its quota would wait for a unit (it tries again
+        // when `close` wakes it, and lands here). A publish that races the
+        // close is refused by the ring instead.
+        if when_closed == WhenClosed::Refuse && executor.is_closed() {
             executor.count_rejected(&routing);
             return Err(PublishError::Closed(event));
         }
@@ -579,10 +582,7 @@ impl Bus {
             }
         };
         if let Some(quota) = &executor.quota {
-            let refuse_closed = when_closed == WhenClosed::Refuse;
-            if let Err(over) =
-                self.take_budget(quota, tenant, on_full == OnFull::Wait, refuse_closed)
-            {
+            if let Err(over) = self.take_budget(quota, tenant, on_full == OnFull::Wait) {
                 if !(over == Over::Limit && on_full == OnFull::Retry) {
                     executor.count_rejected(&routing);
                 }
@@ -678,26 +678,15 @@ impl Bus {
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a
     /// worker thread, which takes it even over the limit (it cannot wait
-    /// for itself). Over the limit on a closed bus, a publish that
-    /// `refuse_closed` is refused as closed (an async publisher would
-    /// otherwise wait for a unit on a bus that takes nothing more).
+    /// for itself).
     #[cold]
-    fn take_budget(
-        &self,
-        quota: &TenantQuota,
-        tenant: TenantId,
-        block: bool,
-        refuse_closed: bool,
-    ) -> Result<(), Over> {
+    fn take_budget(&self, quota: &TenantQuota, tenant: TenantId, block: bool) -> Result<(), Over> {
         if quota.try_take(tenant) {
             return Ok(());
         }
         let executor = &self.inner.executor;
         if !block {
-            return Err(match refuse_closed && executor.is_closed() {
-                true => Over::Closed,
-                false => Over::Limit,
-            });
+            return Err(Over::Limit);
         }
         if executor.current_worker().is_some() {
             quota.take_anyway(tenant);

@@ -35,17 +35,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// One worker, a 2-slot ring, and a handler for `Tracked` that waits at
-/// `gate` and counts its runs.
-fn gated_bus(gate: &Gate) -> (Bus, Arc<AtomicUsize>) {
-    let bus = Bus::builder()
+/// One worker, one shard of 2 slots, batches of 1, refusing when full:
+/// a bus that one held handler fills.
+fn tiny_bus() -> diana_bus::BusBuilder {
+    Bus::builder()
         .workers(1)
         .shards(1)
         .capacity(2)
         .batch(1)
         .backpressure(Backpressure::Reject)
-        .build()
-        .unwrap();
+}
+
+/// One worker, a 2-slot ring, and a handler for `Tracked` that waits at
+/// `gate` and counts its runs.
+fn gated_bus(gate: &Gate) -> (Bus, Arc<AtomicUsize>) {
+    let bus = tiny_bus().build().unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     let (r, g) = (runs.clone(), gate.clone());
     bus.subscribe(move |_: &Tracked, _: &Context| -> HandlerResult {
@@ -59,12 +63,11 @@ fn gated_bus(gate: &Gate) -> (Bus, Arc<AtomicUsize>) {
 /// One worker, one 2-slot shard, batch 1, an optional tenant quota, and a
 /// `Job` handler that flags its entry and waits at the gate.
 fn held_bus(quota: Option<u64>) -> (Bus, Gate, Arc<AtomicBool>) {
-    let builder = Bus::builder().workers(1).shards(1).capacity(2).batch(1);
-    let builder = match quota {
-        Some(quota) => builder.tenant_quota(quota),
-        None => builder,
+    let bus = match quota {
+        Some(quota) => tiny_bus().tenant_quota(quota),
+        None => tiny_bus(),
     };
-    let bus = builder.backpressure(Backpressure::Reject).build().unwrap();
+    let bus = bus.build().unwrap();
     let (gate, entered) = (Gate::default(), Arc::new(AtomicBool::new(false)));
     let (g, e) = (gate.clone(), entered.clone());
     bus.subscribe(move |_: &Job, _: &Context| -> HandlerResult {

@@ -554,19 +554,25 @@ fn bad_run_arguments_are_refused() {
 
 #[test]
 fn run_refuses_a_json_path_it_cannot_write_before_it_runs() {
-    let output = diana_bus(&[
-        "run",
-        "--profile",
-        "spsc",
-        "--events",
-        "1000",
-        "--repeat",
-        "1",
-        "--peers",
-        "none",
-        "--json",
-        "/nonexistent/run.json",
-    ]);
+    // A brief spsc run with `workers` workers, its record to `json`.
+    let run = |workers: &str, json: &str| {
+        diana_bus(&[
+            "run",
+            "--profile",
+            "spsc",
+            "--events",
+            "1000",
+            "--repeat",
+            "1",
+            "--peers",
+            "none",
+            "--workers",
+            workers,
+            "--json",
+            json,
+        ])
+    };
+    let output = run("2", "/nonexistent/run.json");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot write /nonexistent/run.json"));
     assert_eq!(stdout(&output), "", "nothing ran");
@@ -576,26 +582,7 @@ fn run_refuses_a_json_path_it_cannot_write_before_it_runs() {
     let path = scratch("kept.json");
     let earlier = format!("{{\"earlier\": \"{}\"}}", "x".repeat(100_000));
     std::fs::write(&path, &earlier).unwrap();
-    let run = |workers: &str| {
-        let args = [
-            "run",
-            "--profile",
-            "spsc",
-            "--events",
-            "1000",
-            "--repeat",
-            "1",
-        ];
-        let json = [
-            "--peers",
-            "none",
-            "--workers",
-            workers,
-            "--json",
-            path.to_str().unwrap(),
-        ];
-        diana_bus(&[&args[..], &json[..]].concat())
-    };
+    let run = |workers: &str| run(workers, path.to_str().unwrap());
     assert!(!run("0").status.success());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), earlier);
     assert!(run("1").status.success());
