@@ -30,6 +30,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::payload::{Payload, TypeIdOf};
 use crate::place::Place;
 use crate::registry::{AsyncStart, SubscriberOptions, Subscription};
+use crate::reliability::backlog::Closed;
 use crate::reliability::dead_letter::DeadLetter;
 use crate::reliability::dedup::Reservation;
 use crate::reliability::quota::{Over, TenantQuota};
@@ -54,6 +55,14 @@ const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
 const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Whether this thread runs in a tokio runtime's context.
+fn on_runtime_thread() -> bool {
+    #[cfg(not(diana_bus_loom))]
+    return tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(diana_bus_loom)]
+    return false;
+}
 
 /// A [`Bus`] handle that does not keep it alive.
 #[cfg(not(diana_bus_loom))]
@@ -89,13 +98,16 @@ impl Sent {
     }
 }
 
-/// What `publish` does when the shard's ring is full.
+/// What `publish` does when the shard's ring is full (or the tenant's
+/// quota is used up, or an async subscription's backlog is over its
+/// bound: see [`BusBuilder::tenant_quota`], [`SubscriberBuilder::backlog`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backpressure {
     /// Wait for room (spin briefly, then sleep until a worker frees a slot).
     #[default]
     Block,
-    /// Refuse at once with [`PublishError::Full`].
+    /// Refuse at once with [`PublishError::Full`] (or
+    /// [`PublishError::QuotaExceeded`], [`PublishError::Backlogged`]).
     Reject,
 }
 
@@ -436,6 +448,7 @@ impl Bus {
             retry: RetryPolicy::none(),
             strict_order: false,
             concurrency: DEFAULT_CONCURRENCY,
+            backlog: None,
             event: PhantomData,
         }
     }
@@ -481,7 +494,9 @@ impl Bus {
 
     /// Publishes `event`: with [`Backpressure::Block`] it waits for room in
     /// a full ring, with [`Backpressure::Reject`] it returns
-    /// [`PublishError::Full`]. After shutdown: [`PublishError::Closed`].
+    /// [`PublishError::Full`] (and likewise for a tenant quota and async
+    /// backlogs, see [`Backpressure`]). After shutdown:
+    /// [`PublishError::Closed`].
     #[inline]
     pub fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
         self.publish_with(event, Meta::new())
@@ -498,7 +513,9 @@ impl Bus {
     }
 
     /// Publishes without ever blocking: a full ring returns
-    /// [`PublishError::Full`] whatever the backpressure policy.
+    /// [`PublishError::Full`] whatever the backpressure policy (a used-up
+    /// quota [`PublishError::QuotaExceeded`], an async backlog over its
+    /// bound [`PublishError::Backlogged`]).
     #[inline]
     pub fn try_publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
         self.send(event, Meta::new(), None, OnFull::Refuse, None)
@@ -526,7 +543,11 @@ impl Bus {
         parent: Option<&Routing>,
     ) -> Result<Sent, PublishError<E>> {
         let executor = &self.inner.executor;
-        if meta.get_id().is_some() || parent.is_some() || executor.quota.is_some() {
+        if meta.get_id().is_some()
+            || parent.is_some()
+            || executor.quota.is_some()
+            || executor.gate.is_raised()
+        {
             return self.send_guarded(event, meta, tracker, on_full, parent);
         }
         let routing = executor.route(&event, meta, executor.epoch());
@@ -534,7 +555,8 @@ impl Bus {
             .map(|place| Sent::Accepted(executor.accepted(None, place)))
     }
 
-    /// [`Bus::send`] with an explicit id, a quota or a parent.
+    /// [`Bus::send`] with an explicit id, a quota, a parent, or the
+    /// backlog gate raised.
     #[cold]
     fn send_guarded<E: Event>(
         &self,
@@ -568,6 +590,14 @@ impl Bus {
         if when_closed == WhenClosed::Refuse && executor.is_closed() {
             executor.count_rejected(&routing);
             return Err(PublishError::Closed(event));
+        }
+        if executor.gate.is_raised() {
+            if let Err(refused) = self.pass_gate(parent, on_full) {
+                if !(refused.is_backlogged() && on_full == OnFull::Retry) {
+                    executor.count_rejected(&routing);
+                }
+                return Err(refused.map(|()| event));
+            }
         }
         let reservation = match explicit {
             true => match executor.dedup.reserve(tenant, id) {
@@ -673,6 +703,27 @@ impl Bus {
         Bus {
             owners: None,
             inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// A root publish at the raised backlog gate (see
+    /// `reliability::backlog`): waits for it to be lowered, or is refused,
+    /// as `on_full` says. A follow-up, a publish from a handler's code, and
+    /// a blocking publish on a tokio runtime's thread pass: the runs the
+    /// gate waits for may be waiting for them, or for that thread.
+    #[cold]
+    fn pass_gate(&self, parent: Option<&Routing>, on_full: OnFull) -> Result<(), PublishError<()>> {
+        let executor = &self.inner.executor;
+        if parent.is_some() || executor.in_handler() {
+            return Ok(());
+        }
+        match on_full {
+            OnFull::Wait if on_runtime_thread() => Ok(()),
+            OnFull::Wait => executor
+                .gate
+                .wait(|| executor.is_closed())
+                .map_err(|Closed| PublishError::Closed(())),
+            OnFull::Refuse | OnFull::Retry => Err(PublishError::Backlogged(())),
         }
     }
 
@@ -826,6 +877,7 @@ pub struct SubscriberBuilder<'b, E> {
     retry: RetryPolicy,
     strict_order: bool,
     concurrency: usize,
+    backlog: Option<usize>,
     event: PhantomData<fn(&E)>,
 }
 
@@ -879,6 +931,20 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         self
     }
 
+    /// For async handlers: how many runs may wait to start (for a slot of
+    /// `concurrency`, or for their key) before the bus holds back its
+    /// publishers (default: as many as the rings hold, shards times
+    /// capacity). Over it, root publishes wait until half of them have
+    /// started ([`Backpressure::Block`], [`Bus::publish_async`]), or are
+    /// refused with [`PublishError::Backlogged`] ([`Backpressure::Reject`],
+    /// [`Bus::try_publish`]); the bound is soft by the events already
+    /// accepted. Handlers' publishes are never held back: see
+    /// "Backpressure" in the README.
+    pub fn backlog(mut self, runs: usize) -> Self {
+        self.backlog = Some(runs);
+        self
+    }
+
     /// Subscribes `handler` with these options.
     pub fn subscribe<F>(self, handler: F) -> Subscription
     where
@@ -887,10 +953,13 @@ impl<E: Event> SubscriberBuilder<'_, E> {
         self.subscribe_erased(None, move |event, ctx| handler(event, ctx))
     }
 
-    /// The options' concurrency limit, and the bus.
+    /// The bus, and the options' concurrency limit and backlog.
     #[cfg(not(diana_bus_loom))]
-    pub(crate) fn async_parts(&self) -> (&Bus, usize) {
-        (self.bus, self.concurrency)
+    pub(crate) fn async_parts(&self) -> (&Bus, usize, usize) {
+        let backlog = self
+            .backlog
+            .unwrap_or(self.bus.shards() * self.bus.capacity());
+        (self.bus, self.concurrency, backlog)
     }
 
     /// Files `handler` under `E`'s TypeId with these options; an async

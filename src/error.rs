@@ -7,6 +7,7 @@ use std::fmt;
 ///
 /// `Debug` prints the variant, not the event, so it needs no `E: Debug`.
 #[derive(PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError<E> {
     /// The shard's ring is full ([`crate::Backpressure::Reject`] or
     /// [`crate::Bus::try_publish`]).
@@ -16,6 +17,11 @@ pub enum PublishError<E> {
     /// The event's tenant has its quota of queued events
     /// ([`crate::BusBuilder::tenant_quota`]), and the publish could not wait.
     QuotaExceeded(E),
+    /// An async subscription has more runs waiting than its
+    /// [`crate::SubscriberBuilder::backlog`], and the publish could not
+    /// wait for them to drain ([`crate::Backpressure::Reject`] or
+    /// [`crate::Bus::try_publish`]).
+    Backlogged(E),
 }
 
 impl<E> PublishError<E> {
@@ -25,13 +31,17 @@ impl<E> PublishError<E> {
             PublishError::Full(e) => PublishError::Full(f(e)),
             PublishError::Closed(e) => PublishError::Closed(f(e)),
             PublishError::QuotaExceeded(e) => PublishError::QuotaExceeded(f(e)),
+            PublishError::Backlogged(e) => PublishError::Backlogged(f(e)),
         }
     }
 
     /// The event that was not published.
     pub fn into_inner(self) -> E {
         match self {
-            PublishError::Full(e) | PublishError::Closed(e) | PublishError::QuotaExceeded(e) => e,
+            PublishError::Full(e)
+            | PublishError::Closed(e)
+            | PublishError::QuotaExceeded(e)
+            | PublishError::Backlogged(e) => e,
         }
     }
 
@@ -49,6 +59,11 @@ impl<E> PublishError<E> {
     pub fn is_quota_exceeded(&self) -> bool {
         matches!(self, PublishError::QuotaExceeded(_))
     }
+
+    /// Whether an async subscription's backlog was over its bound.
+    pub fn is_backlogged(&self) -> bool {
+        matches!(self, PublishError::Backlogged(_))
+    }
 }
 
 impl<E> fmt::Debug for PublishError<E> {
@@ -57,6 +72,7 @@ impl<E> fmt::Debug for PublishError<E> {
             PublishError::Full(_) => f.write_str("Full(..)"),
             PublishError::Closed(_) => f.write_str("Closed(..)"),
             PublishError::QuotaExceeded(_) => f.write_str("QuotaExceeded(..)"),
+            PublishError::Backlogged(_) => f.write_str("Backlogged(..)"),
         }
     }
 }
@@ -69,6 +85,9 @@ impl<E> fmt::Display for PublishError<E> {
             PublishError::QuotaExceeded(_) => {
                 f.write_str("event refused: its tenant has its quota of queued events")
             }
+            PublishError::Backlogged(_) => f.write_str(
+                "event refused: an async subscription has more runs waiting than its backlog",
+            ),
         }
     }
 }

@@ -72,6 +72,7 @@ use crate::park::{Sleeper, WaitQueue};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
 use crate::registry::{AsyncRun, Registry, Subscriber, TableCache};
+use crate::reliability::backlog::BacklogGate;
 use crate::reliability::completion::{Completion, Waiter};
 use crate::reliability::dead_letter::{Chosen, DeadLetter, DeadLetterStore};
 use crate::reliability::dedup::Dedup;
@@ -209,6 +210,8 @@ pub struct Executor {
     replaying: Mutex<()>,
     pub(crate) dedup: Dedup,
     pub(crate) quota: Option<TenantQuota>,
+    /// Raised while an async subscription's backlog is over its bound.
+    pub(crate) gate: BacklogGate,
     epoch: AtomicU64,
     flush_target: AtomicU64,
     settled: WaitQueue,
@@ -281,6 +284,7 @@ impl Executor {
             replaying: Mutex::new(()),
             dedup: Dedup::new(config.dedup_size, config.dedup_ttl),
             quota: config.tenant_quota.map(TenantQuota::new),
+            gate: BacklogGate::default(),
             epoch: AtomicU64::new(1),
             flush_target: AtomicU64::new(0),
             settled: WaitQueue::default(),
@@ -465,6 +469,12 @@ impl Executor {
         }
     }
 
+    /// Leaves `waker` with the waiters for the backlog gate to be
+    /// lowered; the caller then tries again.
+    pub(crate) fn wait_for_gate(&self, waker: &Waker) {
+        self.gate.register(waker);
+    }
+
     /// Counts a publish refused before it reached a ring.
     pub(crate) fn count_rejected(&self, routing: &Routing) {
         self.shard_for(routing)
@@ -613,8 +623,9 @@ impl Executor {
         }
     }
 
-    /// Refuses new publishes and wakes publishers blocked on full rings.
-    /// Returns whether this call closed the bus.
+    /// Refuses new publishes and wakes publishers waiting for a full ring,
+    /// their tenant's quota or the backlog gate. Returns whether this call
+    /// closed the bus.
     pub(crate) fn close(&self) -> bool {
         let mut first = false;
         for shard in self.shards.iter() {
@@ -629,6 +640,7 @@ impl Executor {
         if let Some(quota) = &self.quota {
             quota.space.notify();
         }
+        self.gate.notify();
         first
     }
 
@@ -1155,12 +1167,13 @@ impl Executor {
     ) {
         self.completion.hold(&envelope.routing);
         if let Some(start) = &subscriber.start {
-            start.start(AsyncRun {
+            let run = AsyncRun {
                 envelope: Arc::clone(&envelope),
                 subscriber: Arc::clone(&subscriber),
                 attempt,
                 then,
-            });
+            };
+            start.start(run, &self.gate);
         }
     }
 

@@ -44,5 +44,6 @@ pub use reliability::retry::RetryPolicy;
 pub mod model {
     pub use crate::async_api::timer::Timer;
     pub use crate::park::{Sleeper, WaitQueue};
+    pub use crate::reliability::backlog::{BacklogGate, Closed};
     pub use crate::ring::{InSlot, PushError, Ring};
 }

@@ -12,7 +12,10 @@
 //! order the worker handed them over, which is publish order, and each
 //! starts only when the previous one has ended, retries included. So an
 //! async subscription sees one key's events strictly in order, like a
-//! sync one with `strict_order`; different keys run concurrently.
+//! sync one with `strict_order`; different keys run concurrently. While
+//! more jobs wait to start than the subscription's `backlog`, it holds the
+//! bus's backlog gate raised, holding back root publishes, until half of
+//! them have started (`reliability::backlog`).
 //!
 //! Each attempt of a job clones the event into a new `Arc` when it starts
 //! on the runtime (a retry does not see what an earlier attempt left in
@@ -53,6 +56,7 @@ use crate::event::{Event, EventId, Meta, Routing, TenantId};
 use crate::executor::Executor;
 use crate::metrics::{Counts, RunOutcome};
 use crate::registry::{AsyncRun, AsyncRunner, AsyncStart, Subscriber, Subscription};
+use crate::reliability::backlog::BacklogGate;
 use crate::reliability::dead_letter::DeadLetter;
 use crate::sync::lock;
 
@@ -159,6 +163,9 @@ struct Runner<E> {
     runtime: tokio::runtime::Handle,
     handler: Box<AsyncFn<E>>,
     limit: usize,
+    /// Jobs that may wait to start before this subscription raises the
+    /// backlog gate.
+    backlog: usize,
     queue: Mutex<Keyed>,
 }
 
@@ -167,8 +174,13 @@ struct Runner<E> {
 /// started, in order. `ready` lists keys whose next job waits for a slot.
 /// `pausing` holds the waker of each key's job that waits out a retry
 /// pause (one job of a key runs at a time).
+#[derive(Default)]
 struct Keyed {
     running: usize,
+    /// Jobs not yet started, over all keys.
+    waiting: usize,
+    /// Whether this subscription holds the backlog gate raised.
+    raising: bool,
     keys: HashMap<(TenantId, u64), VecDeque<AsyncRun>>,
     ready: VecDeque<(TenantId, u64)>,
     pausing: HashMap<(TenantId, u64), Waker>,
@@ -200,10 +212,11 @@ impl Keyed {
 }
 
 impl<E: Event + Clone> Runner<E> {
-    fn submit(self: &Arc<Self>, job: AsyncRun) {
+    fn submit(self: &Arc<Self>, job: AsyncRun, gate: &BacklogGate) {
         let routing = &job.envelope.routing;
         let key = (routing.tenant, routing.key);
         let mut queue = lock(&self.queue);
+        queue.waiting += 1;
         match queue.keys.get_mut(&key) {
             Some(waiting) => waiting.push_back(job),
             None => {
@@ -211,6 +224,26 @@ impl<E: Event + Clone> Runner<E> {
                 queue.ready.push_back(key);
                 self.start_ready(&mut queue);
             }
+        }
+        self.steer(queue, Some(gate));
+    }
+
+    /// Raises the backlog gate once more jobs wait than the backlog, and
+    /// lowers it once they are down to half of it (see
+    /// `reliability::backlog`): under the queue's lock, which it then lets
+    /// go before waking the publishers. No gate: the bus is gone.
+    fn steer(&self, mut queue: std::sync::MutexGuard<'_, Keyed>, gate: Option<&BacklogGate>) {
+        let Some(gate) = gate else {
+            return;
+        };
+        if !queue.raising && queue.waiting > self.backlog {
+            queue.raising = true;
+            gate.raise();
+        } else if queue.raising && queue.waiting <= self.backlog / 2 {
+            queue.raising = false;
+            gate.lower();
+            drop(queue);
+            gate.notify();
         }
     }
 
@@ -223,27 +256,30 @@ impl<E: Event + Clone> Runner<E> {
             let Some(job) = queue.keys.get_mut(&key).and_then(VecDeque::pop_front) else {
                 continue;
             };
+            queue.waiting -= 1;
             queue.running += 1;
             let runner = Arc::clone(self);
             self.runtime.spawn(async move {
-                runner.run(job).await;
-                runner.ended(key);
+                // No bus: it is gone, and with it whoever waited.
+                let bus = runner.bus.upgrade();
+                if let Some(bus) = &bus {
+                    runner.run(bus, job).await;
+                }
+                runner.ended(key, bus.as_ref().map(|bus| &bus.executor().gate));
             });
         }
     }
 
     /// A job of `key` ended: its next one, if any, waits for a slot.
-    fn ended(self: &Arc<Self>, key: (TenantId, u64)) {
+    fn ended(self: &Arc<Self>, key: (TenantId, u64), gate: Option<&BacklogGate>) {
         let mut queue = lock(&self.queue);
         queue.ended(key);
         self.start_ready(&mut queue);
+        self.steer(queue, gate);
     }
 
     /// Runs the handler until it succeeds, gives up, or is unsubscribed.
-    async fn run(&self, run: AsyncRun) {
-        let Some(bus) = self.bus.upgrade() else {
-            return; // the bus is gone, and with it whoever waited
-        };
+    async fn run(&self, bus: &Bus, run: AsyncRun) {
         let executor = bus.executor();
         let routing = run.envelope.routing;
         let subscriber = &run.subscriber;
@@ -366,8 +402,8 @@ impl<E: Event + Clone> Runner<E> {
 }
 
 impl<E: Event + Clone> AsyncRunner for Arc<Runner<E>> {
-    fn start(&self, run: AsyncRun) {
-        self.submit(run);
+    fn start(&self, run: AsyncRun, gate: &BacklogGate) {
+        self.submit(run, gate);
     }
 
     fn unsubscribed(&self) {
@@ -416,10 +452,10 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
     /// with a concurrency of 0: [`ConfigError::Concurrency`].
     ///
     /// The workers hand each event over and go on: the runs waiting for a
-    /// slot of `concurrency` (or for their key) are queued without bound,
-    /// outside the rings and the tenant quota, so a handler slower than its
-    /// events for long queues them all, in memory. Size `concurrency` for
-    /// the flow, or pace the publishers (`publish_and_wait`).
+    /// slot of `concurrency` (or for their key) are queued outside the
+    /// rings and the tenant quota, up to [`SubscriberBuilder::backlog`];
+    /// over it, the bus holds back its root publishers until the handler
+    /// has caught up (see "Backpressure" in the README).
     ///
     /// # Examples
     ///
@@ -456,7 +492,7 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
         F: Fn(Arc<E>, AsyncContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        let (bus, limit) = self.async_parts();
+        let (bus, limit, backlog) = self.async_parts();
         let runtime = bus.runtime().ok_or(ConfigError::NoRuntime)?.clone();
         if limit == 0 {
             return Err(ConfigError::Concurrency(limit));
@@ -466,12 +502,8 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
             runtime,
             handler: Box::new(move |event, ctx| Box::pin(handler(event, ctx))),
             limit,
-            queue: Mutex::new(Keyed {
-                running: 0,
-                keys: HashMap::new(),
-                ready: VecDeque::new(),
-                pausing: HashMap::new(),
-            }),
+            backlog,
+            queue: Mutex::new(Keyed::default()),
         });
         let start: AsyncStart = Box::new(runner);
         // The workers start runs through `start`; the handler is never called.
@@ -511,12 +543,7 @@ mod tests {
 
     #[test]
     fn emptied_key_maps_give_back_what_a_burst_grew_them_to() {
-        let mut queue = Keyed {
-            running: 0,
-            keys: HashMap::new(),
-            ready: VecDeque::new(),
-            pausing: HashMap::new(),
-        };
+        let mut queue = Keyed::default();
         let keys: Vec<_> = (0..50_000).map(|key| (TenantId(0), key)).collect();
         for &key in &keys {
             queue.keys.insert(key, VecDeque::new());

@@ -41,6 +41,14 @@ impl<'b, E: Event> Admit<'b, E> {
     }
 }
 
+/// The wait queues an async publisher may be refused by.
+#[derive(Clone, Copy)]
+enum WaitFor {
+    Ring,
+    Quota,
+    Gate,
+}
+
 impl<E: Event> Future for Admit<'_, E> {
     type Output = Result<Sent, PublishError<E>>;
 
@@ -48,8 +56,9 @@ impl<E: Event> Future for Admit<'_, E> {
         let this = &mut *self;
         // The waker goes to the queue of what refused the publish only (a
         // publisher waiting for its ring is not woken by every quota unit
-        // given back, its own included), once per poll.
-        let (mut for_ring, mut for_quota) = (false, false);
+        // given back, its own included), once per poll: `left` marks the
+        // queues it went to.
+        let mut left = [false; 3];
         loop {
             let (event, meta, tracker) = this
                 .pending
@@ -57,30 +66,28 @@ impl<E: Event> Future for Admit<'_, E> {
                 .expect("a publish future polled after it completed");
             let parent = this.parent.as_ref();
             let executor = this.bus.executor();
-            let registered =
-                match this
-                    .bus
-                    .send(event, meta, tracker.clone(), OnFull::Retry, parent)
-                {
-                    Ok(sent) => return Poll::Ready(Ok(sent)),
-                    Err(PublishError::Full(event)) => {
-                        let first = !std::mem::replace(&mut for_ring, true);
-                        if first {
-                            executor.wait_for_ring(&Routing::resolve(&event, meta, 0), cx.waker());
-                        }
-                        this.pending = Some((event, meta, tracker));
-                        first
+            let sent = this
+                .bus
+                .send(event, meta, tracker.clone(), OnFull::Retry, parent);
+            let (event, refusal) = match sent {
+                Ok(sent) => return Poll::Ready(Ok(sent)),
+                Err(PublishError::Full(event)) => (event, WaitFor::Ring),
+                Err(PublishError::QuotaExceeded(event)) => (event, WaitFor::Quota),
+                Err(PublishError::Backlogged(event)) => (event, WaitFor::Gate),
+                Err(refused) => return Poll::Ready(Err(refused)),
+            };
+            let registered = !std::mem::replace(&mut left[refusal as usize], true);
+            if registered {
+                let waker = cx.waker();
+                match refusal {
+                    WaitFor::Ring => {
+                        executor.wait_for_ring(&Routing::resolve(&event, meta, 0), waker);
                     }
-                    Err(PublishError::QuotaExceeded(event)) => {
-                        let first = !std::mem::replace(&mut for_quota, true);
-                        if first {
-                            executor.wait_for_quota(cx.waker());
-                        }
-                        this.pending = Some((event, meta, tracker));
-                        first
-                    }
-                    Err(refused) => return Poll::Ready(Err(refused)),
-                };
+                    WaitFor::Quota => executor.wait_for_quota(waker),
+                    WaitFor::Gate => executor.wait_for_gate(waker),
+                }
+            }
+            this.pending = Some((event, meta, tracker));
             // Having left the waker, try once more: room freed before it
             // was left is seen by this try.
             if !registered {
@@ -92,8 +99,10 @@ impl<E: Event> Future for Admit<'_, E> {
 
 impl Bus {
     /// Publishes `event`, waiting for room in a full ring (or the tenant's
-    /// quota) without blocking the thread, whatever the backpressure
-    /// policy. After shutdown: [`PublishError::Closed`].
+    /// quota, or the async subscriptions' backlogs: see
+    /// [`crate::SubscriberBuilder::backlog`]) without blocking the thread,
+    /// whatever the backpressure policy. After shutdown:
+    /// [`PublishError::Closed`].
     ///
     /// Cancel safe: dropping the future before it completes drops the event
     /// unpublished; when it completes, the event is published.

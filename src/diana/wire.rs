@@ -207,11 +207,7 @@ impl<E: WireEvent> DecodedEvent for Decoded<E> {
     ) -> Result<EventId, PublishError<Box<dyn DecodedEvent>>> {
         let Decoded(event) = *self;
         bus.publish_with(event, meta)
-            .map_err(|refused| match refused {
-                PublishError::Full(e) => PublishError::Full(erase(e)),
-                PublishError::Closed(e) => PublishError::Closed(erase(e)),
-                PublishError::QuotaExceeded(e) => PublishError::QuotaExceeded(erase(e)),
-            })
+            .map_err(|refused| refused.map(erase))
     }
 }
 

@@ -1,0 +1,328 @@
+//! Backpressure from async subscriptions: a handler slower than its events
+//! holds back the root publishers once more runs wait than its backlog,
+//! and nothing that its runs may wait for is held back.
+// Async handlers are not built for loom (see `async_api`).
+#![cfg(not(diana_bus_loom))]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{wait_until, within};
+use diana_bus::{AsyncContext, Backpressure, Bus, Context, Event, HandlerResult, PublishError};
+use tokio::sync::Semaphore;
+
+#[derive(Clone, Debug, PartialEq)]
+struct Job(u64);
+impl Event for Job {
+    fn key(&self) -> Option<u64> {
+        Some(self.0 % 3)
+    }
+}
+
+/// Published while the gate is probed; nobody handles it.
+struct Probe;
+impl Event for Probe {}
+
+const BACKLOG: usize = 8;
+const RING: usize = 4;
+
+/// A bus of one 4-slot ring whose `Job` handler runs one job at a time,
+/// each only once it gets a permit, with a backlog of 8; the jobs it ran.
+fn slow_bus(
+    rt: &tokio::runtime::Runtime,
+    policy: Backpressure,
+) -> (Bus, Arc<Semaphore>, Arc<AtomicU64>) {
+    let bus = Bus::builder()
+        .workers(1)
+        .shards(1)
+        .capacity(RING)
+        .backpressure(policy)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
+    let permits = Arc::new(Semaphore::new(0));
+    let ran = Arc::new(AtomicU64::new(0));
+    let (p, r) = (permits.clone(), ran.clone());
+    bus.subscriber::<Job>()
+        .concurrency(1)
+        .backlog(BACKLOG)
+        .subscribe_async(move |_: Arc<Job>, _: AsyncContext| {
+            let (p, r) = (p.clone(), r.clone());
+            async move {
+                p.acquire().await.unwrap().forget();
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .unwrap();
+    (bus, permits, ran)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// Publishes probes until one is refused at the gate.
+fn until_backlogged(bus: &Bus) {
+    wait_until(10, || {
+        matches!(bus.try_publish(Probe), Err(PublishError::Backlogged(_)))
+    });
+}
+
+#[test]
+fn a_slow_async_handler_holds_back_blocking_publishers_to_its_backlog() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Block);
+        let published = Arc::new(AtomicU64::new(0));
+        let publisher = {
+            let (bus, published) = (bus.clone(), published.clone());
+            std::thread::spawn(move || {
+                for n in 0..1000 {
+                    bus.publish(Job(n)).unwrap();
+                    published.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        until_backlogged(&bus);
+        // Give an unbounded queue time to show: before the gate, all 1000
+        // were accepted at once behind the first run.
+        std::thread::sleep(Duration::from_millis(100));
+        let accepted = published.load(Ordering::SeqCst);
+        // One run, the backlog and one more (which raised the gate), the
+        // ring, and a publish or two that read the gate before it rose.
+        let bound = (1 + BACKLOG + 1 + RING + 2) as u64;
+        assert!(accepted <= bound, "{accepted} accepted, bound {bound}");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        permits.add_permits(1000);
+        publisher.join().unwrap();
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), 1000);
+    });
+}
+
+#[test]
+fn try_publish_over_the_backlog_is_refused_as_backlogged_until_it_drains() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Reject);
+        let (mut accepted, mut refused) = (0, None);
+        wait_until(10, || match bus.try_publish(Job(accepted)) {
+            Ok(_) => {
+                accepted += 1;
+                false
+            }
+            Err(PublishError::Full(_)) => false,
+            Err(other) => refused.replace(other).is_none(),
+        });
+        let refused = refused.unwrap();
+        assert!(refused.is_backlogged(), "{refused:?}");
+        assert_eq!(refused.into_inner(), Job(accepted), "the event comes back");
+        assert!(accepted as usize > BACKLOG, "{accepted} accepted");
+        // `publish` with `Reject` is refused the same way, and counted.
+        let rejected = bus.metrics().rejected;
+        assert!(bus.publish(Job(accepted)).unwrap_err().is_backlogged());
+        assert_eq!(bus.metrics().rejected, rejected + 1);
+        // One run more leaves more than half the backlog waiting: the gate
+        // stays raised.
+        permits.add_permits(1);
+        wait_until(10, || ran.load(Ordering::SeqCst) == 1);
+        assert!(bus.try_publish(Job(accepted)).unwrap_err().is_backlogged());
+        permits.add_permits(accepted as usize);
+        wait_until(10, || bus.try_publish(Job(accepted)).is_ok());
+        permits.add_permits(1);
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), accepted + 1);
+    });
+}
+
+#[test]
+fn publish_async_waits_at_the_gate_without_blocking_its_thread() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Reject);
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        caller.block_on(async {
+            let published = Arc::new(AtomicU64::new(0));
+            let publisher = {
+                let (bus, published) = (bus.clone(), published.clone());
+                tokio::spawn(async move {
+                    for n in 0..200 {
+                        bus.publish_async(Job(n)).await.unwrap();
+                        published.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            };
+            // This task runs on the publisher's thread: it is not blocked.
+            let mut ticks = 0;
+            while ticks < 100 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                ticks += 1;
+            }
+            assert!(!publisher.is_finished());
+            let accepted = published.load(Ordering::SeqCst);
+            assert!(
+                accepted <= (1 + BACKLOG + 1 + RING + 2) as u64,
+                "{accepted}"
+            );
+            permits.add_permits(1000);
+            publisher.await.unwrap();
+        });
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), 200);
+        assert_eq!(bus.metrics().rejected, 0, "async publishers wait");
+    });
+}
+
+#[test]
+fn shutdown_gives_publishers_waiting_at_the_gate_their_event_back_as_closed() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, _) = slow_bus(&rt, Backpressure::Block);
+        let mut n = 0;
+        wait_until(10, || match bus.try_publish(Job(n)) {
+            Ok(_) => {
+                n += 1;
+                false
+            }
+            Err(refused) => refused.is_backlogged(),
+        });
+        let waiting = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.publish(Job(u64::MAX)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !waiting.is_finished(),
+            "a blocking publish waits at the gate"
+        );
+        // The drain waits for the held runs; the waiting publisher does not.
+        let shutdown = {
+            let bus = bus.clone();
+            std::thread::spawn(move || bus.shutdown())
+        };
+        let refused = waiting.join().unwrap().unwrap_err();
+        assert!(refused.is_closed(), "{refused:?}");
+        assert_eq!(refused.into_inner(), Job(u64::MAX));
+        permits.add_permits(1000);
+        let report = shutdown.join().unwrap();
+        assert_eq!(report.delivered, n, "every accepted job ran");
+    });
+}
+
+#[derive(Clone)]
+struct Order;
+impl Event for Order {
+    fn key(&self) -> Option<u64> {
+        Some(1)
+    }
+}
+struct Charge;
+impl Event for Charge {}
+struct Receipt;
+impl Event for Receipt {}
+
+#[test]
+fn what_a_run_may_wait_for_passes_the_gate() {
+    within(60, || {
+        let rt = runtime();
+        let bus = Bus::builder()
+            .workers(1)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let go = Arc::new(AtomicBool::new(false));
+        let receipts = Arc::new(AtomicUsize::new(0));
+        // An order's run charges (a follow-up), and waits for the receipt
+        // that the charge's sync handler publishes with the bus itself.
+        let (g, r) = (go.clone(), receipts.clone());
+        bus.subscriber::<Order>()
+            .concurrency(1)
+            .backlog(0)
+            .subscribe_async(move |_: Arc<Order>, ctx: AsyncContext| {
+                let (g, r) = (g.clone(), r.clone());
+                async move {
+                    while !g.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let before = r.load(Ordering::SeqCst);
+                    ctx.publish(Charge).await.unwrap();
+                    while r.load(Ordering::SeqCst) == before {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Ok(())
+                }
+            })
+            .unwrap();
+        let handle = bus.clone();
+        bus.subscribe(move |_: &Charge, _: &Context| -> HandlerResult {
+            handle.publish(Receipt).unwrap();
+            Ok(())
+        });
+        let r = receipts.clone();
+        bus.subscribe(move |_: &Receipt, _: &Context| -> HandlerResult {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        // The second order waits behind the first: the gate rises.
+        bus.publish(Order).unwrap();
+        bus.publish(Order).unwrap();
+        until_backlogged(&bus);
+        go.store(true, Ordering::SeqCst);
+        bus.flush();
+        assert_eq!(receipts.load(Ordering::SeqCst), 2);
+        bus.shutdown();
+    });
+}
+
+#[test]
+fn a_blocking_publish_on_the_runtime_s_own_thread_passes_the_gate() {
+    within(60, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let bus = Bus::builder()
+            .workers(1)
+            .runtime(rt.handle().clone())
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        bus.subscriber::<Job>()
+            .backlog(2)
+            .subscribe_async(move |_: Arc<Job>, _: AsyncContext| {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .unwrap();
+        rt.block_on(async {
+            for n in 0..10 {
+                bus.publish(Job(n)).unwrap();
+            }
+            until_backlogged(&bus);
+            // The runs need this very thread: waiting here would be for good.
+            for n in 10..100 {
+                bus.publish(Job(n)).unwrap();
+            }
+            while ran.load(Ordering::SeqCst) < 100 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), 100);
+    });
+}
