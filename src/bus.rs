@@ -56,14 +56,6 @@ const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
 const DEFAULT_CONCURRENCY: usize = 16;
 
-/// Whether this thread runs in a tokio runtime's context.
-fn on_runtime_thread() -> bool {
-    #[cfg(not(diana_bus_loom))]
-    return tokio::runtime::Handle::try_current().is_ok();
-    #[cfg(diana_bus_loom)]
-    return false;
-}
-
 /// A [`Bus`] handle that does not keep it alive.
 #[cfg(not(diana_bus_loom))]
 #[derive(Clone)]
@@ -76,6 +68,7 @@ impl WeakBus {
         self.0.upgrade().map(|inner| Bus {
             owners: None,
             inner,
+            lent: false,
         })
     }
 }
@@ -292,6 +285,7 @@ impl BusBuilder {
         Ok(Bus {
             inner: Arc::clone(&owners.0),
             owners: Some(owners),
+            lent: false,
         })
     }
 }
@@ -364,6 +358,10 @@ pub struct Bus {
     /// open.
     owners: Option<std::sync::Arc<Owners>>,
     inner: Arc<Inner>,
+    /// Whether this handle is an async handler's ([`crate::AsyncContext::bus`])
+    /// or a clone of one: its publishes pass the backlog gate, since the
+    /// handler's run may wait for them, from a task it spawned, say.
+    lent: bool,
 }
 
 struct Inner {
@@ -403,6 +401,7 @@ impl Clone for Bus {
         Bus {
             owners: self.owners.clone().or_else(|| self.inner.owners.upgrade()),
             inner: Arc::clone(&self.inner),
+            lent: self.lent,
         }
     }
 }
@@ -473,7 +472,7 @@ impl Bus {
                 executor.quiesce();
                 executor.expedite_retries_of(&subscriber);
                 if let Some(runner) = &subscriber.start {
-                    runner.unsubscribed();
+                    runner.unsubscribed(executor);
                 }
                 drop(subscriber);
                 true
@@ -591,14 +590,6 @@ impl Bus {
             executor.count_rejected(&routing);
             return Err(PublishError::Closed(event));
         }
-        if executor.gate.is_raised() {
-            if let Err(refused) = self.pass_gate(parent, on_full) {
-                if !(refused.is_backlogged() && on_full == OnFull::Retry) {
-                    executor.count_rejected(&routing);
-                }
-                return Err(refused.map(|()| event));
-            }
-        }
         let reservation = match explicit {
             true => match executor.dedup.reserve(tenant, id) {
                 Some(reservation) => Some(reservation),
@@ -611,17 +602,13 @@ impl Bus {
                 executor.dedup.release(tenant, id, reservation);
             }
         };
-        if let Some(quota) = &executor.quota {
-            if let Err(over) = self.take_budget(quota, tenant, on_full == OnFull::Wait) {
-                if !(over == Over::Limit && on_full == OnFull::Retry) {
-                    executor.count_rejected(&routing);
-                }
-                release(reservation);
-                return Err(match over {
-                    Over::Limit => PublishError::QuotaExceeded(event),
-                    Over::Closed => PublishError::Closed(event),
-                });
+        if let Err(refused) = self.admit(tenant, parent, on_full) {
+            // An async publisher waits for what refused it and tries again.
+            if on_full != OnFull::Retry || refused.is_closed() {
+                executor.count_rejected(&routing);
             }
+            release(reservation);
+            return Err(refused.map(|()| event));
         }
         let pushed = self
             .push_event(event, &routing, tracker, on_full, when_closed)
@@ -703,28 +690,70 @@ impl Bus {
         Bus {
             owners: None,
             inner: Arc::clone(&self.inner),
+            lent: true,
         }
+    }
+
+    /// Lets a publish through the backlog gate, then takes a unit of its
+    /// tenant's quota, waiting for them or not as `on_full` says.
+    fn admit(
+        &self,
+        tenant: TenantId,
+        parent: Option<&Routing>,
+        on_full: OnFull,
+    ) -> Result<(), PublishError<()>> {
+        let executor = &self.inner.executor;
+        if executor.gate.is_raised() {
+            self.pass_gate(parent, on_full)?;
+        }
+        if let Some(quota) = &executor.quota {
+            self.take_budget(quota, tenant, on_full == OnFull::Wait)
+                .map_err(|over| match over {
+                    Over::Limit => PublishError::QuotaExceeded(()),
+                    Over::Closed => PublishError::Closed(()),
+                })?;
+        }
+        Ok(())
     }
 
     /// A root publish at the raised backlog gate (see
     /// `reliability::backlog`): waits for it to be lowered, or is refused,
-    /// as `on_full` says. A follow-up, a publish from a handler's code, and
-    /// a blocking publish on a tokio runtime's thread pass: the runs the
-    /// gate waits for may be waiting for them, or for that thread.
+    /// as `on_full` says. A follow-up, a publish from a handler's code or
+    /// through a handler's handle pass: the runs the gate waits for may be
+    /// waiting for them. So does a blocking publish that could hold up the
+    /// runs themselves (see [`Bus::may_block_for_runs`]).
     #[cold]
     fn pass_gate(&self, parent: Option<&Routing>, on_full: OnFull) -> Result<(), PublishError<()>> {
         let executor = &self.inner.executor;
-        if parent.is_some() || executor.in_handler() {
+        if parent.is_some() || self.lent || executor.in_handler() {
             return Ok(());
         }
         match on_full {
-            OnFull::Wait if on_runtime_thread() => Ok(()),
+            OnFull::Wait if !self.may_block_for_runs() => Ok(()),
             OnFull::Wait => executor
                 .gate
                 .wait(|| executor.is_closed())
                 .map_err(|Closed| PublishError::Closed(())),
             OnFull::Refuse | OnFull::Retry => Err(PublishError::Backlogged(())),
         }
+    }
+
+    /// Whether this thread may block until async runs have started. Not on
+    /// a thread in a tokio runtime's context, which may be one that the
+    /// runs need; nor anywhere when the bus's runtime is a current-thread
+    /// one, whose runs go on only while its thread drives it, and that
+    /// thread may be this one, between two `block_on`s.
+    fn may_block_for_runs(&self) -> bool {
+        #[cfg(not(diana_bus_loom))]
+        {
+            use tokio::runtime::{Handle, RuntimeFlavor};
+            let current_thread = self
+                .runtime()
+                .is_some_and(|runtime| runtime.runtime_flavor() == RuntimeFlavor::CurrentThread);
+            !current_thread && Handle::try_current().is_err()
+        }
+        #[cfg(diana_bus_loom)]
+        true
     }
 
     /// One unit of `tenant`'s quota: waits for it with `block`, except on a
@@ -938,8 +967,9 @@ impl<E: Event> SubscriberBuilder<'_, E> {
     /// started ([`Backpressure::Block`], [`Bus::publish_async`]), or are
     /// refused with [`PublishError::Backlogged`] ([`Backpressure::Reject`],
     /// [`Bus::try_publish`]); the bound is soft by the events already
-    /// accepted. Handlers' publishes are never held back: see
-    /// "Backpressure" in the README.
+    /// accepted. What the runs may wait for is not held back (follow-ups,
+    /// handlers' own publishes, blocking publishes on a runtime's thread):
+    /// see "Backpressure from async handlers" in the README.
     pub fn backlog(mut self, runs: usize) -> Self {
         self.backlog = Some(runs);
         self

@@ -29,6 +29,7 @@ use crate::context::Context;
 use crate::envelope::Envelope;
 use crate::error::HandlerResult;
 use crate::event::TenantId;
+use crate::executor::Executor;
 use crate::payload::Payload;
 use crate::reliability::backlog::BacklogGate;
 use crate::reliability::retry::RetryPolicy;
@@ -49,8 +50,8 @@ pub(crate) trait AsyncRunner: Send + Sync {
     /// many wait (see `reliability::backlog`).
     fn start(&self, run: AsyncRun, gate: &BacklogGate);
     /// The subscription was removed: runs waiting out a retry pause end
-    /// now, unretried.
-    fn unsubscribed(&self);
+    /// now, unretried, and so do the runs not yet started.
+    fn unsubscribed(&self, executor: &Executor);
 }
 
 /// Starts an async handler's runs on the runtime.

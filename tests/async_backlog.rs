@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_until, within};
-use diana_bus::{AsyncContext, Backpressure, Bus, Context, Event, HandlerResult, PublishError};
+use diana_bus::{
+    AsyncContext, Backpressure, Bus, Context, Event, EventId, HandlerResult, Meta, PublishError,
+    Subscription,
+};
 use tokio::sync::Semaphore;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +37,7 @@ const RING: usize = 4;
 fn slow_bus(
     rt: &tokio::runtime::Runtime,
     policy: Backpressure,
-) -> (Bus, Arc<Semaphore>, Arc<AtomicU64>) {
+) -> (Bus, Arc<Semaphore>, Arc<AtomicU64>, Subscription) {
     let bus = Bus::builder()
         .workers(1)
         .shards(1)
@@ -46,7 +49,8 @@ fn slow_bus(
     let permits = Arc::new(Semaphore::new(0));
     let ran = Arc::new(AtomicU64::new(0));
     let (p, r) = (permits.clone(), ran.clone());
-    bus.subscriber::<Job>()
+    let subscription = bus
+        .subscriber::<Job>()
         .concurrency(1)
         .backlog(BACKLOG)
         .subscribe_async(move |_: Arc<Job>, _: AsyncContext| {
@@ -58,7 +62,7 @@ fn slow_bus(
             }
         })
         .unwrap();
-    (bus, permits, ran)
+    (bus, permits, ran, subscription)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -67,6 +71,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_time()
         .build()
         .unwrap()
+}
+
+/// Publishes jobs until one is refused at the gate; returns how many
+/// were accepted.
+fn fill_backlog(bus: &Bus) -> u64 {
+    let mut n = 0;
+    wait_until(10, || match bus.try_publish(Job(n)) {
+        Ok(_) => {
+            n += 1;
+            false
+        }
+        Err(refused) => refused.is_backlogged(),
+    });
+    n
 }
 
 /// Publishes probes until one is refused at the gate.
@@ -80,7 +98,7 @@ fn until_backlogged(bus: &Bus) {
 fn a_slow_async_handler_holds_back_blocking_publishers_to_its_backlog() {
     within(60, || {
         let rt = runtime();
-        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Block);
+        let (bus, permits, ran, _) = slow_bus(&rt, Backpressure::Block);
         let published = Arc::new(AtomicU64::new(0));
         let publisher = {
             let (bus, published) = (bus.clone(), published.clone());
@@ -112,7 +130,7 @@ fn a_slow_async_handler_holds_back_blocking_publishers_to_its_backlog() {
 fn try_publish_over_the_backlog_is_refused_as_backlogged_until_it_drains() {
     within(60, || {
         let rt = runtime();
-        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Reject);
+        let (bus, permits, ran, _) = slow_bus(&rt, Backpressure::Reject);
         let (mut accepted, mut refused) = (0, None);
         wait_until(10, || match bus.try_publish(Job(accepted)) {
             Ok(_) => {
@@ -147,7 +165,7 @@ fn try_publish_over_the_backlog_is_refused_as_backlogged_until_it_drains() {
 fn publish_async_waits_at_the_gate_without_blocking_its_thread() {
     within(60, || {
         let rt = runtime();
-        let (bus, permits, ran) = slow_bus(&rt, Backpressure::Reject);
+        let (bus, permits, ran, _) = slow_bus(&rt, Backpressure::Reject);
         let caller = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -188,15 +206,8 @@ fn publish_async_waits_at_the_gate_without_blocking_its_thread() {
 fn shutdown_gives_publishers_waiting_at_the_gate_their_event_back_as_closed() {
     within(60, || {
         let rt = runtime();
-        let (bus, permits, _) = slow_bus(&rt, Backpressure::Block);
-        let mut n = 0;
-        wait_until(10, || match bus.try_publish(Job(n)) {
-            Ok(_) => {
-                n += 1;
-                false
-            }
-            Err(refused) => refused.is_backlogged(),
-        });
+        let (bus, permits, _, _) = slow_bus(&rt, Backpressure::Block);
+        let n = fill_backlog(&bus);
         let waiting = {
             let bus = bus.clone();
             std::thread::spawn(move || bus.publish(Job(u64::MAX)))
@@ -285,44 +296,144 @@ fn what_a_run_may_wait_for_passes_the_gate() {
     });
 }
 
+/// A bus whose async `Job` handler, on `rt`, counts its runs, with a
+/// backlog of 2.
+fn counting_bus(rt: &tokio::runtime::Runtime) -> (Bus, Arc<AtomicUsize>) {
+    let bus = Bus::builder()
+        .workers(1)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    bus.subscriber::<Job>()
+        .backlog(2)
+        .subscribe_async(move |_: Arc<Job>, _: AsyncContext| {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .unwrap();
+    (bus, ran)
+}
+
 #[test]
-fn a_blocking_publish_on_the_runtime_s_own_thread_passes_the_gate() {
+fn a_blocking_publish_on_a_runtime_thread_passes_the_gate() {
     within(60, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let rt = runtime();
+        let (bus, ran) = counting_bus(&rt);
+        let publisher = bus.clone();
+        rt.block_on(async move {
+            // On the runtime's one worker thread, which the runs need:
+            // waiting here would be for good.
+            let task = tokio::spawn(async move {
+                for n in 0..10 {
+                    publisher.publish(Job(n)).unwrap();
+                }
+                until_backlogged(&publisher);
+                for n in 10..100 {
+                    publisher.publish(Job(n)).unwrap();
+                }
+            });
+            task.await.unwrap();
+        });
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), 100);
+    });
+}
+
+#[test]
+fn a_task_that_a_run_spawns_publishes_past_the_gate_through_the_handler_s_bus() {
+    within(60, || {
+        let rt = runtime();
         let bus = Bus::builder()
             .workers(1)
             .runtime(rt.handle().clone())
             .build()
             .unwrap();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
+        let go = Arc::new(AtomicBool::new(false));
+        let g = go.clone();
         bus.subscriber::<Job>()
-            .backlog(2)
-            .subscribe_async(move |_: Arc<Job>, _: AsyncContext| {
-                let r = r.clone();
+            .concurrency(1)
+            .backlog(1)
+            .subscribe_async(move |_: Arc<Job>, ctx: AsyncContext| {
+                let g = g.clone();
                 async move {
-                    r.fetch_add(1, Ordering::SeqCst);
+                    while !g.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Not the handler's own code: a task, on a clone.
+                    let bus = ctx.bus().clone();
+                    tokio::spawn(async move { bus.publish_async(Probe).await.map(drop) })
+                        .await
+                        .unwrap()
+                        .unwrap();
                     Ok(())
                 }
             })
             .unwrap();
+        for n in 0..3 {
+            bus.publish(Job(n)).unwrap();
+        }
+        until_backlogged(&bus);
+        go.store(true, Ordering::SeqCst);
+        bus.flush();
+        assert_eq!(bus.metrics().delivered, 3);
+    });
+}
+
+#[test]
+fn blocking_publishes_pass_the_gate_when_the_runtime_runs_on_one_thread() {
+    within(60, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (bus, ran) = counting_bus(&rt);
+        for n in 0..10 {
+            bus.publish(Job(n)).unwrap();
+        }
+        until_backlogged(&bus);
+        // Outside `block_on`: nothing drives the runs until this thread does.
+        for n in 10..100 {
+            bus.publish(Job(n)).unwrap();
+        }
         rt.block_on(async {
-            for n in 0..10 {
-                bus.publish(Job(n)).unwrap();
-            }
-            until_backlogged(&bus);
-            // The runs need this very thread: waiting here would be for good.
-            for n in 10..100 {
-                bus.publish(Job(n)).unwrap();
-            }
             while ran.load(Ordering::SeqCst) < 100 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         });
+    });
+}
+
+#[test]
+fn unsubscribing_ends_the_runs_not_yet_started_and_lowers_the_gate() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, ran, slow) = slow_bus(&rt, Backpressure::Reject);
+        assert!(fill_backlog(&bus) as usize > BACKLOG);
+        // The run under way stays stuck; the ones waiting behind it go.
+        assert!(bus.unsubscribe(&slow));
+        assert!(bus.try_publish(Probe).is_ok(), "the gate is lowered");
+        permits.add_permits(1000);
         bus.flush();
-        assert_eq!(ran.load(Ordering::SeqCst), 100);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "only the run under way");
+    });
+}
+
+#[test]
+fn a_duplicate_at_the_gate_is_acknowledged_not_refused() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, _, _) = slow_bus(&rt, Backpressure::Reject);
+        let id = EventId(42);
+        assert_eq!(bus.publish_with(Job(100), Meta::new().id(id)), Ok(id));
+        fill_backlog(&bus);
+        let rejected = bus.metrics().rejected;
+        assert_eq!(bus.publish_with(Job(100), Meta::new().id(id)), Ok(id));
+        assert_eq!(bus.metrics().rejected, rejected);
+        permits.add_permits(1000);
     });
 }

@@ -29,11 +29,11 @@
 //! hold.
 //!
 //! Later stages of the same event wait for the run and its retries to
-//! end. `unsubscribe` stops new runs and retries, and ends the runs
-//! waiting out a retry pause at once (each leaves its waker in `pausing`
-//! under the queue's lock, then looks at the subscription's flag, which
-//! `unsubscribe` sets before it takes the wakers under that lock); a run
-//! in flight on the runtime finishes. The runtime must outlive the bus's
+//! end. `unsubscribe` stops new runs and retries: it ends the runs not
+//! yet started, and the runs waiting out a retry pause, at once (each
+//! leaves its waker in `pausing` under the queue's lock, then looks at the
+//! subscription's flag, which `unsubscribe` sets before it takes the
+//! wakers under that lock); a run in flight on the runtime finishes. The runtime must outlive the bus's
 //! last event: a job on a runtime that was shut down never ends, and
 //! neither does `flush`.
 
@@ -190,6 +190,20 @@ struct Keyed {
 const KEYS_SHRINK_ABOVE: usize = 1024;
 
 impl Keyed {
+    /// Takes every job not yet started (the subscription is gone); the
+    /// keys with none running go.
+    fn take_unstarted(&mut self) -> Vec<AsyncRun> {
+        let mut taken = Vec::with_capacity(self.waiting);
+        for key in std::mem::take(&mut self.ready) {
+            taken.extend(self.keys.remove(&key).into_iter().flatten());
+        }
+        for waiting in self.keys.values_mut() {
+            taken.extend(waiting.drain(..));
+        }
+        self.waiting = 0;
+        taken
+    }
+
     /// A job of `key` ended: the key's next job, if any, waits for a slot;
     /// else the key goes. Once no key is left, the maps give back what a
     /// burst of keys grew them to.
@@ -290,11 +304,7 @@ impl<E: Event + Clone> Runner<E> {
         let mut attempt = run.attempt;
         loop {
             if subscriber.is_unsubscribed() {
-                // A retry that will not run: the series ends unfinished.
-                if let (Some(tracker), true) = (tracker, attempt > 1) {
-                    tracker.abandoned();
-                }
-                break;
+                return end_unrun(executor, run, attempt);
             }
             let mut counts = Counts::default();
             if attempt > 1 {
@@ -406,10 +416,26 @@ impl<E: Event + Clone> AsyncRunner for Arc<Runner<E>> {
         self.submit(run, gate);
     }
 
-    fn unsubscribed(&self) {
-        let pausing = std::mem::take(&mut lock(&self.queue).pausing);
+    fn unsubscribed(&self, executor: &Executor) {
+        let mut queue = lock(&self.queue);
+        let pausing = std::mem::take(&mut queue.pausing);
+        let unstarted = queue.take_unstarted();
+        self.steer(queue, Some(&executor.gate));
         pausing.into_values().for_each(crate::caught::wake);
+        for run in unstarted {
+            let attempt = run.attempt;
+            end_unrun(executor, run, attempt);
+        }
     }
+}
+
+/// Ends a job whose subscription was removed before its `attempt`: if that
+/// was a retry, the series ends unfinished.
+fn end_unrun(executor: &Executor, run: AsyncRun, attempt: u32) {
+    if let (Some(tracker), true) = (run.envelope.tracker.as_deref(), attempt > 1) {
+        tracker.abandoned();
+    }
+    executor.async_run_ended(run);
 }
 
 /// Polls a handler's future, catching a panic as a failed run, and drops
@@ -455,7 +481,7 @@ impl<E: Event + Clone> SubscriberBuilder<'_, E> {
     /// slot of `concurrency` (or for their key) are queued outside the
     /// rings and the tenant quota, up to [`SubscriberBuilder::backlog`];
     /// over it, the bus holds back its root publishers until the handler
-    /// has caught up (see "Backpressure" in the README).
+    /// has caught up (see "Backpressure from async handlers" in the README).
     ///
     /// # Examples
     ///

@@ -115,8 +115,9 @@ pub enum RequestError {
     /// tenant).
     NoResponder,
     /// No answer came before the timeout (the request is still handled),
-    /// or the request could not even be published in time (the ring or
-    /// the tenant quota stayed full): then it is dropped unpublished.
+    /// or the request could not even be published in time (the ring, the
+    /// tenant quota or the async backlogs stayed full): then it is dropped
+    /// unpublished.
     Timeout,
     /// The responders failed for good (their error), or the bus refused
     /// the request (closed, or over the tenant's quota).

@@ -153,7 +153,8 @@ pub enum CoordinatorError {
     /// [`DianaInteraction`] for the tenant, [`RequestError::Failed`] when
     /// the bus refused it (closed), [`RequestError::Timeout`] when the
     /// deadline passed before it could be published (its ring or quota
-    /// stayed full). No completion was published.
+    /// stayed full, or the async backlogs over their bound). No completion
+    /// was published.
     Request(RequestError),
     /// An event of the flow could not be built (it names the rule broken).
     Invalid(DomainError),

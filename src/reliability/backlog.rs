@@ -12,13 +12,16 @@
 //! to be lowered (`Backpressure::Block`, `publish_async`) or are refused
 //! with `PublishError::Backlogged` (`Backpressure::Reject`, `try_publish`).
 //!
-//! What the gate does not stop, so that nothing waits for itself:
-//! follow-ups, and any publish made in a handler's code (a worker thread,
-//! or a poll of an async handler's future), which the runs may wait for;
-//! and a blocking publish on a thread of a tokio runtime, which could be
-//! the runtime the runs need. The gate bounds the backlog softly: a publish
-//! that read the gate lowered just before it was raised goes on, and the
-//! events already in the rings still reach the runner.
+//! What the gate lets through, so that no run waits for itself: what the
+//! runs may wait for, that is follow-ups, publishes made in a handler's
+//! code (a worker thread, or a poll of an async handler's future) or
+//! through an async handler's handle (`AsyncContext::bus` and its clones);
+//! and a blocking publish that could hold up the runs themselves (on a
+//! thread in a tokio runtime, or anywhere when the bus's runtime is a
+//! current-thread one). `unsubscribe` ends a subscription's runs not yet
+//! started, and so lowers the gate it held. The gate bounds the backlog
+//! softly: a publish that read the gate lowered just before it was raised
+//! goes on, and the events already in the rings still reach the runner.
 //!
 //! # Protocol
 //!
