@@ -58,7 +58,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::async_api::timer::Timer;
 use crate::caught::catch;
@@ -67,7 +67,7 @@ use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
-use crate::metrics::{Counter, Counts, MetricsSnapshot, RunOutcome, Totals};
+use crate::metrics::{Counter, Counts, MetricsSnapshot, RunOutcome, Totals, SAMPLE_EVERY};
 use crate::park::{Sleeper, WaitQueue};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
@@ -986,14 +986,13 @@ impl Executor {
             return Some(index);
         }
         let failures = local.failures.len();
-        if let Some(stop) = self.dispatch(
-            worker,
-            index,
-            event,
-            current,
-            &mut local.failures,
-            batch.trace,
-        ) {
+        // One branch for both: tracing on, or an event whose run is timed.
+        let held = if batch.trace || routing.place.seq & (SAMPLE_EVERY - 1) == 0 {
+            self.dispatch_observed(worker, index, event, current, local, batch.trace)
+        } else {
+            self.dispatch(worker, index, event, current, &mut local.failures)
+        };
+        if let Some(stop) = held {
             shard.hold(key.0, key.1);
             local
                 .holding
@@ -1205,15 +1204,19 @@ impl Executor {
         self.finish_and_notify(&routing);
     }
 
-    /// Counts one run of an async handler.
+    /// Counts one run of an async handler, which took `took`.
     #[cfg_attr(diana_bus_loom, allow(dead_code))]
     pub(crate) fn count_async_run(
         &self,
         type_id: std::any::TypeId,
         name: &'static str,
         counts: &Counts,
+        took: Duration,
     ) {
-        lock(&self.async_counts).add(type_id, || name, counts);
+        let mut async_counts = lock(&self.async_counts);
+        let row = async_counts.row(type_id, || name);
+        async_counts.add_to_row(row, counts);
+        async_counts.record_latency(row, took);
     }
 
     /// Completes `tracker` once the event at `place` is fully handled.
@@ -1507,11 +1510,7 @@ impl Executor {
         event: EventRef<'_>,
         run: &mut TypeRun<'_>,
         failures: &mut Vec<BatchFailure>,
-        trace: bool,
     ) -> Option<usize> {
-        if trace {
-            return self.dispatch_in_span(worker, index, event, run, failures);
-        }
         run.counts.dispatched();
         self.run_stages(
             worker,
@@ -1528,22 +1527,36 @@ impl Executor {
         )
     }
 
-    /// [`Executor::dispatch`] in a trace span of its own. Apart, so that
-    /// without tracing the span costs the batch loop nothing, not even
-    /// the drop of an empty `Option` per event.
+    /// [`Executor::dispatch`] in a trace span of its own (with `trace`),
+    /// timed if the event is one of those sampled for the latency
+    /// histograms (see `metrics::latency`). Apart, so that the span and the
+    /// clock cost the batch loop nothing on the other events, not even the
+    /// drop of an empty `Option` per event.
     #[cold]
     #[inline(never)]
-    fn dispatch_in_span(
+    fn dispatch_observed(
         &self,
         worker: usize,
         index: usize,
         event: EventRef<'_>,
         run: &mut TypeRun<'_>,
-        failures: &mut Vec<BatchFailure>,
+        local: &mut Local,
+        trace: bool,
     ) -> Option<usize> {
-        let name = event.payload.name();
-        let _span = tracing::trace_span!("event", id = %event.routing.id, name).entered();
-        self.dispatch(worker, index, event, run, failures, false)
+        let _span = trace.then(|| {
+            let name = event.payload.name();
+            tracing::trace_span!("event", id = %event.routing.id, name).entered()
+        });
+        // Sampled, and with a sync handler to time (an async one's run is
+        // timed on the runtime).
+        let timed = event.routing.place.seq & (SAMPLE_EVERY - 1) == 0
+            && run.handlers.iter().any(|handler| handler.start.is_none());
+        let started = timed.then(Instant::now);
+        let held = self.dispatch(worker, index, event, run, &mut local.failures);
+        if let Some(started) = started {
+            local.counts.record_latency(run.row, started.elapsed());
+        }
+        held
     }
 
     /// Runs `handlers` (in stage order) on one event, as first attempts.

@@ -31,7 +31,7 @@ pub use context::Context;
 pub use delivery::{DeliveryReport, RunFailure};
 pub use error::{ConfigError, HandlerError, HandlerResult, PublishError};
 pub use event::{Event, EventId, Meta, TenantId};
-pub use metrics::{MetricsSnapshot, TypeMetrics};
+pub use metrics::{LatencyHistogram, MetricsSnapshot, TypeMetrics};
 pub use payload::{INLINE_ALIGN, INLINE_SIZE};
 pub use registry::Subscription;
 pub use reliability::dead_letter::DeadLetter;

@@ -1,4 +1,6 @@
-//! Counters, kept per worker and summed when a snapshot is taken.
+//! Counters, kept per worker and summed when a snapshot is taken; beside
+//! each type's counters, its latency histogram (`latency`); and the
+//! snapshot's Prometheus text (`prometheus`).
 //!
 //! A worker sums a run of same-type events in a plain [`Counts`], then
 //! adds it to its [`Counter`]: one row of atomics per event type, which
@@ -13,9 +15,17 @@
 
 use std::any::TypeId;
 use std::collections::hash_map::{Entry, HashMap};
+use std::time::Duration;
 
 use crate::registry::{TypeMap, TypeNumber};
 use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+
+mod latency;
+mod prometheus;
+
+use latency::LatencyCells;
+pub use latency::LatencyHistogram;
+pub(crate) use latency::SAMPLE_EVERY;
 
 /// The bus's counters at one moment.
 ///
@@ -52,6 +62,9 @@ pub struct MetricsSnapshot {
     pub rejected: u64,
     /// Events taken up by a worker so far (`published` minus what is queued).
     pub dispatched: u64,
+    /// How long handlers took, over every event type (see
+    /// [`TypeMetrics::latency`]).
+    pub latency: LatencyHistogram,
     /// One row per event type a worker has taken up: two types of one
     /// name (in two modules, or a request type and its event's) get a row
     /// each, and a type whose [`Event::name`](crate::Event::name) differs
@@ -77,6 +90,12 @@ pub struct TypeMetrics {
     pub delivered: u64,
     /// Failed or panicked handler runs for this type.
     pub failed: u64,
+    /// How long its handlers took: for sync handlers, sampled (one event
+    /// in 128 of each shard, if the type has a sync handler), the time a
+    /// worker spent running all of an event's handlers; for async
+    /// handlers, every run, from its start on the runtime to its end
+    /// (retries are runs of their own).
+    pub latency: LatencyHistogram,
 }
 
 /// The counts of one event type over some stretch of work.
@@ -137,6 +156,8 @@ struct TypeTotals {
     failed: AtomicU64,
     panicked: AtomicU64,
     retried: AtomicU64,
+    /// Apart: written only when a run is timed.
+    latency: Box<LatencyCells>,
 }
 
 impl TypeTotals {
@@ -148,6 +169,7 @@ impl TypeTotals {
             failed: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            latency: Box::default(),
         }
     }
 
@@ -295,6 +317,11 @@ impl Counter {
     pub(crate) fn add_to_row(&mut self, at: usize, counts: &Counts) {
         self.rows[at].add(counts);
     }
+
+    /// Records how long a timed run of the type of row `at` took.
+    pub(crate) fn record_latency(&mut self, at: usize, took: Duration) {
+        self.rows[at].latency.record(took);
+    }
 }
 
 impl Totals {
@@ -305,7 +332,8 @@ impl Totals {
     /// a name.
     pub(crate) fn add_to(&self, snapshot: &mut MetricsSnapshot, rows: &mut HashMap<TypeId, usize>) {
         for (type_id, row) in lock(&self.rows).iter() {
-            let (name, counts) = (row.name, row.get());
+            let (name, counts, cells) = (row.name, row.get(), &row.latency);
+            cells.add_to(&mut snapshot.latency);
             snapshot.dispatched += counts.dispatched;
             snapshot.delivered += counts.delivered;
             snapshot.failed += counts.failed;
@@ -317,14 +345,18 @@ impl Totals {
                     row.dispatched += counts.dispatched;
                     row.delivered += counts.delivered;
                     row.failed += counts.failed;
+                    cells.add_to(&mut row.latency);
                 }
                 Entry::Vacant(row) => {
                     row.insert(snapshot.per_type.len());
+                    let mut latency = LatencyHistogram::default();
+                    cells.add_to(&mut latency);
                     snapshot.per_type.push(TypeMetrics {
                         name,
                         dispatched: counts.dispatched,
                         delivered: counts.delivered,
                         failed: counts.failed,
+                        latency,
                     });
                 }
             }

@@ -42,7 +42,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::deadline::Deadline;
 use super::publish::Admit;
@@ -316,6 +316,7 @@ impl<E: Event + Clone> Runner<E> {
                 attempt,
                 subscriber: Arc::clone(subscriber),
             };
+            let began = Instant::now();
             // The event's clone and the handler's code before its future
             // exists can panic too: caught like a panic in a poll.
             let started = catch(|| {
@@ -328,6 +329,7 @@ impl<E: Event + Clone> Runner<E> {
                 Ok(future) => CatchUnwind(Some(future), executor).await,
                 Err(panic) => Err(panic),
             };
+            let took = began.elapsed();
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
@@ -338,7 +340,7 @@ impl<E: Event + Clone> Runner<E> {
                 if let Some(tracker) = tracker {
                     tracker.succeeded();
                 }
-                executor.count_async_run(type_id, name, &counts);
+                executor.count_async_run(type_id, name, &counts, took);
                 break;
             };
             tracing::warn!(handler = %subscriber.name, event = name, id = %routing.id, attempt, %error, "async handler failed");
@@ -347,7 +349,7 @@ impl<E: Event + Clone> Runner<E> {
             } else {
                 RunOutcome::Failed
             });
-            executor.count_async_run(type_id, name, &counts);
+            executor.count_async_run(type_id, name, &counts, took);
             let retry = transient && subscriber.retry.allows_after(attempt);
             if let Some(tracker) = tracker {
                 tracker.failed(RunFailure {
