@@ -57,8 +57,8 @@ pub struct MetricsSnapshot {
     /// recently published for the same tenant.
     pub deduplicated: u64,
     /// Publishes refused: full ring (under `Reject` or `try_publish`),
-    /// over the tenant's quota, or closed bus (not the waits of
-    /// `publish_async`).
+    /// over the tenant's quota, async backlogs over their bound, or closed
+    /// bus (not the waits of `publish_async`).
     pub rejected: u64,
     /// Events taken up by a worker so far (`published` minus what is queued).
     pub dispatched: u64,
