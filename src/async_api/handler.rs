@@ -33,9 +33,9 @@
 //! yet started, and the runs waiting out a retry pause, at once (each
 //! leaves its waker in `pausing` under the queue's lock, then looks at the
 //! subscription's flag, which `unsubscribe` sets before it takes the
-//! wakers under that lock); a run in flight on the runtime finishes. The runtime must outlive the bus's
-//! last event: a job on a runtime that was shut down never ends, and
-//! neither does `flush`.
+//! wakers under that lock); a run in flight on the runtime finishes. The
+//! runtime must outlive the bus's last event: a job on a runtime that was
+//! shut down never ends, and neither does `flush`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
