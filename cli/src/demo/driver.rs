@@ -448,4 +448,21 @@ fn report(
         "  bus: {} events published, {} handler runs, {} retried, {} dead letters",
         metrics.published, metrics.delivered, metrics.retried, metrics.dead_lettered
     ));
+    trace.say(format_args!(
+        "  handler latency (sync sampled, async every run):"
+    ));
+    for row in metrics
+        .per_type
+        .iter()
+        .filter(|row| row.latency.count() > 0)
+    {
+        let quantile = |q| row.latency.quantile(q).unwrap_or_default();
+        trace.say(format_args!(
+            "  {:<28}{:>7} timed  p50 {:>10.1?}  p99 {:>10.1?}",
+            row.name,
+            row.latency.count(),
+            quantile(0.5),
+            quantile(0.99)
+        ));
+    }
 }
