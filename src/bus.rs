@@ -56,6 +56,10 @@ const DEFAULT_BATCH: usize = 256;
 const SHARDS_PER_WORKER: usize = 4;
 const DEFAULT_CONCURRENCY: usize = 16;
 
+/// Whether an async handler's run lasts (see [`Bus::lent`]); std's `Arc`
+/// even under loom: a flag of the adapter, outside every model.
+pub(crate) type RunLasts = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
 /// A [`Bus`] handle that does not keep it alive.
 #[cfg(not(diana_bus_loom))]
 #[derive(Clone)]
@@ -68,7 +72,7 @@ impl WeakBus {
         self.0.upgrade().map(|inner| Bus {
             owners: None,
             inner,
-            lent: false,
+            lent_to: None,
         })
     }
 }
@@ -285,7 +289,7 @@ impl BusBuilder {
         Ok(Bus {
             inner: Arc::clone(&owners.0),
             owners: Some(owners),
-            lent: false,
+            lent_to: None,
         })
     }
 }
@@ -358,10 +362,11 @@ pub struct Bus {
     /// open.
     owners: Option<std::sync::Arc<Owners>>,
     inner: Arc<Inner>,
-    /// Whether this handle is an async handler's ([`crate::AsyncContext::bus`])
-    /// or a clone of one: its publishes pass the backlog gate, since the
-    /// handler's run may wait for them, from a task it spawned, say.
-    lent: bool,
+    /// In a handle lent to an async handler's run
+    /// ([`crate::AsyncContext::bus`]) and its clones: whether the run still
+    /// lasts. Till it ends, their publishes pass the backlog gate, since the
+    /// run may wait for them (from a task it spawned, say).
+    lent_to: Option<RunLasts>,
 }
 
 struct Inner {
@@ -401,7 +406,7 @@ impl Clone for Bus {
         Bus {
             owners: self.owners.clone().or_else(|| self.inner.owners.upgrade()),
             inner: Arc::clone(&self.inner),
-            lent: self.lent,
+            lent_to: self.lent_to.clone(),
         }
     }
 }
@@ -684,13 +689,14 @@ impl Bus {
     }
 
     /// The bus, for an async handler's context: it does not keep the bus
-    /// open (its clones do).
+    /// open (its clones do), and while the run lasts (`to` is true) its
+    /// publishes and its clones' pass the backlog gate.
     #[cfg(not(diana_bus_loom))]
-    pub(crate) fn lent(&self) -> Bus {
+    pub(crate) fn lent(&self, to: &RunLasts) -> Bus {
         Bus {
             owners: None,
             inner: Arc::clone(&self.inner),
-            lent: true,
+            lent_to: Some(to.clone()),
         }
     }
 
@@ -725,7 +731,11 @@ impl Bus {
     #[cold]
     fn pass_gate(&self, parent: Option<&Routing>, on_full: OnFull) -> Result<(), PublishError<()>> {
         let executor = &self.inner.executor;
-        if parent.is_some() || self.lent || executor.in_handler() {
+        let lent_to_a_run = self
+            .lent_to
+            .as_ref()
+            .is_some_and(|lasts| lasts.load(std::sync::atomic::Ordering::Relaxed));
+        if parent.is_some() || lent_to_a_run || executor.in_handler() {
             return Ok(());
         }
         match on_full {
@@ -968,8 +978,9 @@ impl<E: Event> SubscriberBuilder<'_, E> {
     /// refused with [`PublishError::Backlogged`] ([`Backpressure::Reject`],
     /// [`Bus::try_publish`]); the bound is soft by the events already
     /// accepted. What the runs may wait for is not held back (follow-ups,
-    /// handlers' own publishes, blocking publishes on a runtime's thread):
-    /// see "Backpressure from async handlers" in the README.
+    /// handlers' own publishes, blocking publishes on a runtime's thread,
+    /// or anywhere with a current-thread runtime): see "Backpressure from
+    /// async handlers" in the README.
     pub fn backlog(mut self, runs: usize) -> Self {
         self.backlog = Some(runs);
         self

@@ -67,7 +67,7 @@ use crate::delivery::{RunFailure, Tracker};
 use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
-use crate::metrics::{Counter, Counts, MetricsSnapshot, RunOutcome, Totals, SAMPLE_EVERY};
+use crate::metrics::{is_timed, Counter, Counts, MetricsSnapshot, RunOutcome, Totals};
 use crate::park::{Sleeper, WaitQueue};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
@@ -987,7 +987,7 @@ impl Executor {
         }
         let failures = local.failures.len();
         // One branch for both: tracing on, or an event whose run is timed.
-        let held = if batch.trace || routing.place.seq & (SAMPLE_EVERY - 1) == 0 {
+        let held = if batch.trace || is_timed(routing.place.seq) {
             self.dispatch_observed(worker, index, event, current, local, batch.trace)
         } else {
             self.dispatch(worker, index, event, current, &mut local.failures)
@@ -1172,7 +1172,7 @@ impl Executor {
                 attempt,
                 then,
             };
-            start.start(run, &self.gate);
+            start.start(run, self);
         }
     }
 
@@ -1549,7 +1549,7 @@ impl Executor {
         });
         // Sampled, and with a sync handler to time (an async one's run is
         // timed on the runtime).
-        let timed = event.routing.place.seq & (SAMPLE_EVERY - 1) == 0
+        let timed = is_timed(event.routing.place.seq)
             && run.handlers.iter().any(|handler| handler.start.is_none());
         let started = timed.then(Instant::now);
         let held = self.dispatch(worker, index, event, run, &mut local.failures);

@@ -23,9 +23,9 @@ use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
 mod latency;
 mod prometheus;
 
+pub(crate) use latency::is_timed;
 use latency::LatencyCells;
 pub use latency::LatencyHistogram;
-pub(crate) use latency::SAMPLE_EVERY;
 
 /// The bus's counters at one moment.
 ///
@@ -37,6 +37,7 @@ pub(crate) use latency::SAMPLE_EVERY;
 /// never passes `failed`, and a first run never shows before its
 /// dispatch. After `flush` it is exact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsSnapshot {
     /// Events accepted (by `publish*` and `ctx.publish*`).
     pub published: u64,
@@ -81,6 +82,7 @@ impl MetricsSnapshot {
 
 /// The counters of one event type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TypeMetrics {
     /// `Event::name` of the type.
     pub name: &'static str,
@@ -94,7 +96,8 @@ pub struct TypeMetrics {
     /// in 128 of each shard, if the type has a sync handler), the time a
     /// worker spent running all of an event's handlers; for async
     /// handlers, every run, from its start on the runtime to its end
-    /// (retries are runs of their own).
+    /// (retries are runs of their own). A type with both kinds has both
+    /// kinds of timing in one histogram.
     pub latency: LatencyHistogram,
 }
 

@@ -31,7 +31,6 @@ use crate::error::HandlerResult;
 use crate::event::TenantId;
 use crate::executor::Executor;
 use crate::payload::Payload;
-use crate::reliability::backlog::BacklogGate;
 use crate::reliability::retry::RetryPolicy;
 use crate::reliability::schedule::Continuation;
 use crate::sync::{lock, Arc, ArcCell, AtomicBool, AtomicU64, Mutex, Ordering, Snapshot};
@@ -46,9 +45,9 @@ pub(crate) type ErasedHandler = Box<dyn Fn(&Payload, &Context<'_>) -> HandlerRes
 
 /// An async subscription's side on the runtime (see `async_api::handler`).
 pub(crate) trait AsyncRunner: Send + Sync {
-    /// Starts one run of the handler, or queues it; raises `gate` if too
-    /// many wait (see `reliability::backlog`).
-    fn start(&self, run: AsyncRun, gate: &BacklogGate);
+    /// Starts one run of the handler, or queues it; raises the executor's
+    /// backlog gate if too many wait (see `reliability::backlog`).
+    fn start(&self, run: AsyncRun, executor: &Executor);
     /// The subscription was removed: runs waiting out a retry pause end
     /// now, unretried, and so do the runs not yet started.
     fn unsubscribed(&self, executor: &Executor);

@@ -38,10 +38,19 @@ fn slow_bus(
     rt: &tokio::runtime::Runtime,
     policy: Backpressure,
 ) -> (Bus, Arc<Semaphore>, Arc<AtomicU64>, Subscription) {
+    slow_bus_of(RING, rt, policy)
+}
+
+/// [`slow_bus`] with a ring of `capacity` slots.
+fn slow_bus_of(
+    capacity: usize,
+    rt: &tokio::runtime::Runtime,
+    policy: Backpressure,
+) -> (Bus, Arc<Semaphore>, Arc<AtomicU64>, Subscription) {
     let bus = Bus::builder()
         .workers(1)
         .shards(1)
-        .capacity(RING)
+        .capacity(capacity)
         .backpressure(policy)
         .runtime(rt.handle().clone())
         .build()
@@ -435,5 +444,81 @@ fn a_duplicate_at_the_gate_is_acknowledged_not_refused() {
         assert_eq!(bus.publish_with(Job(100), Meta::new().id(id)), Ok(id));
         assert_eq!(bus.metrics().rejected, rejected);
         permits.add_permits(1000);
+    });
+}
+
+#[derive(Clone)]
+struct Grab;
+impl Event for Grab {}
+
+#[test]
+fn a_clone_of_a_handler_s_bus_is_held_back_once_its_run_ended() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, _, _) = slow_bus(&rt, Backpressure::Reject);
+        let (sender, escaped) = std::sync::mpsc::channel::<Bus>();
+        let sender = std::sync::Mutex::new(sender);
+        bus.subscriber::<Grab>()
+            .subscribe_async(move |_: Arc<Grab>, ctx: AsyncContext| {
+                let _ = sender.lock().unwrap().send(ctx.bus().clone());
+                async { Ok(()) }
+            })
+            .unwrap();
+        bus.publish(Grab).unwrap();
+        let escaped = escaped.recv_timeout(Duration::from_secs(10)).unwrap();
+        bus.flush();
+        fill_backlog(&bus);
+        let refused = escaped.try_publish(Probe).unwrap_err();
+        assert!(refused.is_backlogged(), "{refused:?}");
+        permits.add_permits(1000);
+    });
+}
+
+struct Trigger;
+impl Event for Trigger {}
+
+#[test]
+fn runs_handed_over_after_unsubscribe_from_a_handler_do_not_queue() {
+    within(60, || {
+        let rt = runtime();
+        let (bus, permits, ran, slow) = slow_bus_of(64, &rt, Backpressure::Reject);
+        // Holds the worker while the batch behind it fills.
+        let (held, probes) = (common::Gate::default(), Arc::new(AtomicUsize::new(0)));
+        let _open = common::OpenOnDrop(held.clone());
+        let (h, p) = (held.clone(), probes.clone());
+        bus.subscribe(move |_: &Probe, _: &Context| -> HandlerResult {
+            p.fetch_add(1, Ordering::SeqCst);
+            h.wait();
+            Ok(())
+        });
+        let slow = std::sync::Mutex::new(Some(slow));
+        let handle = bus.clone();
+        bus.subscribe(move |_: &Trigger, _: &Context| -> HandlerResult {
+            if let Some(slow) = slow.lock().unwrap().take() {
+                assert!(handle.unsubscribe(&slow));
+            }
+            Ok(())
+        });
+        // A run that stays under way.
+        bus.publish(Job(0)).unwrap();
+        wait_until(10, || bus.metrics().dispatched == 1);
+        bus.publish(Probe).unwrap();
+        wait_until(10, || probes.load(Ordering::SeqCst) == 1);
+        // One batch: jobs, handed over when it settles, after the trigger
+        // (which cannot wait for the batch it runs in) unsubscribed.
+        for n in 1..=(2 * BACKLOG as u64) {
+            bus.try_publish(Job(n)).unwrap();
+        }
+        bus.try_publish(Trigger).unwrap();
+        held.open();
+        wait_until(10, || bus.subscribers::<Job>() == 0);
+        // A probe of the next batch: the one before has settled.
+        bus.publish(Probe).unwrap();
+        wait_until(10, || probes.load(Ordering::SeqCst) == 2);
+        assert!(bus.try_publish(Probe).is_ok(), "the gate stays lowered");
+        permits.add_permits(1000);
+        bus.flush();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "only the run under way");
+        bus.shutdown();
     });
 }

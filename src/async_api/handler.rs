@@ -40,6 +40,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -47,7 +48,7 @@ use std::time::{Duration, Instant};
 use super::deadline::Deadline;
 use super::publish::Admit;
 use super::request::Request;
-use crate::bus::{Bus, Sent, SubscriberBuilder, WeakBus};
+use crate::bus::{Bus, RunLasts, Sent, SubscriberBuilder, WeakBus};
 use crate::caught::{catch, contain, Caught};
 use crate::context::Context;
 use crate::delivery::RunFailure;
@@ -123,7 +124,11 @@ impl AsyncContext {
 
     /// The bus. This one does not keep the bus open: when the last handle
     /// its users hold is dropped, it shuts down. A clone of it is a handle
-    /// of its own, which does.
+    /// of its own, which does. Until this run ends, publishes through it
+    /// and its clones (from a task the run spawned and awaits, say) are
+    /// not held back by the async backlogs (see
+    /// [`crate::SubscriberBuilder::backlog`]); after, they are, like any
+    /// other root publish.
     pub fn bus(&self) -> &Bus {
         &self.bus
     }
@@ -226,10 +231,19 @@ impl Keyed {
 }
 
 impl<E: Event + Clone> Runner<E> {
-    fn submit(self: &Arc<Self>, job: AsyncRun, gate: &BacklogGate) {
+    fn submit(self: &Arc<Self>, job: AsyncRun, executor: &Executor) {
         let routing = &job.envelope.routing;
         let key = (routing.tenant, routing.key);
         let mut queue = lock(&self.queue);
+        // Handed over by a batch that ran before `unsubscribe` (called from
+        // a handler, which does not wait for batches) but settled after it:
+        // it must not queue, behind a run that may never end. The flag is
+        // set before `unsubscribed` takes this lock.
+        if job.subscriber.is_unsubscribed() {
+            drop(queue);
+            let attempt = job.attempt;
+            return end_unrun(executor, job, attempt);
+        }
         queue.waiting += 1;
         match queue.keys.get_mut(&key) {
             Some(waiting) => waiting.push_back(job),
@@ -239,7 +253,7 @@ impl<E: Event + Clone> Runner<E> {
                 self.start_ready(&mut queue);
             }
         }
-        self.steer(queue, Some(gate));
+        self.steer(queue, Some(&executor.gate));
     }
 
     /// Raises the backlog gate once more jobs wait than the backlog, and
@@ -310,8 +324,9 @@ impl<E: Event + Clone> Runner<E> {
             if attempt > 1 {
                 counts.retried();
             }
+            let lasts = RunLasts::new(AtomicBool::new(true));
             let ctx = AsyncContext {
-                bus: bus.lent(),
+                bus: bus.lent(&lasts),
                 routing,
                 attempt,
                 subscriber: Arc::clone(subscriber),
@@ -330,6 +345,7 @@ impl<E: Event + Clone> Runner<E> {
                 Err(panic) => Err(panic),
             };
             let took = began.elapsed();
+            lasts.store(false, Ordering::Relaxed);
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some((error.message().to_owned(), error.is_transient(), false)),
@@ -414,8 +430,8 @@ impl<E: Event + Clone> Runner<E> {
 }
 
 impl<E: Event + Clone> AsyncRunner for Arc<Runner<E>> {
-    fn start(&self, run: AsyncRun, gate: &BacklogGate) {
-        self.submit(run, gate);
+    fn start(&self, run: AsyncRun, executor: &Executor) {
+        self.submit(run, executor);
     }
 
     fn unsubscribed(&self, executor: &Executor) {

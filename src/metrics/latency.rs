@@ -7,19 +7,27 @@
 //! into its own rows' cells (one writer per cell, as the counters in
 //! `metrics`), a snapshot sums them into a [`LatencyHistogram`].
 //!
-//! What is timed: for sync handlers, one event in [`SAMPLE_EVERY`] taken
-//! up from its shard (those at positions that are multiples of it) whose
-//! type has a sync handler: the time its worker spends running all its
-//! handlers; for async handlers, every run (each attempt), from its start
-//! on the runtime to its end.
+//! What is timed: for sync handlers, one event in 128 taken up from its
+//! shard ([`is_timed`]) whose type has a sync handler: the time its worker
+//! spends running all its handlers; for async handlers, every run (each
+//! attempt), from its start on the runtime to its end.
 
 // std's atomics even under loom: these cells are statistics, written by
 // one thread and read by snapshots, in no protocol a model checks.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// One sync event in this many is timed (a power of two).
-pub(crate) const SAMPLE_EVERY: u64 = 128;
+/// One sync event in 2^SAMPLE_BITS (128) is timed.
+const SAMPLE_BITS: u32 = 7;
+
+/// Whether the event at position `seq` of its shard (ring or overflow) is
+/// timed: one in 128, spread by a multiplicative (Fibonacci) hash, whose
+/// picks follow no period, so no publish pattern (types taking turns, a
+/// request and its reply) keeps a type from being timed. Position 0 is.
+#[inline(always)]
+pub(crate) fn is_timed(seq: u64) -> bool {
+    seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SAMPLE_BITS) == 0
+}
 
 /// The smallest timed value with a bucket of its own, as a power of two
 /// (64 ns); below it, one bucket.
@@ -29,8 +37,10 @@ const DOUBLINGS: usize = 30;
 /// Buckets: one below 64 ns, four per doubling, one at or above 2^36 ns.
 const BUCKETS: usize = DOUBLINGS * 4 + 2;
 
-/// The bucket of a value of `ns` nanoseconds.
+/// The bucket of a value of `ns` nanoseconds: the one whose upper bound is
+/// the first at or above it (bounds are inclusive, as Prometheus's `le`).
 fn bucket(ns: u64) -> usize {
+    let ns = ns.saturating_sub(1);
     if ns < 1 << LOW_BITS {
         return 0;
     }
@@ -42,8 +52,8 @@ fn bucket(ns: u64) -> usize {
     1 + (log - LOW_BITS) as usize * 4 + quarter as usize
 }
 
-/// The upper bound of bucket `index` in nanoseconds (exclusive); `None` for
-/// the last bucket, which has none.
+/// The upper bound of bucket `index` in nanoseconds (inclusive); `None`
+/// for the last bucket, which has none.
 fn upper_bound(index: usize) -> Option<u64> {
     match index {
         0 => Some(1 << LOW_BITS),
@@ -171,24 +181,43 @@ mod tests {
 
     #[test]
     fn every_value_falls_in_the_bucket_whose_bounds_hold_it() {
+        // Bucket `index` holds (lower, upper]; the first holds 0 too.
         let mut lower = 0;
+        assert_eq!(bucket(0), 0);
         for index in 0..BUCKETS {
+            assert_eq!(bucket(lower + 1), index, "{} ns", lower + 1);
             match upper_bound(index) {
                 Some(upper) => {
                     assert!(upper > lower, "bucket {index}");
-                    assert_eq!(bucket(lower), index, "{lower} ns");
-                    assert_eq!(bucket(upper - 1), index, "{} ns", upper - 1);
+                    assert_eq!(bucket(upper), index, "{upper} ns");
                     // A quarter of a doubling at most: within 25%.
                     assert!(index < 2 || (upper - lower) * 4 <= lower, "bucket {index}");
                     lower = upper;
                 }
                 None => {
                     assert_eq!(index, BUCKETS - 1);
-                    assert_eq!(bucket(lower), index);
                     assert_eq!(bucket(u64::MAX), index);
                 }
             }
         }
+    }
+
+    #[test]
+    fn one_position_in_128_is_timed_whatever_the_period_of_a_pattern() {
+        // Any type taking every `period`-th position from `offset` on.
+        for period in [1, 2, 3, 64, 128, 256] {
+            for offset in 0..period.min(4) {
+                let timed = (0..100_000u64)
+                    .map(|k| offset + k * period)
+                    .filter(|&seq| is_timed(seq))
+                    .count();
+                assert!(
+                    (700..=870).contains(&timed),
+                    "every {period}th from {offset}: {timed}"
+                );
+            }
+        }
+        assert!(is_timed(0));
     }
 
     #[test]

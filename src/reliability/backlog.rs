@@ -15,7 +15,8 @@
 //! What the gate lets through, so that no run waits for itself: what the
 //! runs may wait for, that is follow-ups, publishes made in a handler's
 //! code (a worker thread, or a poll of an async handler's future) or
-//! through an async handler's handle (`AsyncContext::bus` and its clones);
+//! through an async handler's handle while its run lasts
+//! (`AsyncContext::bus` and its clones);
 //! and a blocking publish that could hold up the runs themselves (on a
 //! thread in a tokio runtime, or anywhere when the bus's runtime is a
 //! current-thread one). `unsubscribe` ends a subscription's runs not yet
