@@ -3,7 +3,8 @@
 //!
 //! A bucket per quarter of a power of two, from 64 ns to about 69 s (four
 //! buckets per doubling: a quantile read from them is at most 25% above
-//! the true value), plus one below and one above. Each worker records
+//! the true value), plus one below and one above. Bounds are inclusive,
+//! as Prometheus's `le`. Each worker records
 //! into its own rows' cells (one writer per cell, as the counters in
 //! `metrics`), a snapshot sums them into a [`LatencyHistogram`].
 //!
@@ -29,12 +30,12 @@ pub(crate) fn is_timed(seq: u64) -> bool {
     seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SAMPLE_BITS) == 0
 }
 
-/// The smallest timed value with a bucket of its own, as a power of two
-/// (64 ns); below it, one bucket.
+/// The first bucket's upper bound, as a power of two (64 ns): it holds
+/// every timing up to that.
 const LOW_BITS: u32 = 6;
 /// Doublings covered by the quarter buckets (64 ns up to 2^36 ns).
 const DOUBLINGS: usize = 30;
-/// Buckets: one below 64 ns, four per doubling, one at or above 2^36 ns.
+/// Buckets: one up to 64 ns, four per doubling, one above 2^36 ns.
 const BUCKETS: usize = DOUBLINGS * 4 + 2;
 
 /// The bucket of a value of `ns` nanoseconds: the one whose upper bound is
