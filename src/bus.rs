@@ -96,11 +96,14 @@ impl Sent {
 }
 
 /// What `publish` does when the shard's ring is full (or the tenant's
-/// quota is used up, or an async subscription's backlog is over its
-/// bound: see [`BusBuilder::tenant_quota`], [`SubscriberBuilder::backlog`]).
+/// quota is used up, or the backlog gate is raised: see
+/// [`BusBuilder::tenant_quota`], [`SubscriberBuilder::backlog`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backpressure {
-    /// Wait for room (spin briefly, then sleep until a worker frees a slot).
+    /// Wait for room (spin briefly, then sleep until a worker frees a
+    /// slot; for a quota unit, or for the backlog gate to be lowered,
+    /// except where the gate lets publishes through: see
+    /// [`SubscriberBuilder::backlog`]).
     #[default]
     Block,
     /// Refuse at once with [`PublishError::Full`] (or
@@ -498,8 +501,8 @@ impl Bus {
 
     /// Publishes `event`: with [`Backpressure::Block`] it waits for room in
     /// a full ring, with [`Backpressure::Reject`] it returns
-    /// [`PublishError::Full`] (and likewise for a tenant quota and async
-    /// backlogs, see [`Backpressure`]). After shutdown:
+    /// [`PublishError::Full`] (and likewise for a tenant quota and the
+    /// backlog gate, see [`Backpressure`]). After shutdown:
     /// [`PublishError::Closed`].
     #[inline]
     pub fn publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
@@ -518,8 +521,9 @@ impl Bus {
 
     /// Publishes without ever blocking: a full ring returns
     /// [`PublishError::Full`] whatever the backpressure policy (a used-up
-    /// quota [`PublishError::QuotaExceeded`], an async backlog over its
-    /// bound [`PublishError::Backlogged`]).
+    /// quota [`PublishError::QuotaExceeded`], the backlog gate raised
+    /// [`PublishError::Backlogged`], unless the gate lets it through: see
+    /// [`SubscriberBuilder::backlog`]).
     #[inline]
     pub fn try_publish<E: Event>(&self, event: E) -> Result<EventId, PublishError<E>> {
         self.send(event, Meta::new(), None, OnFull::Refuse, None)
@@ -973,11 +977,11 @@ impl<E: Event> SubscriberBuilder<'_, E> {
     /// For async handlers: how many runs may wait to start (for a slot of
     /// `concurrency`, or for their key) before the bus holds back its
     /// publishers (default: as many as the rings hold, shards times
-    /// capacity). Over it, root publishes wait until half of them have
-    /// started ([`Backpressure::Block`], [`Bus::publish_async`]), or are
-    /// refused with [`PublishError::Backlogged`] ([`Backpressure::Reject`],
-    /// [`Bus::try_publish`]); the bound is soft by the events already
-    /// accepted. What the runs may wait for is not held back (follow-ups,
+    /// capacity). Over it, root publishes wait until no more than half the
+    /// backlog still wait ([`Backpressure::Block`], [`Bus::publish_async`]),
+    /// or are refused with [`PublishError::Backlogged`]
+    /// ([`Backpressure::Reject`], [`Bus::try_publish`]); the bound is soft
+    /// by the events already accepted. What the runs may wait for is not held back (follow-ups,
     /// handlers' own publishes, blocking publishes on a runtime's thread,
     /// or anywhere with a current-thread runtime): see "Backpressure from
     /// async handlers" in the README.

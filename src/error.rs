@@ -17,10 +17,10 @@ pub enum PublishError<E> {
     /// The event's tenant has its quota of queued events
     /// ([`crate::BusBuilder::tenant_quota`]), and the publish could not wait.
     QuotaExceeded(E),
-    /// An async subscription has more runs waiting than its
-    /// [`crate::SubscriberBuilder::backlog`], and the publish could not
-    /// wait for them to drain ([`crate::Backpressure::Reject`] or
-    /// [`crate::Bus::try_publish`]).
+    /// The backlog gate is raised (an async subscription went over its
+    /// [`crate::SubscriberBuilder::backlog`] of waiting runs, and they are
+    /// not yet back to half of it), and the publish could not wait
+    /// ([`crate::Backpressure::Reject`] or [`crate::Bus::try_publish`]).
     Backlogged(E),
 }
 

@@ -93,8 +93,8 @@ pub struct TypeMetrics {
     /// Failed or panicked handler runs for this type.
     pub failed: u64,
     /// How long its handlers took: for sync handlers, sampled (one event
-    /// in 128 of each shard, if the type has a sync handler), the time a
-    /// worker spent running all of an event's handlers; for async
+    /// in 128 taken up from each shard, if the type has a sync handler),
+    /// the time a worker spent running all of an event's handlers; for async
     /// handlers, every run, from its start on the runtime to its end
     /// (retries are runs of their own). A type with both kinds has both
     /// kinds of timing in one histogram.

@@ -14,8 +14,8 @@
 //! async subscription sees one key's events strictly in order, like a
 //! sync one with `strict_order`; different keys run concurrently. While
 //! more jobs wait to start than the subscription's `backlog`, it holds the
-//! bus's backlog gate raised, holding back root publishes, until half of
-//! them have started (`reliability::backlog`).
+//! bus's backlog gate raised, holding back root publishes, until no more
+//! than half the backlog still wait (`reliability::backlog`).
 //!
 //! Each attempt of a job clones the event into a new `Arc` when it starts
 //! on the runtime (a retry does not see what an earlier attempt left in

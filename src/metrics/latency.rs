@@ -2,16 +2,18 @@
 //! event type.
 //!
 //! A bucket per quarter of a power of two, from 64 ns to about 69 s (four
-//! buckets per doubling: a quantile read from them is at most 25% above
-//! the true value), plus one below and one above. Bounds are inclusive,
-//! as Prometheus's `le`. Each worker records
+//! buckets per doubling: a quantile read from them, between those bounds,
+//! is at most 25% above the true value), plus one up to 64 ns and one
+//! above. Bounds are inclusive, as Prometheus's `le`. Each worker records
 //! into its own rows' cells (one writer per cell, as the counters in
 //! `metrics`), a snapshot sums them into a [`LatencyHistogram`].
 //!
 //! What is timed: for sync handlers, one event in 128 taken up from its
 //! shard ([`is_timed`]) whose type has a sync handler: the time its worker
-//! spends running all its handlers; for async handlers, every run (each
-//! attempt), from its start on the runtime to its end.
+//! spends running all its handlers (handing over its async runs included;
+//! events run later, after a held key or a dependency, are not timed); for
+//! async handlers, every run (each attempt), from its start on the runtime
+//! to its end.
 
 // std's atomics even under loom: these cells are statistics, written by
 // one thread and read by snapshots, in no protocol a model checks.
@@ -136,7 +138,8 @@ impl LatencyHistogram {
     }
 
     /// The `q`-quantile (`q` from 0 to 1: 0.99 is p99), as the upper bound
-    /// of the bucket it falls in (at most 25% above the true value); `None`
+    /// of the bucket it falls in (from 64 ns to 69 s, at most 25% above the
+    /// true value); `None`
     /// without timings, and `Duration::MAX` past the last bound (69 s).
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let count = self.count();
