@@ -60,7 +60,7 @@ impl<E> PublishError<E> {
         matches!(self, PublishError::QuotaExceeded(_))
     }
 
-    /// Whether an async subscription's backlog was over its bound.
+    /// Whether the backlog gate refused it.
     pub fn is_backlogged(&self) -> bool {
         matches!(self, PublishError::Backlogged(_))
     }
@@ -86,7 +86,7 @@ impl<E> fmt::Display for PublishError<E> {
                 f.write_str("event refused: its tenant has its quota of queued events")
             }
             PublishError::Backlogged(_) => f.write_str(
-                "event refused: an async subscription has more runs waiting than its backlog",
+                "event refused: an async subscription's runs are backlogged (the backlog gate is raised)",
             ),
         }
     }
