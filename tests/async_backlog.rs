@@ -91,6 +91,22 @@ impl Drop for FreeOnDrop {
     }
 }
 
+/// A bus of one worker whose async handlers run on `rt`.
+fn bus_on(rt: &tokio::runtime::Runtime) -> Bus {
+    Bus::builder()
+        .workers(1)
+        .runtime(rt.handle().clone())
+        .build()
+        .unwrap()
+}
+
+/// Waits, without blocking its thread, until `condition` holds.
+async fn until(condition: impl Fn() -> bool) {
+    while !condition() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Publishes jobs until one is refused at the gate; returns how many
 /// were accepted.
 fn fill_backlog(bus: &Bus) -> u64 {
@@ -277,11 +293,7 @@ impl Event for Receipt {}
 fn what_a_run_may_wait_for_passes_the_gate() {
     within(60, || {
         let rt = runtime();
-        let bus = Bus::builder()
-            .workers(1)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt);
         let go = Arc::new(AtomicBool::new(false));
         let receipts = Arc::new(AtomicUsize::new(0));
         // An order's run charges (a follow-up), and waits for the receipt
@@ -293,14 +305,10 @@ fn what_a_run_may_wait_for_passes_the_gate() {
             .subscribe_async(move |_: Arc<Order>, ctx: AsyncContext| {
                 let (g, r) = (g.clone(), r.clone());
                 async move {
-                    while !g.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    until(|| g.load(Ordering::SeqCst)).await;
                     let before = r.load(Ordering::SeqCst);
                     ctx.publish(Charge).await.unwrap();
-                    while r.load(Ordering::SeqCst) == before {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    until(|| r.load(Ordering::SeqCst) != before).await;
                     Ok(())
                 }
             })
@@ -329,11 +337,7 @@ fn what_a_run_may_wait_for_passes_the_gate() {
 /// A bus whose async `Job` handler, on `rt`, counts its runs, with a
 /// backlog of 2.
 fn counting_bus(rt: &tokio::runtime::Runtime) -> (Bus, Arc<AtomicUsize>) {
-    let bus = Bus::builder()
-        .workers(1)
-        .runtime(rt.handle().clone())
-        .build()
-        .unwrap();
+    let bus = bus_on(rt);
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
     bus.subscriber::<Job>()
@@ -378,11 +382,7 @@ fn a_blocking_publish_on_a_runtime_thread_passes_the_gate() {
 fn a_task_that_a_run_spawns_publishes_past_the_gate_through_the_handler_s_bus() {
     within(60, || {
         let rt = runtime();
-        let bus = Bus::builder()
-            .workers(1)
-            .runtime(rt.handle().clone())
-            .build()
-            .unwrap();
+        let bus = bus_on(&rt);
         let go = Arc::new(AtomicBool::new(false));
         let g = go.clone();
         bus.subscriber::<Job>()
@@ -391,9 +391,7 @@ fn a_task_that_a_run_spawns_publishes_past_the_gate_through_the_handler_s_bus() 
             .subscribe_async(move |_: Arc<Job>, ctx: AsyncContext| {
                 let g = g.clone();
                 async move {
-                    while !g.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
+                    until(|| g.load(Ordering::SeqCst)).await;
                     // Not the handler's own code: a task, on a clone.
                     let bus = ctx.bus().clone();
                     tokio::spawn(async move { bus.publish_async(Probe).await.map(drop) })
@@ -430,11 +428,7 @@ fn blocking_publishes_pass_the_gate_when_the_runtime_runs_on_one_thread() {
         for n in 10..100 {
             bus.publish(Job(n)).unwrap();
         }
-        rt.block_on(async {
-            while ran.load(Ordering::SeqCst) < 100 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
+        rt.block_on(until(|| ran.load(Ordering::SeqCst) == 100));
     });
 }
 

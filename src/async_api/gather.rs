@@ -102,9 +102,8 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
     /// reported as timed out. The deadline covers the wait for room to
     /// publish the request too: if it passes first, the request is not
     /// published, and the gather fails with [`RequestError::Timeout`].
-    /// Without one,
-    /// a gather waits until every responder has answered or failed for
-    /// good.
+    /// Without one, a gather waits until every responder has answered or
+    /// failed for good.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self

@@ -6,8 +6,10 @@
 //! Everything here is plain futures driven by wakers: the bus spawns no
 //! runtime, and any executor (tokio, async-std, smol, a test's
 //! `block_on`) can poll them. A publisher waiting for room leaves its
-//! waker with the wait queue of what refused it, the full ring's or the
-//! tenant quota's, which the workers notify after batches (see `park`).
+//! waker with the wait queue of what refused it: the full ring's or the
+//! tenant quota's, which the workers notify after batches (see `park`), or
+//! the backlog gate's, which the async subscriptions notify when they
+//! lower it (see `reliability::backlog`).
 //! A deadline is kept by the bus's own timer thread, which wakes the
 //! waiting task (see `timer`), so timeouts need no timer from the
 //! runtime, and come on time however busy the workers are.
