@@ -90,9 +90,9 @@ impl Context<'_> {
             .get_tenant()
             .or_else(|| event.tenant())
             .unwrap_or(self.routing.tenant);
-        let mut routing = self
-            .executor
-            .route(&event, meta.tenant(inherited), self.routing.epoch);
+        let meta = meta.tenant(inherited);
+        let (tenant, key) = meta.tenant_and_key(&event);
+        let mut routing = self.executor.route(tenant, key, meta, self.routing.epoch);
         routing.cause = self.routing.id;
         // Never refused, so a reservation is never given back.
         if meta.get_id().is_some()

@@ -70,6 +70,34 @@ impl RingEntry {
         payload: Payload,
         tracker: Option<Arc<Tracker>>,
     ) -> (RingEntry, Option<Lineage>) {
+        let mut entry = RingEntry::of(payload, routing.tenant, routing.key);
+        let lineage = entry.complete(routing, tracker);
+        (entry, lineage)
+    }
+
+    /// The ring entry of `payload` for `tenant` and `key`, before
+    /// [`RingEntry::complete`]: a publish builds it while it knows the
+    /// event's type, and completes it after.
+    #[inline(always)]
+    pub(crate) fn of(payload: Payload, tenant: TenantId, key: u64) -> RingEntry {
+        RingEntry {
+            payload,
+            tenant,
+            key,
+            epoch: 0,
+            has_lineage: false,
+        }
+    }
+
+    /// Completes this entry for `routing` (made from its tenant and key):
+    /// sets its flush epoch, and returns its lineage, if it has one.
+    #[inline(always)]
+    pub(crate) fn complete(
+        &mut self,
+        routing: &Routing,
+        tracker: Option<Arc<Tracker>>,
+    ) -> Option<Lineage> {
+        debug_assert!(self.tenant == routing.tenant && self.key == routing.key);
         let lineage = (routing.explicit
             || routing.cause != EventId(0)
             || routing.after.is_some()
@@ -80,14 +108,9 @@ impl RingEntry {
             after: routing.after,
             tracker,
         });
-        let entry = RingEntry {
-            payload,
-            tenant: routing.tenant,
-            key: routing.key,
-            epoch: routing.epoch,
-            has_lineage: lineage.is_some(),
-        };
-        (entry, lineage)
+        self.epoch = routing.epoch;
+        self.has_lineage = lineage.is_some();
+        lineage
     }
 
     pub(crate) fn tenant(&self) -> TenantId {

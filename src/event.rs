@@ -176,6 +176,17 @@ impl Meta {
     pub fn get_after(&self) -> Option<EventId> {
         self.after
     }
+
+    /// The tenant and key of a publish of `event` with this meta: the
+    /// event's own where the meta sets none. All that routing needs of the
+    /// event's type, taken before the type is erased (see [`Routing::of`]).
+    #[inline]
+    pub(crate) fn tenant_and_key<E: Event>(&self, event: &E) -> (TenantId, u64) {
+        (
+            self.tenant.or_else(|| event.tenant()).unwrap_or_default(),
+            self.key.or_else(|| event.key()).unwrap_or(0),
+        )
+    }
 }
 
 /// The routing of one accepted event, as the workers see it.
@@ -203,14 +214,22 @@ impl Routing {
     /// with it a generated id, comes with the push, and the dependency is
     /// the executor's to resolve.
     pub(crate) fn resolve<E: Event>(event: &E, meta: Meta, epoch: u64) -> Self {
+        let (tenant, key) = meta.tenant_and_key(event);
+        Self::of(tenant, key, meta, epoch)
+    }
+
+    /// [`Routing::resolve`] once the event's type is erased: `tenant` and
+    /// `key` are [`Meta::tenant_and_key`]'s for the event.
+    #[inline]
+    pub(crate) fn of(tenant: TenantId, key: u64, meta: Meta, epoch: u64) -> Self {
         Routing {
             id: meta.id.unwrap_or_default(),
             explicit: meta.id.is_some(),
             place: Place::UNSET,
             after: None,
             cause: EventId(0),
-            tenant: meta.tenant.or_else(|| event.tenant()).unwrap_or_default(),
-            key: meta.key.or_else(|| event.key()).unwrap_or(0),
+            tenant,
+            key,
             epoch,
         }
     }

@@ -343,11 +343,11 @@ impl Executor {
         self.shards[shard].owner
     }
 
-    /// The routing of a publish: `meta` over the event's own, and the
-    /// dependency `meta` names resolved to a place while it is in flight.
+    /// The routing of a publish ([`Routing::of`]), with the dependency
+    /// `meta` names resolved to a place while it is in flight.
     #[inline]
-    pub(crate) fn route<E: Event>(&self, event: &E, meta: Meta, epoch: u64) -> Routing {
-        let mut routing = Routing::resolve(event, meta, epoch);
+    pub(crate) fn route(&self, tenant: TenantId, key: u64, meta: Meta, epoch: u64) -> Routing {
+        let mut routing = Routing::of(tenant, key, meta, epoch);
         if let Some(after) = meta.get_after() {
             routing.after = self.in_flight(routing.tenant, after);
         }
