@@ -1,13 +1,28 @@
 //! Per-handler checksums: each handler adds the ids it sees into its own
-//! slot, and a run ends by comparing every slot with the sum of the ids
-//! published.
+//! checksum, and a run ends by comparing every checksum with the sum of
+//! the ids published.
+//!
+//! A checksum is kept in [`STRIPES`] slots, and each thread adds into a
+//! slot of its own (settling sums them). A diana-bus handler runs on every
+//! worker, events of different keys in parallel, and with one atomic per
+//! handler each delivery moved that atomic's cache line between the
+//! workers' cores: `fanout4` measured the line, at a third of the bus's
+//! speed (31 M deliveries/s against 92 M with stripes, in alternating
+//! runs). A peer's handler runs on one thread, where stripes change
+//! nothing; every implementation runs this same code.
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// One checksum per handler.
+/// Slots per checksum: threads adding at once to one handler's checksum
+/// get slots of their own while there are no more of them than this.
+const STRIPES: usize = 16;
+
+/// One checksum per handler, in stripes.
 #[derive(Debug)]
 pub struct Tally {
+    /// Handler `h`'s stripes are `slots[h * STRIPES..][..STRIPES]`.
     slots: Box<[Slot]>,
 }
 
@@ -22,7 +37,7 @@ impl Tally {
     /// Zeroed checksums for `handlers` handlers.
     pub fn new(handlers: usize) -> Self {
         Self {
-            slots: (0..handlers).map(|_| Slot::default()).collect(),
+            slots: (0..handlers * STRIPES).map(|_| Slot::default()).collect(),
         }
     }
 
@@ -33,7 +48,9 @@ impl Tally {
     /// joining the consumer threads).
     #[inline]
     pub fn add(&self, handler: usize, id: u64) {
-        self.slots[handler].0.fetch_add(id, Ordering::Relaxed);
+        self.slots[handler * STRIPES + stripe()]
+            .0
+            .fetch_add(id, Ordering::Relaxed);
     }
 
     /// Checks that every handler summed the ids `1..=events`, and zeroes the
@@ -42,8 +59,12 @@ impl Tally {
         let expected = sum_of_ids(events);
         let actual: Vec<u64> = self
             .slots
-            .iter()
-            .map(|slot| slot.0.swap(0, Ordering::Relaxed))
+            .chunks(STRIPES)
+            .map(|stripes| {
+                stripes.iter().fold(0, |sum: u64, slot| {
+                    sum.wrapping_add(slot.0.swap(0, Ordering::Relaxed))
+                })
+            })
             .collect();
         if actual.iter().all(|&sum| sum == expected) {
             Ok(())
@@ -55,6 +76,22 @@ impl Tally {
             })
         }
     }
+}
+
+/// This thread's stripe: threads take them in turn as they first add.
+#[inline]
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    STRIPE.with(|stripe| {
+        stripe.get().unwrap_or_else(|| {
+            let taken = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            stripe.set(Some(taken));
+            taken
+        })
+    })
 }
 
 /// `1 + 2 + .. + events`, wrapping like the checksums do.
@@ -123,6 +160,19 @@ mod tests {
             "checksum mismatch: expected 132 (sum of ids 1..=11 times 2 handlers), got 113; \
              per handler expected 66 each, got [55, 58]"
         );
+    }
+
+    #[test]
+    fn threads_adding_to_one_checksum_are_summed() {
+        let tally = super::Tally::new(1);
+        // More threads than stripes: some share one.
+        std::thread::scope(|scope| {
+            for thread in 0..super::STRIPES as u64 + 3 {
+                let tally = &tally;
+                scope.spawn(move || (1..=100).for_each(|id| tally.add(0, thread * 100 + id)));
+            }
+        });
+        assert_eq!(tally.settle((super::STRIPES as u64 + 3) * 100), Ok(()));
     }
 
     #[test]
