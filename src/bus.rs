@@ -77,8 +77,10 @@ impl WeakBus {
     }
 }
 
-/// What became of a publish that was not refused.
+/// What became of a publish that was not refused. `repr(u8)`: see "Store
+/// forwarding" in [`Bus::send`].
 #[derive(Clone, Copy, Debug)]
+#[repr(u8)]
 pub(crate) enum Sent {
     Accepted(Accepted),
     /// An explicit id seen within the dedup window: acknowledged, not
@@ -553,13 +555,20 @@ impl Bus {
     /// the instruction cache 11 times a publish (now 0.4 KB and 6
     /// misses, in callgrind's cache simulation).
     ///
-    /// What crosses into `send_entry` goes by reference or as whole
-    /// fields: the tenant and key sit in the entry, not in a resolved
-    /// `Meta`. A load that spans several narrower stores cannot be
-    /// forwarded from the store buffer, so it waits until the last
-    /// event's slot writes reach the cache, which takes the line from the
-    /// worker's core. With `Meta`'s tenant and key rewritten here and
-    /// read back with one 16-byte load, spsc ran at half speed.
+    /// # Store forwarding
+    ///
+    /// A push's stores to its slot may wait in the store buffer for the
+    /// slot's cache lines to come from the worker's core. A later load
+    /// that the store buffer cannot forward (one wider than the stores it
+    /// reads: a 16-byte test of a niche-encoded `Option` or `Result`
+    /// written as two 8-byte fields) waits for every store before it,
+    /// those included. So the publish path never reads back that way what
+    /// it has just written: the tenant and key go into the entry here,
+    /// not through a resolved `Meta` that `send_entry` would read back
+    /// (that stall halved spsc); `Sent` is `repr(u8)`, so a result is
+    /// tested by its tag byte (the 16-byte test cost spsc a third of its
+    /// speed); the empty lineage an accepted push leaves is forgotten,
+    /// not dropped (its drop's test cost a tenth).
     #[inline]
     pub(crate) fn send<E: Event>(
         &self,
@@ -709,9 +718,17 @@ impl Bus {
             .as_mut()
             .expect("a publish brings its entry")
             .complete(routing, tracker);
-        self.inner
+        let pushed = self
+            .inner
             .executor
-            .push((entry, &mut lineage), on_full, when_closed)
+            .push((entry, &mut lineage), on_full, when_closed);
+        if pushed.is_ok() {
+            // Taken with the entry. Not dropped: see "Store forwarding" in
+            // `Bus::send`.
+            debug_assert!(lineage.is_none());
+            std::mem::forget(lineage);
+        }
+        pushed
     }
 
     /// The executor, for the async adapter.
