@@ -552,8 +552,8 @@ impl Bus {
     /// its slot). The rest is [`Bus::send_entry`], one function for every
     /// type. With routing and the push inline here, each type's publish
     /// was 0.9 KB of code, and a thousand types published in turn missed
-    /// the instruction cache 11 times a publish (now 0.4 KB and 6
-    /// misses, in callgrind's cache simulation).
+    /// the instruction cache 11 times a publish at dc8a85f (now 0.4 KB and
+    /// 6 misses, in callgrind's cache simulation).
     ///
     /// # Store forwarding
     ///

@@ -94,7 +94,7 @@
 //! they are asked for ahead:
 //! - A producer, having claimed position `p`, prefetches for writing the
 //!   lines of the slot [`PREFETCH_AHEAD`] positions on (x86-64's
-//!   `prefetchw`), if it knows that slot to be free (below `room_until`;
+//!   `prefetchw`, where CPUID reports it), if it knows that slot to be free (below `room_until`;
 //!   one the consumer has yet to read would only be taken from it).
 //!   Otherwise a slot's lines still belong to the consumer, which read
 //!   them a lap before, and each push's stores wait in the store buffer
@@ -187,14 +187,32 @@ impl<T> Slot<T> {
     }
 }
 
+/// Whether this processor has `prefetchw`: CPUID's PRFCHW bit (which
+/// `is_x86_feature_detected!` does not know). Always false off x86-64,
+/// under loom and under miri, where nothing is prefetched.
+fn has_prefetchw() -> bool {
+    #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
+    {
+        use std::arch::x86_64::__cpuid;
+        // Every x86-64 processor has CPUID, and its leaf 0x8000_0001 (the
+        // long-mode bit is there).
+        const PRFCHW: u32 = 1 << 8;
+        __cpuid(0x8000_0001).ecx & PRFCHW != 0
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
+    false
+}
+
 /// Asks the processor for the cache line holding `at`, to read or to
-/// write soon (x86-64's `prefetcht0`, `prefetchw`); nothing elsewhere.
+/// write soon (x86-64's `prefetcht0`, `prefetchw`: only where
+/// [`has_prefetchw`] says so); nothing elsewhere.
 #[inline(always)]
 fn prefetch_line(at: *const u8, how: Prefetch) {
     #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
-    // SAFETY: a prefetch neither reads nor writes memory the program sees,
-    // and cannot fault, whatever the address. Processors without
-    // `prefetchw` run it as a no-op.
+    // SAFETY: a prefetch neither reads nor writes memory the program can
+    // observe, and cannot fault, whatever the address; `prefetchw` is only
+    // asked for where the processor has it. `readonly` (not `nomem`) keeps
+    // the compiler from moving the hint after the stores it is for.
     unsafe {
         match how {
             Prefetch::Read => std::arch::asm!(
@@ -221,6 +239,8 @@ pub struct Ring<T, X = ()> {
     slots: Box<[Slot<T>]>,
     extras: Box<[UnsafeCell<X>]>,
     mask: usize,
+    /// Whether this processor has `prefetchw` (see "Prefetching").
+    prefetchw: bool,
 }
 
 // SAFETY: values and side entries move between threads through the ring,
@@ -280,6 +300,7 @@ impl<T, X: Default> Ring<T, X> {
                 .map(|_| UnsafeCell::new(X::default()))
                 .collect(),
             mask: capacity - 1,
+            prefetchw: has_prefetchw(),
         }
     }
 }
@@ -345,7 +366,7 @@ impl<T, X> Ring<T, X> {
                     fence(Ordering::SeqCst);
                     // Before this push's own stores, and only into a
                     // slot the consumer is done with: see "Prefetching".
-                    if pos + PREFETCH_AHEAD < room_until {
+                    if self.prefetchw && pos + PREFETCH_AHEAD < room_until {
                         self.slots[(pos + PREFETCH_AHEAD) & self.mask].prefetch(Prefetch::Write);
                     }
                     let slot = &self.slots[pos & self.mask];

@@ -1,6 +1,6 @@
-//! Per-handler checksums: each handler adds the ids it sees into its own
-//! checksum, and a run ends by comparing every checksum with the sum of
-//! the ids published.
+//! Per-handler checksums: each handler adds each id it sees, spread over
+//! 64 bits ([`mark`]), into its own checksum, and a run ends by comparing
+//! every checksum with that of the ids published.
 //!
 //! A checksum is kept in [`STRIPES`] slots, and each thread adds into a
 //! slot of its own (settling sums them). A diana-bus handler runs on every
@@ -50,13 +50,13 @@ impl Tally {
     pub fn add(&self, handler: usize, id: u64) {
         self.slots[handler * STRIPES + stripe()]
             .0
-            .fetch_add(id, Ordering::Relaxed);
+            .fetch_add(mark(id), Ordering::Relaxed);
     }
 
-    /// Checks that every handler summed the ids `1..=events`, and zeroes the
-    /// checksums for the next run.
+    /// Checks that every handler saw each of the ids `1..=events` once,
+    /// and zeroes the checksums for the next run.
     pub fn settle(&self, events: u64) -> Result<(), Mismatch> {
-        let expected = sum_of_ids(events);
+        let expected = checksum_of(events);
         let actual: Vec<u64> = self
             .slots
             .chunks(STRIPES)
@@ -94,15 +94,24 @@ fn stripe() -> usize {
     })
 }
 
-/// `1 + 2 + .. + events`, wrapping like the checksums do.
-fn sum_of_ids(events: u64) -> u64 {
-    let events = u128::from(events);
-    // Truncating is the wrapping sum: both are the true sum modulo 2^64.
-    (events * (events + 1) / 2) as u64
+/// What id `id` adds to a checksum: the id spread over 64 bits
+/// (splitmix64's finaliser). With the plain ids, lost and repeated events
+/// could make up for each other (ids 1 and 2 twice, 3 never, sum the same).
+#[inline]
+fn mark(id: u64) -> u64 {
+    let mut x = id;
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
-/// Some handler's checksum is not the sum of the ids published: an event
-/// was lost, duplicated or corrupted on the way.
+/// The checksum of the ids `1..=events`, each seen once.
+fn checksum_of(events: u64) -> u64 {
+    (1..=events).fold(0, |sum, id| sum.wrapping_add(mark(id)))
+}
+
+/// Some handler's checksum is not that of the ids published: an event was
+/// lost, duplicated or corrupted on the way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mismatch {
     /// Events published (ids `1..=events`).
@@ -115,17 +124,16 @@ pub struct Mismatch {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let handlers = self.actual.len();
-        let expected_total = self.expected.wrapping_mul(handlers as u64);
-        let actual_total = self
-            .actual
-            .iter()
-            .fold(0, |sum, &one| u64::wrapping_add(sum, one));
+        let wrong = self.actual.iter().filter(|&&sum| sum != self.expected);
         write!(
             f,
-            "checksum mismatch: expected {expected_total} (sum of ids 1..={} times {handlers} handlers), \
-             got {actual_total}; per handler expected {} each, got {:?}",
-            self.events, self.expected, self.actual,
+            "checksum mismatch over ids 1..={}: {} of {} handlers wrong; \
+             per handler expected {:#x}, got {:x?}",
+            self.events,
+            wrong.count(),
+            self.actual.len(),
+            self.expected,
+            self.actual,
         )
     }
 }
@@ -150,16 +158,33 @@ mod tests {
         let tally = super::Tally::new(2);
         (1..=10).for_each(|id| tally.add(0, id));
         (1..=10).chain([3]).for_each(|id| tally.add(1, id));
-        let mismatch = tally.settle(11).unwrap_err();
+        let mismatch = tally.settle(10).unwrap_err();
+        let expected = super::checksum_of(10);
         assert_eq!(
             (mismatch.expected, &mismatch.actual[..]),
-            (66, &[55, 58][..])
+            (
+                expected,
+                &[expected, expected.wrapping_add(super::mark(3))][..]
+            )
         );
         assert_eq!(
             mismatch.to_string(),
-            "checksum mismatch: expected 132 (sum of ids 1..=11 times 2 handlers), got 113; \
-             per handler expected 66 each, got [55, 58]"
+            format!(
+                "checksum mismatch over ids 1..=10: 1 of 2 handlers wrong; \
+                 per handler expected {expected:#x}, got {:x?}",
+                mismatch.actual
+            )
         );
+    }
+
+    #[test]
+    fn lost_events_made_up_for_by_repeated_ones_are_a_mismatch() {
+        let tally = super::Tally::new(1);
+        // 3 never, 1 and 2 twice: the plain ids would sum the same.
+        [1, 2, 4, 5, 6, 7, 8, 9, 10, 1, 2]
+            .into_iter()
+            .for_each(|id| tally.add(0, id));
+        assert!(tally.settle(10).is_err());
     }
 
     #[test]
@@ -173,12 +198,5 @@ mod tests {
             }
         });
         assert_eq!(tally.settle((super::STRIPES as u64 + 3) * 100), Ok(()));
-    }
-
-    #[test]
-    fn sums_wrap_like_the_checksums() {
-        assert_eq!(super::sum_of_ids(10), 55);
-        // (2^64 - 1) * 2^64 / 2 = 2^127 - 2^63, which is 2^63 modulo 2^64.
-        assert_eq!(super::sum_of_ids(u64::MAX), 1 << 63);
     }
 }
