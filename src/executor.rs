@@ -68,7 +68,7 @@ use crate::envelope::{Envelope, EventRef, RingEntry, Seed};
 use crate::error::PublishError;
 use crate::event::{mix64, Event, EventId, Meta, Routing, TenantId};
 use crate::metrics::{is_timed, Counter, Counts, MetricsSnapshot, RunOutcome, Totals};
-use crate::park::{Sleeper, WaitQueue};
+use crate::park::{Sleeper, WaitQueue, WaiterId};
 use crate::payload::Payload;
 use crate::place::{next_bus_tag, Place};
 use crate::registry::{AsyncRun, Registry, Subscriber, TableCache};
@@ -454,25 +454,35 @@ impl Executor {
         result
     }
 
-    /// Leaves `waker` with the waiters for room in the ring that `routing`
-    /// goes to; the caller then tries again (the wait queues' protocol in
-    /// `park`).
-    pub(crate) fn wait_for_ring(&self, routing: &Routing, waker: &Waker) {
-        self.shard_for(routing).space.register(waker);
+    /// Leaves `waker` (of the future `id`) with the waiters for room in
+    /// the ring that `routing` goes to; the caller then tries again (the
+    /// wait queues' protocol in `park`).
+    pub(crate) fn wait_for_ring(&self, routing: &Routing, id: WaiterId, waker: &Waker) {
+        self.shard_for(routing).space.register(id, waker);
     }
 
     /// Leaves `waker` with the waiters for units of the tenant quota; the
     /// caller then tries again.
-    pub(crate) fn wait_for_quota(&self, waker: &Waker) {
+    pub(crate) fn wait_for_quota(&self, id: WaiterId, waker: &Waker) {
         if let Some(quota) = &self.quota {
-            quota.space.register(waker);
+            quota.space.register(id, waker);
         }
     }
 
     /// Leaves `waker` with the waiters for the backlog gate to be
     /// lowered; the caller then tries again.
-    pub(crate) fn wait_for_gate(&self, waker: &Waker) {
-        self.gate.register(waker);
+    pub(crate) fn wait_for_gate(&self, id: WaiterId, waker: &Waker) {
+        self.gate.register(id, waker);
+    }
+
+    /// Takes back what the future `id` left with the three queues above
+    /// (the ring's, for `routing`): it no longer waits.
+    pub(crate) fn stop_waiting(&self, routing: &Routing, id: WaiterId) {
+        self.shard_for(routing).space.forget(id);
+        if let Some(quota) = &self.quota {
+            quota.space.forget(id);
+        }
+        self.gate.forget(id);
     }
 
     /// Counts a publish refused before it reached a ring.

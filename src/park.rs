@@ -34,6 +34,13 @@
 //! its waker under the lock (counted in `waiters`), fences, and re-checks;
 //! `notify` takes every waker left, uncounts and wakes them. The
 //! `park_wake` loom models check it for a publisher waiting on a full ring.
+//! A task's future that stops waiting (it completed, or was dropped) takes
+//! its waker back under the lock ([`WaitQueue::forget`]), by the
+//! [`WaiterId`] it left it under: otherwise a cancelled publish would keep
+//! its task alive until the next notify, and cancelled publishes would
+//! pile up while a ring stays full. The id is the future's, not the
+//! task's: two futures of one task waiting in one queue leave two entries,
+//! and one forgetting its own leaves the other's.
 
 use std::task::Waker;
 
@@ -100,9 +107,23 @@ impl Sleeper {
 #[derive(Debug, Default)]
 pub struct WaitQueue {
     waiters: AtomicUsize,
-    /// The wakers of waiting tasks.
-    lock: Mutex<Vec<Waker>>,
+    /// The wakers of waiting tasks' futures.
+    lock: Mutex<Vec<(WaiterId, Waker)>>,
     cond: Condvar,
+}
+
+/// One waiting future, as the [`WaitQueue`]s it leaves its waker with know
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaiterId(u64);
+
+impl WaiterId {
+    /// An id no other future has.
+    pub fn new() -> Self {
+        // Not part of any protocol: only unique.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        WaiterId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl WaitQueue {
@@ -114,7 +135,7 @@ impl WaitQueue {
         }
         self.waiters.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let mut guard: MutexGuard<'_, Vec<Waker>> = lock(&self.lock);
+        let mut guard: MutexGuard<'_, Vec<(WaiterId, Waker)>> = lock(&self.lock);
         let done = loop {
             if let Some(done) = attempt() {
                 break done;
@@ -145,20 +166,37 @@ impl WaitQueue {
             let wakers = std::mem::take(&mut *lock(&self.lock));
             self.waiters.fetch_sub(wakers.len(), Ordering::Relaxed);
             self.cond.notify_all();
-            wakers.into_iter().for_each(crate::caught::wake);
+            wakers
+                .into_iter()
+                .for_each(|(_, waker)| crate::caught::wake(waker));
         }
     }
 
     /// Leaves a task's waker until the next [`WaitQueue::notify`]; the
     /// caller then re-checks its condition (after this fence) and returns
     /// `Pending` only if it still does not hold.
-    pub fn register(&self, waker: &Waker) {
+    pub fn register(&self, id: WaiterId, waker: &Waker) {
         let mut wakers = lock(&self.lock);
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
-            self.waiters.fetch_add(1, Ordering::Relaxed);
+        match wakers.iter_mut().find(|(left, _)| *left == id) {
+            Some((_, left)) => left.clone_from(waker),
+            None => {
+                wakers.push((id, waker.clone()));
+                self.waiters.fetch_add(1, Ordering::Relaxed);
+            }
         }
         drop(wakers);
         fence(Ordering::SeqCst);
+    }
+
+    /// Takes back the waker that `id` left, if it is still here: its
+    /// future no longer waits.
+    pub fn forget(&self, id: WaiterId) {
+        let mut wakers = lock(&self.lock);
+        if let Some(at) = wakers.iter().position(|(left, _)| *left == id) {
+            let (_, waker) = wakers.swap_remove(at);
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            drop(wakers);
+            drop(waker);
+        }
     }
 }

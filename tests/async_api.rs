@@ -268,6 +268,74 @@ fn a_dropped_publish_future_either_published_the_event_or_dropped_it() {
     });
 }
 
+/// A waker that counts its wakes; its `Arc`'s count tells how many clones
+/// of it are alive.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_publish_that_stops_waiting_takes_its_waker_back() {
+    within(30, || {
+        let (bus, gate, entered) = held_bus(None);
+        let _open = OpenOnDrop(gate.clone());
+        hold_and_fill(&bus, &entered);
+        let state = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(state.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        // Cancelled while it waits for room.
+        let mut cancelled = Box::pin(bus.publish_async(Job(2)));
+        assert!(cancelled.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            Arc::strong_count(&state),
+            3,
+            "the ring's queue holds a clone"
+        );
+        drop(cancelled);
+        assert_eq!(Arc::strong_count(&state), 2, "taken back when cancelled");
+        // Completed after a wait: taken back when dropped, even before the
+        // queue is next notified.
+        let mut waits = Box::pin(bus.publish_async(Job(3)));
+        assert!(waits.as_mut().poll(&mut cx).is_pending());
+        gate.open();
+        common::wait_until(10, || state.0.load(Ordering::SeqCst) > 0);
+        assert!(matches!(
+            waits.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(_))
+        ));
+        drop(waits);
+        assert_eq!(Arc::strong_count(&state), 2);
+    });
+}
+
+#[test]
+fn one_of_two_waiting_publishes_of_a_task_cancelled_leaves_the_other_woken() {
+    within(30, || {
+        let (bus, gate, entered) = held_bus(None);
+        let _open = OpenOnDrop(gate.clone());
+        hold_and_fill(&bus, &entered);
+        // Both futures wait with the one waker of their task, as in `join!`.
+        let state = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(state.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut first = Box::pin(bus.publish_async(Job(2)));
+        let mut second = Box::pin(bus.publish_async(Job(3)));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        gate.open();
+        common::wait_until(10, || state.0.load(Ordering::SeqCst) > 0);
+        assert!(matches!(
+            second.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Ok(_))
+        ));
+    });
+}
+
 #[test]
 fn publish_async_after_shutdown_gives_the_event_back() {
     let bus = Bus::builder().workers(1).build().unwrap();

@@ -9,6 +9,7 @@ use crate::delivery::{DeliveryReport, Tracker};
 use crate::error::PublishError;
 use crate::event::{Event, EventId, Meta, Routing};
 use crate::executor::OnFull;
+use crate::park::WaiterId;
 use crate::sync::Arc;
 
 /// A publish that waits for room in its ring (and its tenant's quota)
@@ -17,11 +18,24 @@ pub(crate) struct Admit<'b, E> {
     bus: &'b Bus,
     pending: Option<(E, Meta, Option<Arc<Tracker>>)>,
     parent: Option<Routing>,
+    /// Once it has left its waker with a wait queue: its id there, and the
+    /// routing that names its ring's queue.
+    waiting: Option<(WaiterId, Routing)>,
 }
 
 // The event is moved in and out, never pinned: nothing here relies on
 // `Admit` staying put.
 impl<E> Unpin for Admit<'_, E> {}
+
+/// Done or cancelled, a publish takes its waker back from the queues it
+/// left it with (see `park`).
+impl<E> Drop for Admit<'_, E> {
+    fn drop(&mut self) {
+        if let Some((id, routing)) = self.waiting.take() {
+            self.bus.executor().stop_waiting(&routing, id);
+        }
+    }
+}
 
 impl<'b, E: Event> Admit<'b, E> {
     pub(crate) fn new(bus: &'b Bus, event: E, meta: Meta, tracker: Option<Arc<Tracker>>) -> Self {
@@ -29,6 +43,7 @@ impl<'b, E: Event> Admit<'b, E> {
             bus,
             pending: Some((event, meta, tracker)),
             parent: None,
+            waiting: None,
         }
     }
 
@@ -79,12 +94,13 @@ impl<E: Event> Future for Admit<'_, E> {
             let registered = !std::mem::replace(&mut left[refusal as usize], true);
             if registered {
                 let waker = cx.waker();
+                let (id, routing) = *this
+                    .waiting
+                    .get_or_insert_with(|| (WaiterId::new(), Routing::resolve(&event, meta, 0)));
                 match refusal {
-                    WaitFor::Ring => {
-                        executor.wait_for_ring(&Routing::resolve(&event, meta, 0), waker);
-                    }
-                    WaitFor::Quota => executor.wait_for_quota(waker),
-                    WaitFor::Gate => executor.wait_for_gate(waker),
+                    WaitFor::Ring => executor.wait_for_ring(&routing, id, waker),
+                    WaitFor::Quota => executor.wait_for_quota(id, waker),
+                    WaitFor::Gate => executor.wait_for_gate(id, waker),
                 }
             }
             this.pending = Some((event, meta, tracker));

@@ -39,7 +39,7 @@
 
 use std::task::Waker;
 
-use crate::park::WaitQueue;
+use crate::park::{WaitQueue, WaiterId};
 use crate::sync::{fence, AtomicUsize, CachePadded, Ordering};
 
 /// See the module docs.
@@ -98,7 +98,12 @@ impl BacklogGate {
 
     /// Leaves an async publisher's waker until the gate is lowered (or the
     /// bus closes); the publisher then tries again.
-    pub fn register(&self, waker: &Waker) {
-        self.space.register(waker);
+    pub fn register(&self, id: WaiterId, waker: &Waker) {
+        self.space.register(id, waker);
+    }
+
+    /// Takes back the waker `id` left: its publisher no longer waits.
+    pub fn forget(&self, id: WaiterId) {
+        self.space.forget(id);
     }
 }
