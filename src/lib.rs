@@ -43,7 +43,7 @@ pub use reliability::retry::RetryPolicy;
 #[doc(hidden)]
 pub mod model {
     pub use crate::async_api::timer::Timer;
-    pub use crate::park::{Sleeper, WaitQueue};
+    pub use crate::park::{Sleeper, WaitQueue, WaiterId};
     pub use crate::reliability::backlog::{BacklogGate, Closed};
     pub use crate::ring::{InSlot, PushError, Ring};
 }

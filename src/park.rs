@@ -33,7 +33,8 @@
 //! its wait. An async task waits the same way without a thread: it leaves
 //! its waker under the lock (counted in `waiters`), fences, and re-checks;
 //! `notify` takes every waker left, uncounts and wakes them. The
-//! `park_wake` loom models check it for a publisher waiting on a full ring.
+//! `park_wake` loom models check it for a publisher thread waiting on a
+//! full ring, and for a task's waker against another future's `forget`.
 //! A task's future that stops waiting (it completed, or was dropped) takes
 //! its waker back under the lock ([`WaitQueue::forget`]), by the
 //! [`WaiterId`] it left it under: otherwise a cancelled publish would keep
@@ -119,7 +120,7 @@ pub struct WaiterId(u64);
 
 impl WaiterId {
     /// An id no other future has.
-    pub fn new() -> Self {
+    pub fn unique() -> Self {
         // Not part of any protocol: only unique.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         WaiterId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
@@ -172,20 +173,28 @@ impl WaitQueue {
         }
     }
 
-    /// Leaves a task's waker until the next [`WaitQueue::notify`]; the
-    /// caller then re-checks its condition (after this fence) and returns
-    /// `Pending` only if it still does not hold.
+    /// Leaves the waker of the future `id` until the next
+    /// [`WaitQueue::notify`] or [`WaitQueue::forget`] (a later call for
+    /// the same `id` replaces it); the caller then re-checks its condition
+    /// (after this fence) and returns `Pending` only if it still does not
+    /// hold.
     pub fn register(&self, id: WaiterId, waker: &Waker) {
+        // Wakers are cloned and dropped outside the lock: they are user
+        // code, and dropping one may drop a task whose waiting future then
+        // takes its own waker back, from this very queue.
+        let mut mine = Some(waker.clone());
         let mut wakers = lock(&self.lock);
         match wakers.iter_mut().find(|(left, _)| *left == id) {
-            Some((_, left)) => left.clone_from(waker),
+            Some((_, left)) if left.will_wake(waker) => {}
+            Some((_, left)) => std::mem::swap(left, mine.as_mut().expect("not yet left")),
             None => {
-                wakers.push((id, waker.clone()));
+                wakers.push((id, mine.take().expect("not yet left")));
                 self.waiters.fetch_add(1, Ordering::Relaxed);
             }
         }
         drop(wakers);
         fence(Ordering::SeqCst);
+        drop(mine);
     }
 
     /// Takes back the waker that `id` left, if it is still here: its

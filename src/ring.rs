@@ -194,10 +194,14 @@ fn has_prefetchw() -> bool {
     #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
     {
         use std::arch::x86_64::__cpuid;
-        // Every x86-64 processor has CPUID, and its leaf 0x8000_0001 (the
-        // long-mode bit is there).
         const PRFCHW: u32 = 1 << 8;
-        __cpuid(0x8000_0001).ecx & PRFCHW != 0
+        // `__cpuid` is an unsafe function in the older Rust this crate
+        // builds with (from 1.91), a safe one in newer.
+        #[allow(unused_unsafe)]
+        // SAFETY: every x86-64 processor has CPUID, and its leaf
+        // 0x8000_0001 (the long-mode bit is there).
+        let leaf = unsafe { __cpuid(0x8000_0001) };
+        leaf.ecx & PRFCHW != 0
     }
     #[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
     false

@@ -336,6 +336,53 @@ fn one_of_two_waiting_publishes_of_a_task_cancelled_leaves_the_other_woken() {
     });
 }
 
+/// A task as a minimal executor keeps it: its waker owns its future, so
+/// the last clone of the waker dropped drops the future.
+struct OwningTask {
+    _future: std::sync::Mutex<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+impl std::task::Wake for OwningTask {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[test]
+fn a_replaced_waker_is_dropped_outside_the_queue_lock() {
+    within(10, || {
+        let (bus, gate, entered) = held_bus(None);
+        let _open = OpenOnDrop(gate.clone());
+        hold_and_fill(&bus, &entered);
+        let plain = std::task::Waker::from(Arc::new(CountingWaker::default()));
+        // Task A's future waits for room in the ring.
+        let mine = bus.clone();
+        let mut waiting = Box::pin(async move {
+            let _ = mine.publish_async(Job(2)).await;
+        });
+        let polled = waiting
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&plain));
+        assert!(polled.is_pending());
+        let task_a = std::task::Waker::from(Arc::new(OwningTask {
+            _future: std::sync::Mutex::new(waiting),
+        }));
+        // Another publish, polled under task A's waker, then task A let go
+        // of: only the ring's queue still holds its waker.
+        let mut moved = Box::pin(bus.publish_async(Job(3)));
+        let polled = moved
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&task_a));
+        assert!(polled.is_pending());
+        drop(task_a);
+        // Polled under another waker, the publish replaces task A's in the
+        // queue, which drops task A, whose waiting publish then takes its
+        // own waker back from the same queue: under the queue's lock, that
+        // deadlocked.
+        let polled = moved
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&plain));
+        assert!(polled.is_pending());
+    });
+}
+
 #[test]
 fn publish_async_after_shutdown_gives_the_event_back() {
     let bus = Bus::builder().workers(1).build().unwrap();

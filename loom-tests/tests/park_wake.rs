@@ -98,3 +98,59 @@ fn a_publisher_waiting_on_a_full_ring_is_woken_when_it_drains() {
         assert_eq!(got, [1, 2, 3]);
     });
 }
+
+/// An async waiter (registers its waker, then re-checks) against the side
+/// that makes room, fences and notifies, while another task's future
+/// registers and is cancelled (`forget`), and the waiter, if it saw room,
+/// takes its own waker back as a completed publish does. No wake-up is
+/// lost, and the waiter count ends at zero (neither underflowed nor left
+/// high).
+#[test]
+fn an_async_waiter_is_woken_while_other_futures_forget() {
+    use diana_bus::model::WaiterId;
+    use loom::sync::atomic::AtomicBool;
+
+    struct Flag(AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    loom::model(|| {
+        let space = Arc::new(WaitQueue::default());
+        let room = Arc::new(AtomicBool::new(false));
+        let flag = std::sync::Arc::new(Flag(AtomicBool::new(false)));
+        let waiter = {
+            let (space, room) = (space.clone(), room.clone());
+            let waker = std::task::Waker::from(flag.clone());
+            thread::spawn(move || {
+                let id = WaiterId::unique();
+                space.register(id, &waker);
+                let saw = room.load(Ordering::Relaxed);
+                if saw {
+                    space.forget(id);
+                }
+                saw
+            })
+        };
+        let other = {
+            let space = space.clone();
+            let waker = std::task::Waker::from(std::sync::Arc::new(Flag(AtomicBool::new(false))));
+            thread::spawn(move || {
+                let id = WaiterId::unique();
+                space.register(id, &waker);
+                space.forget(id);
+            })
+        };
+        room.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        space.notify();
+        let saw = waiter.join().unwrap();
+        other.join().unwrap();
+        if !saw {
+            assert!(flag.0.load(Ordering::SeqCst), "lost wake-up");
+        }
+        assert!(!space.has_waiters(), "waiter count left high");
+    });
+}

@@ -96,7 +96,7 @@ impl<E: Event> Future for Admit<'_, E> {
                 let waker = cx.waker();
                 let (id, routing) = *this
                     .waiting
-                    .get_or_insert_with(|| (WaiterId::new(), Routing::resolve(&event, meta, 0)));
+                    .get_or_insert_with(|| (WaiterId::unique(), Routing::resolve(&event, meta, 0)));
                 match refusal {
                     WaitFor::Ring => executor.wait_for_ring(&routing, id, waker),
                     WaitFor::Quota => executor.wait_for_quota(id, waker),

@@ -5,10 +5,10 @@
 //!
 //! A streaming run publishes ids `1..=events` from the profile's publisher
 //! threads; every handler folds each id it sees into its own checksum, and
-//! the run only counts if each checksum is the sum of all ids. The clock
-//! runs from the moment the publishers are released to the moment every
-//! delivery is done. One event in [`SAMPLE_EVERY`] carries its publish time,
-//! and its handler records the latency. A round-trip run times every ping
+//! the run only counts if each checksum is that of all ids (see `tally`).
+//! The clock runs from the moment the publishers are released to the
+//! moment every delivery is done. One event in [`SAMPLE_EVERY`] carries
+//! its publish time, and its handler records the latency. A round-trip run times every ping
 //! from its publish to the arrival of its pong. A flow run has users run
 //! Diana interactions ids `1..=events`, each through four services and
 //! one completion, and times every interaction from its request to its
