@@ -94,9 +94,9 @@
 //! they are asked for ahead:
 //! - A producer, having claimed position `p`, prefetches for writing the
 //!   lines of the slot [`PREFETCH_AHEAD`] positions on (x86-64's
-//!   `prefetchw`, where CPUID reports it), if it knows that slot to be free (below `room_until`;
-//!   one the consumer has yet to read would only be taken from it).
-//!   Otherwise a slot's lines still belong to the consumer, which read
+//!   `prefetchw`, where CPUID reports it), if it knows that slot to be
+//!   free (below `room_until`; one the consumer has yet to read would
+//!   only be taken from it). Otherwise a slot's lines still belong to the consumer, which read
 //!   them a lap before, and each push's stores wait in the store buffer
 //!   for two transfers, and so does any later load of the producer's that
 //!   the store buffer cannot forward (see "Store forwarding" in
