@@ -96,11 +96,12 @@
 //!   lines of the slot [`PREFETCH_AHEAD`] positions on (x86-64's
 //!   `prefetchw`, where CPUID reports it), if it knows that slot to be
 //!   free (below `room_until`; one the consumer has yet to read would
-//!   only be taken from it). Otherwise a slot's lines still belong to the consumer, which read
-//!   them a lap before, and each push's stores wait in the store buffer
-//!   for two transfers, and so does any later load of the producer's that
-//!   the store buffer cannot forward (see "Store forwarding" in
-//!   `Bus::send`). Without it, spsc and mpsc ran at half speed.
+//!   only be taken from it). Otherwise a slot's lines still belong to the
+//!   consumer, which read them a lap before, and each push's stores wait
+//!   in the store buffer for two transfers, and so does any later load of
+//!   the producer's that the store buffer cannot forward (see "Store
+//!   forwarding" in `Bus::send`). Without it, spsc and mpsc ran at half
+//!   speed.
 //! - The consumer, counting a batch's published stamps, prefetches each
 //!   slot's lines, so the second line comes in while the loop goes on to
 //!   the next stamp instead of when the visit first reads it. Without it,
@@ -131,6 +132,7 @@
 use std::mem::{size_of, MaybeUninit};
 
 use crate::sync::{fence, AtomicUsize, CachePadded, Ordering, UnsafeCell};
+use hint::{has_prefetchw, prefetch_line};
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("diana-bus needs 64-bit ring positions (a 32-bit tail would reach the CLOSED bit)");
@@ -187,12 +189,15 @@ impl<T> Slot<T> {
     }
 }
 
-/// Whether this processor has `prefetchw`: CPUID's PRFCHW bit (which
-/// `is_x86_feature_detected!` does not know). Always false off x86-64,
-/// under loom and under miri, where nothing is prefetched.
-fn has_prefetchw() -> bool {
-    #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
-    {
+/// The prefetch instructions, on x86-64 outside loom and miri; elsewhere,
+/// nothing is prefetched.
+#[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
+mod hint {
+    use super::Prefetch;
+
+    /// Whether this processor has `prefetchw`: CPUID's PRFCHW bit (which
+    /// `is_x86_feature_detected!` does not know).
+    pub(super) fn has_prefetchw() -> bool {
         use std::arch::x86_64::__cpuid;
         const PRFCHW: u32 = 1 << 8;
         // `__cpuid` is an unsafe function in the older Rust this crate
@@ -203,36 +208,44 @@ fn has_prefetchw() -> bool {
         let leaf = unsafe { __cpuid(0x8000_0001) };
         leaf.ecx & PRFCHW != 0
     }
-    #[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
-    false
-}
 
-/// Asks the processor for the cache line holding `at`, to read or to
-/// write soon (x86-64's `prefetcht0`, `prefetchw`: only where
-/// [`has_prefetchw`] says so); nothing elsewhere.
-#[inline(always)]
-fn prefetch_line(at: *const u8, how: Prefetch) {
-    #[cfg(all(target_arch = "x86_64", not(diana_bus_loom), not(miri)))]
-    // SAFETY: a prefetch neither reads nor writes memory the program can
-    // observe, and cannot fault, whatever the address; `prefetchw` is only
-    // asked for where the processor has it. `readonly` (not `nomem`) keeps
-    // the compiler from moving the hint after the stores it is for.
-    unsafe {
-        match how {
-            Prefetch::Read => std::arch::asm!(
-                "prefetcht0 [{0}]",
-                in(reg) at,
-                options(nostack, readonly, preserves_flags)
-            ),
-            Prefetch::Write => std::arch::asm!(
-                "prefetchw [{0}]",
-                in(reg) at,
-                options(nostack, readonly, preserves_flags)
-            ),
+    /// Asks the processor for the cache line holding `at`, to read or to
+    /// write soon (`prefetcht0`, `prefetchw`: only where
+    /// [`has_prefetchw`] says so).
+    #[inline(always)]
+    pub(super) fn prefetch_line(at: *const u8, how: Prefetch) {
+        // SAFETY: a prefetch neither reads nor writes memory the program
+        // can observe, and cannot fault, whatever the address; `prefetchw`
+        // is only asked for where the processor has it. `readonly` (not
+        // `nomem`) keeps the compiler from moving the hint after the
+        // stores it is for.
+        unsafe {
+            match how {
+                Prefetch::Read => std::arch::asm!(
+                    "prefetcht0 [{0}]",
+                    in(reg) at,
+                    options(nostack, readonly, preserves_flags)
+                ),
+                Prefetch::Write => std::arch::asm!(
+                    "prefetchw [{0}]",
+                    in(reg) at,
+                    options(nostack, readonly, preserves_flags)
+                ),
+            }
         }
     }
-    #[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
-    let _ = (at, how);
+}
+
+#[cfg(not(all(target_arch = "x86_64", not(diana_bus_loom), not(miri))))]
+mod hint {
+    use super::Prefetch;
+
+    pub(super) fn has_prefetchw() -> bool {
+        false
+    }
+
+    #[inline(always)]
+    pub(super) fn prefetch_line(_: *const u8, _: Prefetch) {}
 }
 
 /// A bounded multi-producer single-consumer ring of `T`s, with a side

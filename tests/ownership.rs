@@ -53,6 +53,19 @@ fn bus_of<E: Event>(backpressure: Backpressure) -> (Bus, Arc<AtomicU64>) {
     (bus, ran)
 }
 
+/// Subscribes a handler for `E` that counts its runs and waits at the
+/// returned gate, holding the worker there.
+fn hold<E: Event>(bus: &Bus) -> (Gate, Arc<AtomicU64>) {
+    let (gate, entered) = (Gate::default(), Arc::new(AtomicU64::new(0)));
+    let (g, e) = (gate.clone(), entered.clone());
+    bus.subscribe(move |_: &E, _: &Context| -> HandlerResult {
+        e.fetch_add(1, Ordering::SeqCst);
+        g.wait();
+        Ok(())
+    });
+    (gate, entered)
+}
+
 fn handled_events_are_dropped_once_each<const N: usize>() {
     within(30, || {
         let (bus, ran) = bus_of::<Counted<N>>(Backpressure::Block);
@@ -98,14 +111,8 @@ fn a_duplicate_is_dropped_by_the_bus_once_inline_or_boxed() {
 fn a_refused_event_comes_back_undropped<const N: usize>() {
     within(30, || {
         let (bus, _) = bus_of::<Counted<N>>(Backpressure::Reject);
-        let (gate, entered) = (Gate::default(), Arc::new(AtomicU64::new(0)));
-        let (g, e) = (gate.clone(), entered.clone());
         // A second handler holds the worker, so the ring of 2 fills.
-        bus.subscribe(move |_: &Counted<N>, _: &Context| -> HandlerResult {
-            e.fetch_add(1, Ordering::SeqCst);
-            g.wait();
-            Ok(())
-        });
+        let (gate, entered) = hold::<Counted<N>>(&bus);
         let dropped = drops();
         let event = || Counted::<N>(dropped.clone(), [0; N]);
         bus.publish(event()).unwrap();
@@ -153,13 +160,7 @@ fn over_its_quota_an_event_comes_back_undropped<const N: usize>() {
             .backpressure(Backpressure::Reject)
             .build()
             .unwrap();
-        let (gate, entered) = (Gate::default(), Arc::new(AtomicU64::new(0)));
-        let (g, e) = (gate.clone(), entered.clone());
-        bus.subscribe(move |_: &Counted<N>, _: &Context| -> HandlerResult {
-            e.fetch_add(1, Ordering::SeqCst);
-            g.wait();
-            Ok(())
-        });
+        let (gate, entered) = hold::<Counted<N>>(&bus);
         let dropped = drops();
         let tenant = Meta::new().tenant(TenantId(3));
         bus.publish_with(Counted::<N>(dropped.clone(), [0; N]), tenant)
