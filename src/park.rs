@@ -199,7 +199,19 @@ impl WaitQueue {
 
     /// Takes back the waker that `id` left, if it is still here: its
     /// future no longer waits.
+    ///
+    /// Without the lock when `waiters` reads 0: a publish that waited for
+    /// its ring then forgets its id in the quota's and the gate's queues
+    /// too, which are empty as a rule. Reading 0 means that the waker is
+    /// gone. The count went up when the waker was left, before this read,
+    /// which therefore sees that rise or a later value; every fall comes
+    /// after the rise it undoes (under the lock, or after taking the
+    /// wakers under it), so while this waker is here the count is at
+    /// least 1.
     pub fn forget(&self, id: WaiterId) {
+        if !self.has_waiters() {
+            return;
+        }
         let mut wakers = lock(&self.lock);
         if let Some(at) = wakers.iter().position(|(left, _)| *left == id) {
             let (_, waker) = wakers.swap_remove(at);
