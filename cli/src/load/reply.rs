@@ -150,27 +150,18 @@ mod tests {
 
     #[test]
     fn spins_stop_after_spinning_in_vain_and_are_tried_again() {
+        use std::sync::atomic::Ordering::Relaxed;
         let reply = super::Reply::default();
-        let spins =
-            |reply: &super::Reply, waits| (0..waits).filter(|_| reply.should_spin()).count();
-        // Spins in vain, one short of the limit: the next wait spins.
-        for _ in 1..super::VAIN_SPINS {
+        let spins = |waits| (0..waits).filter(|_| reply.should_spin()).count();
+        // Spins in vain, up to the limit: each wait until then spins.
+        for _ in 0..super::VAIN_SPINS {
             assert!(reply.should_spin());
-            reply
-                .vain_spins
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            reply.vain_spins.fetch_add(1, Relaxed);
         }
-        assert!(reply.should_spin());
-        reply
-            .vain_spins
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // At the limit: one wait in PROBE_EVERY spins.
-        let waits = super::PROBE_EVERY as usize * 3;
-        assert_eq!(spins(&reply, waits), 3);
+        assert_eq!(spins(super::PROBE_EVERY as usize * 3), 3);
         // A probe that sees its answer ends the pause.
-        reply
-            .vain_spins
-            .store(0, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(spins(&reply, 10), 10);
+        reply.vain_spins.store(0, Relaxed);
+        assert_eq!(spins(10), 10);
     }
 }
