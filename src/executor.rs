@@ -87,19 +87,20 @@ use crate::sync::{
 
 /// Idle rounds a worker spins, then yields, before it parks.
 ///
-/// Few spins, many yields: a yield returns at once when no other thread
-/// wants the core, and hands the core over when one does. The scheduler
-/// can leave a worker and the thread that publishes to it on one core for
-/// a whole run (both run every few microseconds, so neither is ever cold
-/// enough to move), and there each spin holds the core the next event
-/// needs. With 64 spins and 8 yields, round trips in such runs had a p99
-/// of 7 µs (0.7 µs in the others); with 2 spins and 64 yields, and a
-/// publisher that stops spinning too, 1.6 to 2.2 µs, with no change in
-/// the streaming profiles or the idle bus's CPU.
+/// Few spins: a yield returns at once when no other thread wants the
+/// core, and hands the core over when one does. The scheduler can leave
+/// a worker and the thread that publishes to it on one core for a whole
+/// run (both run every few microseconds, so neither is ever cold enough
+/// to move), and there each spin holds the core the next event needs.
+/// With 64 spins, round trips in such runs had a p99 of 7 µs (0.7 µs in
+/// the others); with 2, and a publisher that stops spinning too, 1.6 to
+/// 2.6 µs. The streaming profiles did not change. 64 yields instead of 8
+/// measured the same there, and cost a worker about 10 µs more CPU after
+/// each burst of sporadic events (a reviewer's scratch program).
 #[cfg(not(diana_bus_loom))]
 const IDLE_SPINS: u32 = 2;
 #[cfg(not(diana_bus_loom))]
-const IDLE_YIELDS: u32 = 64;
+const IDLE_YIELDS: u32 = 8;
 #[cfg(diana_bus_loom)]
 const IDLE_SPINS: u32 = 0;
 #[cfg(diana_bus_loom)]

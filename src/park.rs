@@ -203,11 +203,12 @@ impl WaitQueue {
     /// Without the lock when `waiters` reads 0: a publish that waited for
     /// its ring then forgets its id in the quota's and the gate's queues
     /// too, which are empty as a rule. Reading 0 means that the waker is
-    /// gone. The count went up when the waker was left, before this read,
-    /// which therefore sees that rise or a later value; every fall comes
-    /// after the rise it undoes (under the lock, or after taking the
-    /// wakers under it), so while this waker is here the count is at
-    /// least 1.
+    /// gone. The count went up when the waker was left, which happens
+    /// before this read (on one thread, or on two that handed the future
+    /// over, as a runtime's hand-over orders them), so the read sees that
+    /// rise or a later value; every fall comes after the rise it undoes
+    /// (under the lock, or after taking the wakers under it), so while
+    /// this waker is here the count is at least 1.
     pub fn forget(&self, id: WaiterId) {
         if !self.has_waiters() {
             return;

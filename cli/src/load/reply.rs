@@ -149,6 +149,28 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_counts_whether_its_spin_saw_the_answer() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let reply = std::sync::Arc::new(super::Reply::default());
+        reply.wait_on_this_thread();
+        // Answered long after the spin: in vain.
+        let replier = {
+            let reply = reply.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                reply.answer(1);
+            })
+        };
+        reply.wait(1);
+        replier.join().unwrap();
+        assert_eq!(reply.vain_spins.load(Relaxed), 1);
+        // Answered already: the spin sees it, and the count starts over.
+        reply.answer(2);
+        reply.wait(2);
+        assert_eq!(reply.vain_spins.load(Relaxed), 0);
+    }
+
+    #[test]
     fn spins_stop_after_spinning_in_vain_and_are_tried_again() {
         use std::sync::atomic::Ordering::Relaxed;
         let reply = super::Reply::default();

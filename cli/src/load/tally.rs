@@ -16,8 +16,9 @@
 //!   of the direct-call floor's time (107 M against 170 M events/s in
 //!   spsc, in one run).
 //!
-//! A thread owns its stripe while it lives ([`OWNER`]); threads beyond
-//! [`STRIPES`] alive at once share one more stripe, with locked adds.
+//! A thread owns its stripe from its first add until it exits
+//! ([`OWNER`]). A thread that finds all [`STRIPES`] owned at its first add
+//! shares one more stripe, with locked adds, for the rest of its life.
 //! Every implementation runs this same code.
 
 use std::cell::Cell;
@@ -63,7 +64,10 @@ impl Tally {
     /// Relaxed is enough: the slots are read only after the run, once the
     /// implementation has synchronised with every handler call (flush, or
     /// joining the consumer threads), and a stripe changes owner through
-    /// [`OWNED`]'s Release and Acquire.
+    /// [`OWNED`]'s Release and Acquire. An owner's plain load sees
+    /// [`Tally::settle`]'s zeroing because the next run's events reach it
+    /// after the settle: through the ring from the publisher, or by the
+    /// thread being spawned for the run.
     #[inline]
     pub fn add(&self, handler: usize, id: u64) {
         let stripe = stripe();
@@ -262,19 +266,47 @@ mod tests {
         let tally = super::Tally::new(1);
         // More threads alive at once than stripes: some share one. They
         // all wait for each other, so none hands its stripe on early.
-        let threads = super::STRIPES as u64 + 3;
+        let (threads, adds) = (super::STRIPES as u64 + 3, 1000);
         let all_in = std::sync::Barrier::new(threads as usize);
         std::thread::scope(|scope| {
             for thread in 0..threads {
                 let (tally, all_in) = (&tally, &all_in);
                 scope.spawn(move || {
-                    tally.add(0, thread * 1000 + 1);
+                    tally.add(0, thread * adds + 1);
                     all_in.wait();
-                    (2..=1000).for_each(|id| tally.add(0, thread * 1000 + id));
+                    (2..=adds).for_each(|id| tally.add(0, thread * adds + id));
                 });
             }
         });
-        assert_eq!(tally.settle(threads * 1000), Ok(()));
+        assert_eq!(tally.settle(threads * adds), Ok(()));
+    }
+
+    #[test]
+    fn a_thread_hands_its_stripe_on_when_it_exits() {
+        let tally = super::Tally::new(1);
+        // One thread after another, each adding once: without the hand-on
+        // no more than STRIPES of them would ever own one (other tests'
+        // threads may hold a few meanwhile, never all for long).
+        let threads = super::STRIPES as u64 * 3;
+        let owned = (0..threads)
+            .filter(|&thread| {
+                let tally = &tally;
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || {
+                            tally.add(0, thread + 1);
+                            super::STRIPE.get() != super::SHARED
+                        })
+                        .join()
+                        .unwrap()
+                })
+            })
+            .count();
+        assert!(
+            owned > super::STRIPES,
+            "{owned} of {threads} owned a stripe"
+        );
+        assert_eq!(tally.settle(threads), Ok(()));
     }
 
     #[test]
