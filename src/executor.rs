@@ -94,9 +94,10 @@ use crate::sync::{
 /// to move), and there each spin holds the core the next event needs.
 /// With 64 spins, round trips in such runs had a p99 of 7 µs (0.7 µs in
 /// the others); with 2, and a publisher that stops spinning too, 1.75 to
-/// 3.6 µs, most under 2.6 µs. The streaming profiles did not change. 64 yields instead of 8
-/// measured the same there, and cost a worker about 10 µs more CPU after
-/// each burst of sporadic events (a reviewer's scratch program).
+/// 3.6 µs, most under 2.6 µs. The streaming profiles did not change.
+/// 64 yields instead of 8 measured the same there, and cost a worker
+/// about 10 µs more CPU after each burst of sporadic events (a
+/// reviewer's scratch program).
 #[cfg(not(diana_bus_loom))]
 const IDLE_SPINS: u32 = 2;
 #[cfg(not(diana_bus_loom))]
