@@ -25,8 +25,12 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Stripes a thread can own; each checksum has one more, shared.
-const STRIPES: usize = 16;
+/// Stripes a thread can own; each checksum has one more, shared. More
+/// than the threads that add at once in a run with `--workers` up to
+/// about 56 (the bus's workers, the publishers, a peer's consumers): the
+/// shared stripe is one line, which threads beyond these would contend
+/// on.
+const STRIPES: usize = 64;
 
 /// The stripe of the threads that found every other one owned.
 const SHARED: usize = STRIPES;
