@@ -447,7 +447,9 @@ impl Bus {
     }
 
     /// Subscribes `handler` to events of type `E`. An event published after
-    /// this returns is delivered to it.
+    /// this returns is delivered to it. On a bus that was shut down,
+    /// `handler` is dropped, with what it holds, once the shutdown's drain
+    /// has ended (at once if it has).
     pub fn subscribe<E, F>(&self, handler: F) -> Subscription
     where
         E: Event,

@@ -209,11 +209,21 @@ impl Table {
     }
 }
 
+/// What the registry's writers share under its lock.
+#[derive(Default)]
+struct Writers {
+    numbers: TypeMap<TypeNumber>,
+    /// Set by [`Registry::clear`]: the bus is shut down, and no
+    /// subscriber is filed again.
+    cleared: bool,
+}
+
 /// The sharded subscriber tables.
 pub struct Registry {
     shards: [ArcCell<Table>; TABLE_SHARDS],
-    /// Serialises the writers; holds every type's number.
-    write: Mutex<TypeMap<TypeNumber>>,
+    /// Serialises the writers; holds every type's number, and whether the
+    /// tables were cleared for good.
+    write: Mutex<Writers>,
     next_id: AtomicU64,
     /// The tag of the bus it belongs to (see `place::next_bus_tag`), which
     /// its subscriptions carry: ids are counted per registry.
@@ -225,7 +235,7 @@ impl Registry {
     pub(crate) fn new(bus: u64) -> Self {
         Registry {
             shards: std::array::from_fn(|_| ArcCell::new(Table::default())),
-            write: Mutex::new(TypeMap::default()),
+            write: Mutex::new(Writers::default()),
             next_id: AtomicU64::new(1),
             bus,
         }
@@ -278,7 +288,11 @@ pub(crate) struct SubscriberOptions {
 }
 
 impl Registry {
-    /// Adds a subscriber; workers see it from their next batch on.
+    /// Adds a subscriber; workers see it from their next batch on. After
+    /// [`Registry::clear`] it is dropped instead (after the lock is let
+    /// go: its drop is user code): nothing would ever call it, and what it
+    /// holds, a handle of its own bus among them, would be kept as long as
+    /// the bus's memory, which that handle keeps.
     pub(crate) fn insert(
         &self,
         options: SubscriberOptions,
@@ -300,10 +314,14 @@ impl Registry {
             unsubscribed: AtomicBool::new(false),
             handler,
         });
+        let mut pending = Some(subscriber);
         self.update(options.type_id, true, |handlers| {
-            let at = handlers.partition_point(|h| (h.stage, h.id) < (subscriber.stage, id));
-            handlers.insert(at, subscriber);
+            if let Some(subscriber) = pending.take() {
+                let at = handlers.partition_point(|h| (h.stage, h.id) < (subscriber.stage, id));
+                handlers.insert(at, subscriber);
+            }
         });
+        drop(pending);
         Subscription {
             id,
             bus: self.bus,
@@ -360,7 +378,8 @@ impl Registry {
     /// and may drop the bus.
     pub(crate) fn clear(&self) {
         let cleared: Vec<_> = {
-            let _writers = lock(&self.write);
+            let mut writers = lock(&self.write);
+            writers.cleared = true;
             self.shards
                 .iter()
                 .map(|cell| {
@@ -376,14 +395,19 @@ impl Registry {
     /// Changes the handlers of `type_id` in a copy of its table shard and
     /// stores the copy. A type without subscribers gets an entry (and its
     /// number, the first time) only when `create` says so: a removal of
-    /// what is not there changes nothing.
+    /// what is not there changes nothing. After [`Registry::clear`],
+    /// nothing is created: `change` is not called.
     fn update(
         &self,
         type_id: TypeId,
         create: bool,
         change: impl FnOnce(&mut SmallVec<[Arc<Subscriber>; 4]>),
     ) {
-        let mut numbers = lock(&self.write);
+        let mut writers = lock(&self.write);
+        if create && writers.cleared {
+            return;
+        }
+        let numbers = &mut writers.numbers;
         let cell = &self.shards[table_shard(type_id)];
         let current = cell.load_full();
         if !create && current.entry(type_id).is_none() {

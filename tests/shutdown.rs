@@ -153,3 +153,22 @@ fn shutdown_lets_go_of_handlers_that_hold_the_bus() {
         assert_eq!(bus.subscribers::<Order>(), 0);
     });
 }
+
+#[test]
+fn a_subscription_after_shutdown_is_let_go_at_once() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.shutdown();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (held, counted) = (bus.clone(), DropCount(dropped.clone()));
+        let subscription = bus.subscribe(move |_: &Order, _: &Context| -> HandlerResult {
+            let _keep = (&held, &counted);
+            Ok(())
+        });
+        // Nothing could ever call it: it is dropped, with its bus handle,
+        // instead of holding the bus's memory in a cycle through it.
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(bus.subscribers::<Order>(), 0);
+        assert!(!bus.unsubscribe(&subscription));
+    });
+}
