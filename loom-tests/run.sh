@@ -3,24 +3,36 @@
 # few minutes on a 2-core machine; raise LOOM_MAX_PREEMPTIONS locally for a
 # deeper search.
 #
-# Usage: loom-tests/run.sh [MODEL_FILE ...] [NAME_FILTER ...]
+# Usage: loom-tests/run.sh [MODEL_FILE ...] [NAME_FILTER ...] [HARNESS_FLAG ...]
 # A MODEL_FILE names a file of loom-tests/tests/ without `.rs` (park_wake)
-# and runs only that file's models; anything else filters models by name.
+# and runs only that file's models; another word filters models by name.
+# From the first argument that starts with `-`, everything goes to the
+# test harness as it is. Fails if no model ran (a misspelt name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg diana_bus_loom -C debug-assertions"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
 files=()
-filters=()
+harness=()
+flags=0
 for arg in "$@"; do
-    if [[ -f "loom-tests/tests/$arg.rs" ]]; then
+    if [[ $arg == -* ]]; then
+        flags=1
+    fi
+    if [[ $flags -eq 0 && -f "loom-tests/tests/$arg.rs" ]]; then
         files+=(--test "$arg")
     else
-        filters+=("$arg")
+        harness+=("$arg")
     fi
 done
 if [[ ${#files[@]} -eq 0 ]]; then
     files=(--tests)
 fi
-exec cargo test --release -p loom-tests "${files[@]}" -- --test-threads=1 "${filters[@]}"
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+cargo test --release -p loom-tests "${files[@]}" -- --test-threads=1 ${harness[@]+"${harness[@]}"} 2>&1 | tee "$out"
+if ! grep -qE "test result: ok\. [1-9]" "$out"; then
+    echo "loom-tests/run.sh: no model ran for: $*" >&2
+    exit 1
+fi

@@ -447,9 +447,10 @@ impl Bus {
     }
 
     /// Subscribes `handler` to events of type `E`. An event published after
-    /// this returns is delivered to it. On a bus that was shut down,
-    /// `handler` is dropped, with what it holds, once the shutdown's drain
-    /// has ended (at once if it has).
+    /// this returns is delivered to it. On a bus that was shut down, the
+    /// subscription lives until the shutdown's drain ends (it sees the
+    /// follow-ups that handlers publish meanwhile), and then `handler` is
+    /// dropped, with what it holds: at once, if the drain has ended.
     pub fn subscribe<E, F>(&self, handler: F) -> Subscription
     where
         E: Event,
@@ -502,9 +503,8 @@ impl Bus {
         }
     }
 
-    /// The number of live subscriptions to events of type `E` (0 once the
-    /// bus was shut down; a subscription made after that stays until the
-    /// next `shutdown`, but sees no event).
+    /// The number of live subscriptions to events of type `E` (0 once a
+    /// shutdown's drain has ended: see [`Bus::subscribe`]).
     pub fn subscribers<E: Event>(&self) -> usize {
         self.inner
             .executor
