@@ -39,7 +39,9 @@
 //! follow-up inherits its parent's. `flush` bumps the epoch (so it waits
 //! for epochs up to the old value `e`), raises `flush_target` to `e`, and
 //! fences. Workers count, per worker, the follow-ups of events with epoch
-//! `<= flush_target` (`descendants`), after pushing them and fencing.
+//! `<= flush_target` (`descendants`), reading `flush_target` (`SeqCst`)
+//! after pushing them (a `SeqCst` claim: the Dekker pattern of `park`'s
+//! sleeper, with `flush`'s fence and snapshot as the worker's side).
 //! `flush` then repeats: read the descendants sum `c0`; snapshot every
 //! shard's accepted positions; wait until each shard has completed them;
 //! read the sum again as `c1`; stop when `c0 == c1`. A follow-up pushed
@@ -531,8 +533,8 @@ impl Executor {
         shard.space.wait_for(attempt)
     }
 
-    /// After a push into `shard` (which fenced: the ring's claim fence, or
-    /// the overflow's), wakes its owner if it sleeps (P3 of the sleeper
+    /// After a push into `shard` (the ring's `SeqCst` claim, or the
+    /// overflow's fence), wakes its owner if it sleeps (P3 of the sleeper
     /// protocol in `park`).
     #[inline]
     fn after_push(&self, shard: usize) {
@@ -558,8 +560,8 @@ impl Executor {
             self.record_explicit(tenant, id, place)
         });
         self.after_push(index);
-        // After the push and its fence: see the flush protocol.
-        if epoch <= self.flush_target.load(Ordering::Relaxed) {
+        // SeqCst, after the push's SeqCst claim: see the flush protocol.
+        if epoch <= self.flush_target.load(Ordering::SeqCst) {
             // An add, not a load and a store: a handler may share its
             // `Context` (it is `Sync`) with threads of its own that publish
             // at once, and a lost count could let `flush` return early.

@@ -8,20 +8,22 @@
 //!
 //! ```text
 //! worker                              producer
-//! sleeping = true        (W1)         push: tail CAS      (P1)
-//! fence(SeqCst)          (W2)         claim fence(SeqCst) (P2)
+//! sleeping = true        (W1)         push: tail CAS (SeqCst)      (P1)
+//! fence(SeqCst)          (W2)         [loom build: fence(SeqCst)]  (P2)
 //!                                     write slot, stamp
-//! any work? (tail, ...)  (W3)         sleeping? -> unpark (P3)
+//! any work? (tail, ...)  (W3)         sleeping? (SeqCst) -> unpark (P3)
 //! no: park()             (W4)
 //! ```
 //!
-//! The two `SeqCst` fences are ordered one way or the other. If W2 comes
-//! first, P3 sees `sleeping == true` and unparks; if P2 comes first, W3 sees
-//! P1's tail and the worker does not park. `unpark` before `park` leaves a
-//! token, so the unpark cannot fall between W3 and W4. A weaker fence on
-//! either side allows both reads to miss (the store-buffer litmus test),
-//! and the worker sleeps on a pushed event: the `park_wake` loom model
-//! checks exactly this.
+//! W2 and the claim P1 are ordered one way or the other in the single
+//! order of `SeqCst` operations. If W2 comes first, P3 sees
+//! `sleeping == true` and unparks; if P1 comes first, W3 sees P1's tail
+//! and the worker does not park (the argument in full, and why the loom
+//! build fences at P2 instead: `ring`, "Memory orderings"). `unpark`
+//! before `park` leaves a token, so the unpark cannot fall between W3 and
+//! W4. A weaker fence or claim allows both reads to miss (the
+//! store-buffer litmus test), and the worker sleeps on a pushed event: the
+//! `park_wake` loom model checks exactly this.
 //!
 //! # WaitQueue
 //!
@@ -84,16 +86,17 @@ impl Sleeper {
         self.sleeping.store(false, Ordering::Relaxed);
     }
 
-    /// P3: the caller has published work, fencing (`SeqCst`) after its claim
-    /// (the ring's claim fence); wakes
-    /// the worker if it announced sleep. Only the worker writes `sleeping`:
-    /// producers that see it set all unpark, which is idempotent (a spare
-    /// token costs the worker one extra turn of its loop).
+    /// P3: the caller has published work (a `SeqCst` claim, or a `SeqCst`
+    /// fence after it); wakes the worker if it announced sleep. Only the
+    /// worker writes `sleeping`: producers that see it set all unpark,
+    /// which is idempotent (a spare token costs the worker one extra turn
+    /// of its loop).
     #[inline]
     pub fn wake_if_sleeping(&self) {
-        // Acquire: pairs with `prepare`'s Release, so the thread handle
-        // registered before it is visible.
-        if self.sleeping.load(Ordering::Acquire) {
+        // SeqCst: the protocol above. It includes Acquire, which pairs with
+        // `prepare`'s Release, so the thread handle registered before it
+        // is visible. (On x86-64 a SeqCst load is a plain load.)
+        if self.sleeping.load(Ordering::SeqCst) {
             self.wake();
         }
     }

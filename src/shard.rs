@@ -306,7 +306,7 @@ impl Shard {
         // Only written under the overflow lock.
         self.overflow_pushed.store(seq + 1, Ordering::Relaxed);
         self.overflow_len.store(queue.len(), Ordering::Release);
-        // What the ring's claim fence is for ring pushes: the owner's
+        // What the ring's `SeqCst` claim is for ring pushes: the owner's
         // re-check before parking, and flush's snapshot, see this push, or
         // the caller's reads after it see their announcements.
         fence(Ordering::SeqCst);

@@ -32,7 +32,8 @@ fn worker(ring: Arc<Ring<u32>>, sleeper: Arc<Sleeper>, expected: usize) -> Vec<u
 }
 
 /// The producer side, as `Executor::push` and `after_push` do it (the
-/// fence is the ring's claim fence, inside `push`).
+/// fence is the loom build's claim fence, inside `push`; see `ring`,
+/// "Memory orderings").
 fn publish(ring: &Ring<u32>, sleeper: &Sleeper, value: u32) {
     ring.push(value).unwrap();
     sleeper.wake_if_sleeping();
