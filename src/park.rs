@@ -225,3 +225,62 @@ impl WaitQueue {
         }
     }
 }
+
+// The loom build checks the fenced form of the protocol (`loom-tests`).
+#[cfg(all(test, not(diana_bus_loom)))]
+mod tests {
+    use super::Sleeper;
+    use crate::ring::Ring;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// The sleeper protocol as the release build runs it: a `SeqCst` claim
+    /// in `Ring::push` and a `SeqCst` load in `wake_if_sleeping`, with no
+    /// fence on the producer's side, which loom cannot check (see `ring`,
+    /// "Memory orderings"). Each round a fresh worker thread announces
+    /// sleep and re-checks the ring while the producer pushes: the worker
+    /// sees the push or is woken, never neither. The producer pushes once
+    /// it reads the worker's `announced` flag, a Relaxed one that orders
+    /// nothing: the two sides race as they do in the bus, but in the order
+    /// that can lose a wake-up. x86-64 hardware cannot lose it (the claim
+    /// is a locked instruction, a full barrier there), weaker hardware
+    /// could; under Miri's weak memory emulation this test fails with the
+    /// load only `Acquire`: `cargo +nightly miri test -p diana-bus --lib
+    /// park`.
+    #[test]
+    fn a_push_and_a_sleep_announcement_never_both_go_unseen() {
+        // A lost wake-up sleeps out the whole wait (under Miri, in virtual
+        // time).
+        const WAIT: Duration = Duration::from_secs(60);
+        for _ in 0..if cfg!(miri) { 100 } else { 1000 } {
+            let ring = Arc::new(Ring::<u32>::new(2));
+            let sleeper = Arc::new(Sleeper::default());
+            let announced = Arc::new(AtomicBool::new(false));
+            let worker = {
+                let (ring, sleeper) = (Arc::clone(&ring), Arc::clone(&sleeper));
+                let announced = Arc::clone(&announced);
+                thread::spawn(move || {
+                    sleeper.register_current();
+                    sleeper.prepare();
+                    announced.store(true, Ordering::Relaxed);
+                    if ring.is_empty() {
+                        let start = Instant::now();
+                        sleeper.park(WAIT);
+                        start.elapsed() < WAIT
+                    } else {
+                        sleeper.cancel();
+                        true
+                    }
+                })
+            };
+            while !announced.load(Ordering::Relaxed) {
+                thread::yield_now();
+            }
+            ring.push(1).unwrap();
+            sleeper.wake_if_sleeping();
+            assert!(worker.join().unwrap(), "the worker slept through a push");
+        }
+    }
+}

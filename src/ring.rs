@@ -70,9 +70,12 @@
 //!   right after the claim, the *claim fence*, which the fence-to-fence
 //!   rule orders against the consumer's: that is the protocol the models
 //!   check, and the release build's `SeqCst` CAS and loads give the same
-//!   guarantee by the argument above. The release build shipped the fence
-//!   too, until measured: that one more locked instruction per push cost
-//!   spsc about 9% and mpsc about 12% of their throughput.
+//!   guarantee by the argument above. Miri, whose weak memory emulation
+//!   follows C++20, runs the release build's form: `park`'s test (`cargo
+//!   +nightly miri test -p diana-bus --lib park`), which fails there with
+//!   the producer's load only `Acquire`. The release build had the fence
+//!   too, until measured: one locked instruction more per push cost spsc
+//!   about 8% of its throughput, mpsc and tenants about 20%.
 //! - `close` sets [`CLOSED`] with `fetch_or`: every push's CAS either comes
 //!   before it in `tail.next`'s modification order (its position is
 //!   claimed, and its value will be published) or sees the bit and is
