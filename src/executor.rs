@@ -40,8 +40,9 @@
 //! for epochs up to the old value `e`), raises `flush_target` to `e`, and
 //! fences. Workers count, per worker, the follow-ups of events with epoch
 //! `<= flush_target` (`descendants`), reading `flush_target` (`SeqCst`)
-//! after pushing them (a `SeqCst` claim: the Dekker pattern of `park`'s
-//! sleeper, with `flush`'s fence and snapshot as the worker's side).
+//! after pushing them (a `SeqCst` claim, or the overflow's fence): the
+//! Dekker pattern of `park`'s sleeper, `flush` with its fence and
+//! snapshot in the sleeping worker's role (W1 to W3).
 //! `flush` then repeats: read the descendants sum `c0`; snapshot every
 //! shard's accepted positions; wait until each shard has completed them;
 //! read the sum again as `c1`; stop when `c0 == c1`. A follow-up pushed

@@ -21,9 +21,10 @@
 //! and the worker does not park (the argument in full, and why the loom
 //! build fences at P2 instead: `ring`, "Memory orderings"). `unpark`
 //! before `park` leaves a token, so the unpark cannot fall between W3 and
-//! W4. A weaker fence or claim allows both reads to miss (the
-//! store-buffer litmus test), and the worker sleeps on a pushed event: the
-//! `park_wake` loom model checks exactly this.
+//! W4. A weaker fence, claim or load allows both reads to miss (the
+//! store-buffer litmus test), and the worker sleeps on a pushed event. The
+//! `park_wake` loom model checks the fenced form; the release form is
+//! argued in `ring`, and its load checked under Miri (this file's test).
 //!
 //! # WaitQueue
 //!
@@ -247,8 +248,9 @@ mod tests {
     /// that can lose a wake-up. x86-64 hardware cannot lose it (the claim
     /// is a locked instruction, a full barrier there), weaker hardware
     /// could; under Miri's weak memory emulation this test fails with the
-    /// load only `Acquire`: `cargo +nightly miri test -p diana-bus --lib
-    /// park`.
+    /// load only `Acquire` (every seed tried), but passes with the claim
+    /// only `Relaxed`: it guards the load, not the claim. `cargo +nightly
+    /// miri test -p diana-bus --lib park`.
     #[test]
     fn a_push_and_a_sleep_announcement_never_both_go_unseen() {
         // A lost wake-up sleeps out the whole wait (under Miri, in virtual
