@@ -822,6 +822,128 @@ fn gather_records_who_answered_failed_and_timed_out() {
 }
 
 #[test]
+fn a_gather_waits_for_every_responder_when_two_share_a_name() {
+    within(30, || {
+        let bus = Bus::builder().workers(2).build().unwrap();
+        bus.responder::<Interaction, u32>()
+            .name("x")
+            .respond(|_: &Interaction, _: &Context| -> Result<u32, HandlerError> { Ok(1) });
+        bus.responder::<Interaction, u32>().name("x").respond(
+            |_: &Interaction, _: &Context| -> Result<u32, HandlerError> {
+                std::thread::sleep(Duration::from_millis(100));
+                Ok(2)
+            },
+        );
+        let gathered = runtime()
+            .block_on(async {
+                bus.gather::<Interaction, u32>(Interaction)
+                    .deadline(Duration::from_secs(10))
+                    .await
+            })
+            .unwrap();
+        let mut answers: Vec<_> = gathered.answers.iter().map(|(_, a)| *a).collect();
+        answers.sort();
+        assert_eq!(answers, [1, 2], "the slower \"x\" was waited for");
+        assert!(gathered.is_complete());
+    });
+}
+
+/// A responder waiting out an hour's retry pause when it is unsubscribed:
+/// the request's handling ends without an answer.
+fn unsubscribed_mid_retry<T: Send + 'static>(
+    ask: impl FnOnce(Bus) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>>,
+) -> (T, Duration) {
+    let rt = runtime_with_threads(1);
+    let bus = bus_on(&rt, 1);
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = attempts.clone();
+    let responder = bus
+        .responder::<Interaction, u32>()
+        .name("later")
+        .retry(RetryPolicy::fixed(3, Duration::from_secs(3600)))
+        .respond(
+            move |_: &Interaction, _: &Context| -> Result<u32, HandlerError> {
+                a.fetch_add(1, Ordering::SeqCst);
+                Err(HandlerError::transient("not now"))
+            },
+        );
+    let started = std::time::Instant::now();
+    let asked = rt.spawn(ask(bus.clone()));
+    common::wait_until(10, || attempts.load(Ordering::SeqCst) == 1);
+    assert!(bus.unsubscribe(&responder));
+    let got = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), asked).await })
+        .expect("it ends once the responder is gone")
+        .unwrap();
+    (got, started.elapsed())
+}
+
+#[test]
+fn a_request_whose_responder_is_unsubscribed_before_answering_fails_at_once() {
+    within(30, || {
+        let (got, took) = unsubscribed_mid_retry(|bus| {
+            Box::pin(async move {
+                bus.request::<Interaction, u32>(Interaction, Duration::from_secs(60))
+                    .await
+            })
+        });
+        assert_eq!(
+            got,
+            Err(RequestError::Failed(format!(
+                "later: {}",
+                diana_bus::async_api::UNSUBSCRIBED
+            ))),
+            "not a timeout: the timeout is a minute away"
+        );
+        assert!(took < Duration::from_secs(30));
+    });
+}
+
+#[test]
+fn a_gather_expecting_a_name_no_responder_has_reports_it_timed_out() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.responder::<Interaction, u32>()
+            .name("x")
+            .respond(|_: &Interaction, _: &Context| -> Result<u32, HandlerError> { Ok(1) });
+        let gathered = runtime()
+            .block_on(async {
+                bus.gather::<Interaction, u32>(Interaction)
+                    .expect(["x", "ghost"])
+                    .deadline(Duration::from_secs(60))
+                    .await
+            })
+            .unwrap();
+        assert_eq!(gathered.answer("x"), Some(&1));
+        assert!(gathered.failed.is_empty(), "no responder was let go");
+        assert_eq!(gathered.timed_out, ["ghost"]);
+    });
+}
+
+#[test]
+fn a_gather_lists_a_responder_unsubscribed_before_answering_as_failed() {
+    within(30, || {
+        let (got, _) = unsubscribed_mid_retry(|bus| {
+            Box::pin(async move {
+                bus.gather::<Interaction, u32>(Interaction)
+                    .deadline(Duration::from_secs(60))
+                    .await
+            })
+        });
+        let gathered = got.unwrap();
+        assert!(gathered.answers.is_empty());
+        assert_eq!(
+            gathered.failed,
+            [(
+                "later".to_string(),
+                diana_bus::async_api::UNSUBSCRIBED.to_string()
+            )]
+        );
+        assert!(gathered.timed_out.is_empty(), "it did not time out");
+    });
+}
+
+#[test]
 fn the_async_adapter_runs_on_a_multi_threaded_runtime() {
     within(30, || {
         let bus = Bus::builder().workers(2).capacity(4).build().unwrap();

@@ -47,17 +47,27 @@ impl<S: Into<String>> From<Vec<S>> for Expect {
     }
 }
 
+/// The error that [`Gathered::failed`] gives an expected responder that
+/// was unsubscribed before it answered.
+pub const UNSUBSCRIBED: &str = "unsubscribed before it answered";
+
 /// The outcome of a [`Gather`]: who answered what, who failed, who did not
-/// answer in time.
+/// answer in time. Responders are told apart by name, and several may
+/// share one: each answer or failure settles one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gathered<Resp> {
     /// (responder, answer), in the order the answers came.
     pub answers: Vec<(String, Resp)>,
-    /// (responder, last error) of each responder that failed for good.
+    /// (responder, last error) of each responder that failed for good,
+    /// and (responder, [`UNSUBSCRIBED`]) of each expected one that was
+    /// unsubscribed before it answered (the request's handling ended
+    /// without it).
     pub failed: Vec<(String, String)>,
     /// Expected responders that neither answered nor failed for good in
-    /// time (including ones still retrying); none once what was expected
-    /// is in (with [`Expect::Count`], the others were not waited for).
+    /// time (including ones still retrying, and expected names that no
+    /// responder had when the request was published); none once what was
+    /// expected is in (with [`Expect::Count`], the others were not waited
+    /// for).
     pub timed_out: Vec<String>,
 }
 
@@ -170,22 +180,18 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
             // Nothing will answer a duplicate.
             Sent::Duplicate(id) => return Err(RequestError::Duplicate(id)),
         }
-        let (failed, satisfied) = poll_fn(|cx| {
+        let (mut failed, satisfied, ended) = poll_fn(|cx| {
             // The waker first, then the look: an answer or a failure after
             // the look wakes this task.
             let progress = tracker.progress(cx.waker());
-            let enough = reply.inspect(|answers| {
-                let settled = |name: &&str| {
-                    answers.iter().any(|(n, _)| n == name)
-                        || progress.dead_letters.iter().any(|(n, _)| n == name)
-                };
-                match &expect {
-                    Expect::All | Expect::Names(_) => expected.iter().all(settled),
-                    Expect::Count(count) => answers.len() >= *count,
+            let enough = reply.inspect(|answers| match &expect {
+                Expect::All | Expect::Names(_) => {
+                    unsettled(&expected, answers, &progress.dead_letters).is_empty()
                 }
+                Expect::Count(count) => answers.len() >= *count,
             });
             if enough || progress.done || deadline.passed(cx) {
-                Poll::Ready((progress.dead_letters, enough))
+                Poll::Ready((progress.dead_letters, enough, progress.done))
             } else {
                 Poll::Pending
             }
@@ -193,21 +199,56 @@ impl<'b, Req: Event, Resp: Send + 'static> Gather<'b, Req, Resp> {
         .await;
         let answers = reply.take();
         // Satisfied, it waited for no one else: `Count(n)` had its answers.
-        let timed_out = expected
+        let owed = match satisfied {
+            true => Vec::new(),
+            false => unsettled(&expected, &answers, &failed),
+        };
+        // Once the request's handling has ended, no responder owing an
+        // answer will give one: it was unsubscribed before it answered. (A
+        // name expected but not subscribed at the request stays timed out.)
+        let (let_go, timed_out): (Vec<&str>, Vec<&str>) = owed
             .into_iter()
-            .filter(|&name| {
-                !satisfied
-                    && !answers.iter().any(|(n, _)| n == name)
-                    && !failed.iter().any(|(n, _)| n == name)
-            })
-            .map(str::to_owned)
-            .collect();
+            .partition(|name| ended && responders.iter().any(|r| **r == **name));
+        failed.extend(
+            let_go
+                .into_iter()
+                .map(|name| (name.to_owned(), UNSUBSCRIBED.to_owned())),
+        );
+        let timed_out = timed_out.into_iter().map(str::to_owned).collect();
         Ok(Gathered {
             answers,
             failed,
             timed_out,
         })
     }
+}
+
+/// The `expected` responders (by name, each as often as it is expected)
+/// that neither answered nor failed for good: each answer or failure
+/// settles one of a name, so two responders that share a name are both
+/// waited for.
+fn unsettled<'e, Resp>(
+    expected: &[&'e str],
+    answers: &[(String, Resp)],
+    failed: &[(String, String)],
+) -> Vec<&'e str> {
+    let settled = |name: &str| {
+        answers.iter().filter(|(n, _)| n == name).count()
+            + failed.iter().filter(|(n, _)| n == name).count()
+    };
+    let mut owed = Vec::new();
+    for (at, &name) in expected.iter().enumerate() {
+        // Each name once, at its first place.
+        if expected[..at].contains(&name) {
+            continue;
+        }
+        let wanted = expected.iter().filter(|&&n| n == name).count();
+        owed.extend(std::iter::repeat_n(
+            name,
+            wanted.saturating_sub(settled(name)),
+        ));
+    }
+    owed
 }
 
 impl<'b, Req: Event, Resp: Send + 'static> IntoFuture for Gather<'b, Req, Resp> {

@@ -56,7 +56,7 @@ mod request;
 mod service;
 pub(crate) mod timer;
 
-pub use gather::{Expect, Gather, Gathered};
+pub use gather::{Expect, Gather, Gathered, UNSUBSCRIBED};
 #[cfg(not(diana_bus_loom))]
 pub(crate) use handler::runs_handler_of;
 #[cfg(not(diana_bus_loom))]

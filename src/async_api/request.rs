@@ -119,8 +119,9 @@ pub enum RequestError {
     /// tenant quota or the async backlogs stayed full): then it is dropped
     /// unpublished.
     Timeout,
-    /// The responders failed for good (their error), or the bus refused
-    /// the request (closed, or over the tenant's quota).
+    /// The responders failed for good (their error) or were unsubscribed
+    /// before they answered ([`UNSUBSCRIBED`](crate::async_api::UNSUBSCRIBED)),
+    /// or the bus refused the request (closed, or over the tenant's quota).
     Failed(String),
     /// The request's explicit id ([`Meta::id`](crate::Meta::id)) was
     /// published for its tenant within the dedup window: it was not
@@ -181,8 +182,9 @@ impl Bus {
     /// Publishes `request` and resolves with the first answer, or
     /// [`RequestError::NoResponder`] at once if nothing answers `Req` with
     /// `Resp`, [`RequestError::Failed`] if every responder failed for
-    /// good, [`RequestError::Timeout`] after `timeout` (which covers the
-    /// wait for room to publish: past it, the request is not published).
+    /// good or was unsubscribed before it answered,
+    /// [`RequestError::Timeout`] after `timeout` (which covers the wait for
+    /// room to publish: past it, the request is not published).
     ///
     /// # Examples
     ///
@@ -222,8 +224,9 @@ impl Bus {
         if let Some((_, response)) = gathered.answers.into_iter().next() {
             return Ok(response);
         }
-        // Failed only if every responder failed for good: one still at
-        // work (or retrying) at the timeout makes it a timeout.
+        // Failed only if every responder failed for good (or was
+        // unsubscribed first): one still at work (or retrying) at the
+        // timeout makes it a timeout.
         match gathered.failed.into_iter().next() {
             Some((responder, error)) if gathered.timed_out.is_empty() => {
                 Err(RequestError::Failed(format!("{responder}: {error}")))
