@@ -959,6 +959,33 @@ fn maps_with_number_keys_decode_as_they_were_encoded() {
 }
 
 #[test]
+fn a_number_key_spelled_otherwise_than_serde_json_writes_it_is_refused() {
+    // "05" and "5" would name one number: one of the two values would be
+    // lost without a word.
+    let mut registry = WireRegistry::diana();
+    registry.register::<Scores>().unwrap();
+    for (map, keys) in [
+        ("by_message", r#"{"5": 1, "05": 2}"#),
+        ("by_message", r#"{"+5": 1}"#),
+        ("by_message", r#"{"007": 1}"#),
+        ("by_offset", r#"{"-0": 1.5}"#),
+        ("by_flag", r#"{"True": 1}"#),
+    ] {
+        let data = format!(
+            r#"{{"user_id": 7, "by_message": {{}}, "by_offset": {{}}, "by_flag": {{}}, "by_user": {{}}, "{map}": {keys}}}"#
+        );
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let err = registry
+            .decode_value(&json!({"event": "Scores", "data": data}))
+            .unwrap_err();
+        assert!(
+            matches!(err, DomainError::WrongType { ref field, .. } if field == map),
+            "{keys}: {err:?}"
+        );
+    }
+}
+
+#[test]
 fn a_registry_encodes_only_what_it_can_decode() {
     let message = UserMessage::new(1, "hi", "t").unwrap();
     assert_eq!(

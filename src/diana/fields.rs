@@ -289,13 +289,18 @@ impl<'de> de::SeqAccess<'de> for Seq<'de> {
 /// `"12"`, and reads them back so; so does this).
 struct KeyRef<'de>(&'de str);
 
-/// Deserializer methods that parse the key's text as their type.
+/// Deserializer methods that parse the key's text as their type, spelled
+/// only as serde_json writes it: `"05"`, `"+5"` or `"-0"` would let two
+/// keys of one object name one number, and one of their values would be
+/// lost without a word.
 macro_rules! parse_key {
     ($($method:ident => $visit:ident($ty:ty)),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, FieldError> {
             match self.0.parse::<$ty>() {
-                Ok(value) => visitor.$visit(value),
-                Err(_) => Err(de::Error::invalid_type(de::Unexpected::Str(self.0), &visitor)),
+                Ok(value) if serde_json::to_string(&value).is_ok_and(|text| text == self.0) => {
+                    visitor.$visit(value)
+                }
+                _ => Err(de::Error::invalid_type(de::Unexpected::Str(self.0), &visitor)),
             }
         }
     )*};
