@@ -985,6 +985,82 @@ fn a_number_key_spelled_otherwise_than_serde_json_writes_it_is_refused() {
     }
 }
 
+/// `levels` arrays, one inside the other, around a number.
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| Value::Array(vec![inner]))
+}
+
+#[test]
+fn what_a_registry_encodes_it_decodes_and_deeper_data_is_refused_both_ways() {
+    let registry = WireRegistry::diana();
+    // data (level 1) > rewards (2) > `levels` arrays: the deepest array is
+    // at level 2 + levels.
+    let deepest_allowed = MAX_DATA_DEPTH - 2;
+    for levels in [
+        deepest_allowed - 1,
+        deepest_allowed,
+        deepest_allowed + 1,
+        200,
+    ] {
+        let mut rewards = JsonObject::new();
+        rewards.insert("a".into(), nested(levels));
+        let level = LevelUp::new(1, 2, rewards).unwrap();
+        match registry.encode(&level) {
+            Ok(text) => {
+                assert!(levels <= deepest_allowed, "{levels} levels encoded");
+                let back = registry
+                    .decode(&text)
+                    .unwrap_or_else(|err| panic!("{levels} levels: {err}"));
+                assert_eq!(back.downcast::<LevelUp>().unwrap(), level);
+            }
+            Err(err) => {
+                assert!(levels > deepest_allowed, "{levels} levels: {err}");
+                assert!(
+                    matches!(
+                        err,
+                        DomainError::Rejected {
+                            event: "LevelUp",
+                            ..
+                        }
+                    ),
+                    "{err:?}"
+                );
+            }
+        }
+        let envelope = json!({"event": "LevelUp",
+            "data": {"user_id": 1, "new_level": 2, "rewards": {"a": nested(levels)}}});
+        assert_eq!(
+            registry.decode_value(&envelope).is_ok(),
+            levels <= deepest_allowed,
+            "{levels} levels"
+        );
+    }
+}
+
+#[test]
+fn a_value_nested_far_deeper_is_refused_without_running_out_of_stack() {
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            // Put together by hand: `json!` would copy the deep value
+            // recursively.
+            let mut envelope =
+                json!({"event": "LevelUp", "data": {"user_id": 1, "new_level": 2, "rewards": {}}});
+            envelope["data"]["rewards"]
+                .as_object_mut()
+                .unwrap()
+                .insert("a".into(), nested(100_000));
+            let err = WireRegistry::diana().decode_value(&envelope).unwrap_err();
+            assert!(matches!(err, DomainError::Rejected { .. }), "{err:?}");
+            // serde_json drops a `Value` recursively, one stack frame per
+            // level: a value this deep cannot be dropped on this stack.
+            std::mem::forget(envelope);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 #[test]
 fn a_registry_encodes_only_what_it_can_decode() {
     let message = UserMessage::new(1, "hi", "t").unwrap();

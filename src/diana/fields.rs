@@ -42,19 +42,49 @@ pub fn decode_fields<T: DeserializeOwned>(
     event: &'static str,
     data: &Value,
 ) -> Result<T, DomainError> {
-    require_object(event, data)?;
+    require_data(event, data)?;
     T::deserialize(ValueRef(data)).map_err(|err| err.into_domain(event))
 }
 
-/// `data` itself, if it is an object.
-pub(crate) fn require_object<'a>(
+/// How deeply an event's `data` may nest: the object itself is level 1,
+/// an array or object in it level 2, and so on. Deeper data is refused
+/// both ways, with [`DomainError::Rejected`]: it stays well within
+/// serde_json's parser limit of 128 levels for a whole envelope, so that
+/// what is encoded can be decoded, and the decoder's recursion (a level
+/// of stack per level of data) stays bounded for a `Value` built in code.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// `data` itself, if it is an object nested no deeper than
+/// [`MAX_DATA_DEPTH`] (looked at without recursion).
+pub(crate) fn require_data<'a>(
     event: &'static str,
     data: &'a Value,
 ) -> Result<&'a serde_json::Map<String, Value>, DomainError> {
-    data.as_object().ok_or(DomainError::NotAnObject {
+    let object = data.as_object().ok_or(DomainError::NotAnObject {
         event,
         found: json_type(data),
-    })
+    })?;
+    let mut containers = vec![(data, 1)];
+    while let Some((value, depth)) = containers.pop() {
+        let inside: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth > MAX_DATA_DEPTH {
+            return Err(DomainError::Rejected {
+                event,
+                field: String::new(),
+                reason: format!("data nested more than {MAX_DATA_DEPTH} levels deep"),
+            });
+        }
+        containers.extend(
+            inside
+                .filter(|v| v.is_array() || v.is_object())
+                .map(|v| (v, depth + 1)),
+        );
+    }
+    Ok(object)
 }
 
 /// The JSON type of `value`, with its article.

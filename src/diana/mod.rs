@@ -131,7 +131,7 @@ mod wire;
 pub use activity::{CommandExecuted, ReactionAdded, UserMessage, UserStartedBot};
 pub use coordinator::{Coordinator, CoordinatorError, Outcome};
 pub use error::{DomainError, Rule};
-pub use fields::decode_fields;
+pub use fields::{decode_fields, MAX_DATA_DEPTH};
 pub use interface::{
     DianaActionExecuted, DianaInteraction, DianaInteractionCompleted, DianaInterfaceRequested,
     ServiceResponse,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::DomainError;
-use super::fields::{decode_fields, json_type, require_object};
+use super::fields::{decode_fields, json_type, require_data};
 use crate::{Bus, Event, EventId, Meta, PublishError};
 
 /// An event that travels as JSON: its wire name, and how to read it from
@@ -218,7 +218,7 @@ fn envelope<E: WireEvent>(event: &E) -> Result<Value, DomainError> {
         field: String::new(),
         reason: err.to_string(),
     })?;
-    require_object(E::NAME, &data)?;
+    require_data(E::NAME, &data)?;
     Ok(serde_json::json!({ "event": E::NAME, "data": data }))
 }
 
@@ -358,7 +358,9 @@ impl WireRegistry {
     /// Errors: [`DomainError::BadEnvelope`] unless it is an object with
     /// exactly a string `event` and a `data`; [`DomainError::UnknownEvent`]
     /// for a name not registered; [`DomainError::NotAnObject`] when `data`
-    /// is not an object; and the event's own errors for bad data.
+    /// is not an object; [`DomainError::Rejected`] when it nests deeper
+    /// than [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH); and the event's own
+    /// errors for bad data.
     pub fn decode_value(&self, envelope: &Value) -> Result<Box<dyn DecodedEvent>, DomainError> {
         let bad = |reason: String| DomainError::BadEnvelope { reason };
         let object = envelope
@@ -384,14 +386,16 @@ impl WireRegistry {
             .entries
             .get_key_value(name.as_str())
             .ok_or_else(|| DomainError::UnknownEvent { name: name.clone() })?;
-        require_object(name, data)?;
+        require_data(name, data)?;
         (entry.decode)(data)
     }
 
     /// Encodes `event` into its envelope, as JSON text.
     ///
     /// Refused with [`DomainError::Unregistered`] unless `E` is registered
-    /// under its name, so whatever this registry encodes, it can decode.
+    /// under its name, and with [`DomainError::Rejected`] when its data
+    /// nests deeper than [`MAX_DATA_DEPTH`](super::MAX_DATA_DEPTH), so
+    /// whatever this registry encodes, it can decode.
     pub fn encode<E: WireEvent>(&self, event: &E) -> Result<String, DomainError> {
         self.encode_value(event)
             .map(|envelope| envelope.to_string())
