@@ -45,7 +45,11 @@
 //! a field with a default that was absent on input (`points_to_award`: 5,
 //! `reward_points`: 0, `rewards`: `{}`) is written with that value, and
 //! `"username": null` stays `null`. Object fields (`context`, `data`,
-//! `rewards`, `result`, `responses`) are [`JsonObject`]s.
+//! `rewards`, `result`, `responses`) are [`JsonObject`]s. An event's data
+//! nests at most [`MAX_DATA_DEPTH`] levels, both ways. A map keyed by
+//! numbers (a user's own event may have one) takes its keys only as
+//! serde_json writes them: `"5"`, not `"05"` or `"+5"`, which would name
+//! the same number twice.
 //!
 //! Between services an event travels in an envelope,
 //! `{"event": "<Name>", "data": {...}}`. A [`WireRegistry`] decodes an
