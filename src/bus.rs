@@ -636,7 +636,7 @@ impl Bus {
         let mut routing = self.route(entry, meta);
         if let Some(parent) = parent {
             routing.epoch = parent.epoch;
-            routing.cause = parent.id;
+            (routing.cause, routing.caused) = (parent.id, true);
         }
         // A follow-up from an async handler's own code is accepted during
         // the shutdown drain, like a sync handler's: the drain waits for

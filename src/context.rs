@@ -44,7 +44,7 @@ impl Context<'_> {
 
     /// The event whose handler published this one, if any.
     pub fn cause(&self) -> Option<EventId> {
-        (self.routing.cause.0 != 0).then_some(self.routing.cause)
+        self.routing.caused.then_some(self.routing.cause)
     }
 
     /// Publishes a follow-up event. It inherits this event's tenant (unless
@@ -93,7 +93,7 @@ impl Context<'_> {
         let meta = meta.tenant(inherited);
         let (tenant, key) = meta.tenant_and_key(&event);
         let mut routing = self.executor.route(tenant, key, meta, self.routing.epoch);
-        routing.cause = self.routing.id;
+        (routing.cause, routing.caused) = (self.routing.id, true);
         // Never refused, so a reservation is never given back.
         if meta.get_id().is_some()
             && self

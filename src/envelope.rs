@@ -48,7 +48,7 @@ pub(crate) struct RingEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Lineage {
     explicit_id: Option<EventId>,
-    cause: EventId,
+    cause: Option<EventId>,
     after: Option<Place>,
     tracker: Option<Arc<Tracker>>,
 }
@@ -98,16 +98,14 @@ impl RingEntry {
         tracker: Option<Arc<Tracker>>,
     ) -> Option<Lineage> {
         debug_assert!(self.tenant == routing.tenant && self.key == routing.key);
-        let lineage = (routing.explicit
-            || routing.cause != EventId(0)
-            || routing.after.is_some()
-            || tracker.is_some())
-        .then(|| Lineage {
-            explicit_id: routing.explicit.then_some(routing.id),
-            cause: routing.cause,
-            after: routing.after,
-            tracker,
-        });
+        let lineage =
+            (routing.explicit || routing.caused || routing.after.is_some() || tracker.is_some())
+                .then(|| Lineage {
+                    explicit_id: routing.explicit.then_some(routing.id),
+                    cause: routing.caused.then_some(routing.cause),
+                    after: routing.after,
+                    tracker,
+                });
         self.epoch = routing.epoch;
         self.has_lineage = lineage.is_some();
         lineage
@@ -136,7 +134,8 @@ impl RingEntry {
             explicit: lineage.explicit_id.is_some(),
             place,
             after: lineage.after,
-            cause: lineage.cause,
+            cause: lineage.cause.unwrap_or_default(),
+            caused: lineage.cause.is_some(),
             tenant: self.tenant,
             key: self.key,
             epoch: self.epoch,

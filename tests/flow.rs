@@ -267,6 +267,32 @@ fn context_carries_identity_and_follow_ups_inherit_the_tenant_and_cause() {
 }
 
 #[test]
+fn a_follow_up_of_an_event_with_explicit_id_zero_has_that_cause() {
+    within(30, || {
+        let bus = Bus::builder().workers(1).build().unwrap();
+        bus.subscribe(|_: &Tick, ctx: &Context| -> HandlerResult {
+            ctx.publish(Small(1));
+            Ok(())
+        });
+        let causes = Arc::new(Mutex::new(Vec::new()));
+        let c = causes.clone();
+        bus.subscribe(move |_: &Small, ctx: &Context| -> HandlerResult {
+            c.lock().unwrap().push(ctx.cause());
+            Ok(())
+        });
+        let zero = diana_bus::EventId(0);
+        let tick = Tick {
+            publisher: 0,
+            seq: 0,
+            user: 5,
+        };
+        assert_eq!(bus.publish_with(tick, Meta::new().id(zero)).unwrap(), zero);
+        bus.flush();
+        assert_eq!(*causes.lock().unwrap(), [Some(zero)]);
+    });
+}
+
+#[test]
 fn flush_waits_for_chains_of_follow_ups() {
     within(60, || {
         struct Hop(u32);
