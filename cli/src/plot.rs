@@ -34,10 +34,19 @@ const FONT: &str = "sans-serif";
 /// Draws `runs` (a label, usually the file name, and its record) into an
 /// SVG at `out`.
 pub fn plot(runs: &[(String, Record)], out: &Path) -> Result<(), String> {
-    if runs.is_empty() {
-        return Err("nothing to plot".to_owned());
+    let is_svg = out
+        .extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("svg"));
+    if !is_svg {
+        return Err(format!(
+            "{}: plot writes SVG only; name the output FILE.svg",
+            out.display()
+        ));
     }
     let names = implementations(runs);
+    if names.is_empty() {
+        return Err("nothing to plot: the runs hold no results".to_owned());
+    }
     let root = SVGBackend::new(out, (1200, 900)).into_drawing_area();
     draw(&root, runs, &names).map_err(|error| format!("cannot draw {}: {error}", out.display()))?;
     root.present()

@@ -607,6 +607,20 @@ fn malformed_or_missing_records_are_refused() {
     assert!(!svg.exists(), "no SVG for a bad record");
     assert_fails(&["compare", &good, "/nonexistent/b.json"], "cannot read");
 
+    // An image of another kind would get SVG under its name.
+    let png = scratch("chart.png");
+    assert_fails(&["plot", &good, "-o", png.to_str().unwrap()], "SVG only");
+    assert!(!png.exists(), "no SVG named .png");
+    // Runs with no results would give empty axes.
+    let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&good).unwrap()).unwrap();
+    record["results"] = serde_json::json!([]);
+    let empty = scratch("no-results.json");
+    std::fs::write(&empty, record.to_string()).unwrap();
+    assert_fails(
+        &["plot", empty.to_str().unwrap(), "-o", svg.to_str().unwrap()],
+        "nothing to plot",
+    );
+
     // Figures no run measures: plotting 1.5e308 deliveries/s hung.
     let text = std::fs::read_to_string(&good).unwrap();
     for (field, value) in [
