@@ -64,13 +64,9 @@ pub(crate) fn require_data<'a>(
         event,
         found: json_type(data),
     })?;
+    // Only arrays and objects are ever pushed: `data` is one.
     let mut containers = vec![(data, 1)];
-    while let Some((value, depth)) = containers.pop() {
-        let inside: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
+    while let Some((container, depth)) = containers.pop() {
         if depth > MAX_DATA_DEPTH {
             return Err(DomainError::Rejected {
                 event,
@@ -78,8 +74,14 @@ pub(crate) fn require_data<'a>(
                 reason: format!("data nested more than {MAX_DATA_DEPTH} levels deep"),
             });
         }
+        let items = container.as_array().into_iter().flatten();
+        let values = container
+            .as_object()
+            .into_iter()
+            .flat_map(|map| map.values());
         containers.extend(
-            inside
+            items
+                .chain(values)
                 .filter(|v| v.is_array() || v.is_object())
                 .map(|v| (v, depth + 1)),
         );
